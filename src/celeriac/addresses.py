@@ -1,0 +1,50 @@
+"""Scheduler addresses: parsing, validation and the loopback check."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+DEFAULT_PORT = 8786
+
+_TCP = re.compile(r"^tcp://(?P<host>\[[^\]]+\]|[^:/\s]+):(?P<port>\d{1,5})$")
+
+
+def tcp_address(host: str, port: int | str) -> str:
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # IPv6 literal
+    return f"tcp://{host}:{port}"
+
+
+def normalize(address: str) -> str:
+    """A ``tcp://host:port`` address, or a clear :class:`ValueError`.
+
+    Accepts the forms people type: ``host:port``, ``host`` (default port) and
+    full ``tcp://host:port``.
+    """
+    if not isinstance(address, str) or not address.strip():
+        raise ValueError(f"scheduler address must be a non-empty string, not {address!r}")
+    text = address.strip()
+    if "://" not in text:
+        text = f"tcp://{text}"
+    if not text.startswith("tcp://"):
+        raise ValueError(f"unsupported scheduler address {address!r}: only tcp:// is supported")
+    if not _TCP.match(text):
+        text = f"{text}:{DEFAULT_PORT}"
+    match = _TCP.match(text)
+    if match is None:
+        raise ValueError(f"malformed scheduler address {address!r}; expected tcp://HOST:PORT")
+    port = int(match["port"])
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} in {address!r} is out of range 1-65535")
+    return text
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

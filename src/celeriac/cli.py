@@ -1,0 +1,189 @@
+"""``celeriac``: the command line.  Heavy imports happen inside the commands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+from celeriac.addresses import DEFAULT_PORT
+
+log = logging.getLogger("celeriac")
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="logging threshold (default: %(default)s)",
+    )
+    # Used by the embedded cluster: exit when the process that started us does.
+    common.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="celeriac",
+        description="Celeriac: a distributed task executor (scheduler, workers, tools).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common()
+    _add_scheduler(commands, common)
+    _add_worker(commands, common)
+    return parser
+
+
+def _add_scheduler(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = commands.add_parser(
+        "scheduler",
+        parents=[common],
+        help="run the scheduler",
+        description="Run the central scheduler. Stop it with SIGTERM or Ctrl-C.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind")
+    p.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="port to bind; 0 picks a free one"
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow binding a non-loopback address without authentication",
+    )
+    p.add_argument(
+        "--worker-timeout",
+        type=float,
+        default=5.0,
+        help="seconds without a heartbeat before a worker is declared lost",
+    )
+    p.add_argument(
+        "--heartbeat-interval", type=float, default=0.5, help="seconds between worker heartbeats"
+    )
+    p.add_argument(
+        "--prefetch", type=int, default=2, help="tasks queued on a worker beyond its slots"
+    )
+    p.add_argument(
+        "--allowed-failures",
+        type=int,
+        default=3,
+        help="worker deaths a task may cause before it fails with KilledWorker",
+    )
+    p.add_argument(
+        "--max-message-size",
+        type=int,
+        default=1 << 30,
+        help="largest message accepted, in bytes",
+    )
+    p.set_defaults(run=run_scheduler)
+
+
+def _add_worker(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = commands.add_parser(
+        "worker",
+        parents=[common],
+        help="run worker processes",
+        description="Start worker processes that execute tasks, and restart any that die. "
+        "SIGTERM stops them gracefully: running tasks finish, queued ones are handed back.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("address", help="scheduler address, e.g. tcp://127.0.0.1:8786")
+    p.add_argument("--nprocs", type=int, default=1, help="worker processes to run")
+    p.add_argument("--nthreads", type=int, default=1, help="task slots (threads) per process")
+    p.add_argument("--queues", default="default", help="comma-separated queues to consume")
+    p.add_argument("--name", help="name prefix for the worker processes")
+    p.add_argument(
+        "-A",
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="module to import in each worker process (repeatable)",
+    )
+    p.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=30.0,
+        help="seconds running tasks get to finish on SIGTERM before they are killed",
+    )
+    p.set_defaults(run=run_worker)
+
+
+def run_scheduler(args: argparse.Namespace) -> int:
+    from celeriac.cluster import LISTENING
+    from celeriac.scheduler.server import InsecureBindError, SchedulerServer
+    from celeriac.scheduler.state import SchedulerConfig
+
+    config = SchedulerConfig(
+        worker_timeout=args.worker_timeout,
+        heartbeat_interval=args.heartbeat_interval,
+        prefetch=args.prefetch,
+        allowed_failures=args.allowed_failures,
+    )
+    try:
+        server = SchedulerServer(
+            args.host,
+            args.port,
+            config,
+            max_message_bytes=args.max_message_size,
+            insecure=args.insecure,
+            exit_with_parent=args.exit_with_parent,
+        )
+    except InsecureBindError as exc:
+        log.error("%s", exc)
+        return 2
+    except Exception as exc:  # e.g. address in use
+        log.error("cannot start the scheduler on %s:%s: %s", args.host, args.port, exc)
+        return 1
+    _on_stop_signals(server.stop)
+    log.info("scheduler listening at %s", server.address)
+    print(f"{LISTENING}{server.address}", flush=True)
+    server.serve_forever()
+    log.info("scheduler stopped")
+    return 0
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    from celeriac.addresses import normalize
+    from celeriac.worker.supervisor import Supervisor, WorkerOptions
+
+    try:
+        address = normalize(args.address)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    options = WorkerOptions(
+        address=address,
+        nprocs=max(1, args.nprocs),
+        nthreads=max(1, args.nthreads),
+        queues=tuple(q.strip() for q in args.queues.split(",") if q.strip()) or ("default",),
+        name=args.name,
+        log_level=args.log_level,
+        imports=tuple(args.imports),
+        stop_timeout=args.stop_timeout,
+    )
+    supervisor = Supervisor(options, exit_with_parent=args.exit_with_parent)
+    _on_stop_signals(supervisor.request_stop)
+    return supervisor.run()
+
+
+def _on_stop_signals(stop: object) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop())  # type: ignore[operator]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from celeriac.logs import setup_logging
+
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

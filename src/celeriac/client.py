@@ -1,0 +1,305 @@
+"""The futures API: ``Client.submit``, ``map``, ``gather`` and friends."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any, ParamSpec, TypeVar
+
+from celeriac import refs
+from celeriac.addresses import normalize
+from celeriac.connection import Connection
+from celeriac.futures import (
+    CANCELLED,
+    ERROR,
+    FINISHED,
+    LOST,
+    PENDING,
+    Future,
+    FutureState,
+)
+from celeriac.protocol import Message
+from celeriac.serialize import FunctionCache, dumps
+
+log = logging.getLogger("celeriac.client")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_TIMEOUT = 10.0
+
+
+class Client:
+    """Connect to a scheduler, or start one on this machine when no address is given.
+
+    ``Client()`` starts an embedded scheduler and ``n_workers`` worker processes
+    (default: one per CPU) and stops them on :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        n_workers: int | None = None,
+        threads_per_worker: int = 1,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        from celeriac.cluster import LocalCluster  # only the embedded case needs it
+
+        self._cluster: LocalCluster | None = None
+        if address is None:
+            address = os.environ.get("CELERIAC_ADDRESS")
+        if address is None:
+            self._cluster = LocalCluster(
+                n_workers=n_workers, threads_per_worker=threads_per_worker, timeout=timeout
+            )
+            address = self._cluster.address
+        self.address = normalize(address)
+        self.timeout = timeout
+        self._functions = FunctionCache()
+        self._closed = False
+        try:
+            self._connect()
+        except BaseException:
+            if self._cluster is not None:
+                self._cluster.close()
+            raise
+
+    def _connect(self) -> None:
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._states: dict[str, FutureState] = {}
+        self._refcounts: dict[str, int] = {}
+        self._info_replies: dict[int, Any] = {}
+        self._info_ready = threading.Condition(self._lock)
+        self._rids = itertools.count()
+        self._conn = Connection(self.address, self._on_message)
+        self._conn.start(self.timeout)
+
+    def _check_fork(self) -> None:
+        """A process forked after the client was made gets its own connection."""
+        if os.getpid() != self._pid:
+            log.info("client used in a forked process; opening a fresh connection")
+            self._cluster = None  # the parent owns it
+            self._connect()
+
+    # -- submitting ----------------------------------------------------------
+
+    def submit(
+        self,
+        fn: Callable[P, R],
+        *args: Any,
+        key: str | None = None,
+        priority: int = 0,
+        retries: int = 0,
+        queue: str = "default",
+        **kwargs: Any,
+    ) -> Future[R]:
+        """Run ``fn(*args, **kwargs)`` on a worker; futures in the arguments are dependencies."""
+        self._check_fork()
+        future, msg = self._prepare(fn, args, kwargs, key, priority, retries, queue)
+        self._conn.send(msg)
+        return future
+
+    def map(
+        self,
+        fn: Callable[..., R],
+        *iterables: Iterable[Any],
+        key: list[str] | None = None,
+        priority: int = 0,
+        retries: int = 0,
+        queue: str = "default",
+        **kwargs: Any,
+    ) -> list[Future[R]]:
+        """``submit`` once per element of the zipped iterables, in one batch."""
+        self._check_fork()
+        arg_tuples = list(zip(*iterables, strict=False))
+        keys = key if key is not None else [None] * len(arg_tuples)
+        if len(keys) != len(arg_tuples):
+            raise ValueError(f"map got {len(keys)} keys for {len(arg_tuples)} tasks")
+        futures, messages = [], []
+        for task_key, args in zip(keys, arg_tuples, strict=True):
+            future, msg = self._prepare(fn, args, kwargs, task_key, priority, retries, queue)
+            futures.append(future)
+            messages.append(msg)
+        self._conn.send_many(messages)
+        return futures
+
+    def _prepare(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        key: str | None,
+        priority: int,
+        retries: int,
+        queue: str,
+    ) -> tuple[Future[Any], Message]:
+        if not callable(fn):
+            raise TypeError(f"submit() needs a callable, not {type(fn).__name__}")
+        name = getattr(fn, "__name__", type(fn).__name__)
+        key = key or f"{name}-{uuid.uuid4().hex}"
+        deps: dict[str, None] = {}
+        args, kwargs = refs.replace((args, kwargs), lambda obj: self._to_ref(obj, deps))
+        payloads = [[self._functions.dumps(fn)], dumps((args, kwargs))]
+        fields = {
+            "key": key,
+            "name": name,
+            "deps": list(deps),
+            "priority": priority,
+            "retries": retries,
+            "queue": queue,
+        }
+        return self._new_future(key), Message("submit", fields, payloads)
+
+    def _to_ref(self, obj: Any, deps: dict[str, None]) -> Any:
+        if not isinstance(obj, Future):
+            return refs.KEEP
+        if obj.client is not self:
+            raise ValueError(f"{obj!r} belongs to another client")
+        deps[obj.key] = None
+        return refs.TaskRef(obj.key)
+
+    # -- collecting ------------------------------------------------------------------
+
+    def gather(self, futures: Any, errors: str = "raise", timeout: float | None = None) -> Any:
+        """Results of futures (a future, or a list/tuple/dict of them), in the same shape.
+
+        ``errors="skip"`` leaves failed tasks out instead of raising the first error.
+        """
+        if errors not in ("raise", "skip"):
+            raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
+        if isinstance(futures, Future):
+            return futures.result(timeout)
+        if isinstance(futures, dict):
+            pairs = ((k, self._collect(f, errors, timeout)) for k, f in futures.items())
+            return {k: v for k, v in pairs if v is not _SKIPPED}
+        values = [self._collect(f, errors, timeout) for f in futures]
+        values = [v for v in values if v is not _SKIPPED]
+        return tuple(values) if isinstance(futures, tuple) else values
+
+    @staticmethod
+    def _collect(future: Future[Any], errors: str, timeout: float | None) -> Any:
+        if errors == "skip" and future.exception(timeout) is not None:
+            return _SKIPPED
+        return future.result(timeout)
+
+    def cancel(self, futures: Future[Any] | Iterable[Future[Any]]) -> None:
+        self._check_fork()
+        items = [futures] if isinstance(futures, Future) else list(futures)
+        self._conn.send_many(Message("cancel", {"key": f.key}) for f in items)
+
+    def scheduler_info(self, timeout: float | None = None) -> dict[str, Any]:
+        """Counts of tasks by state, workers and queues, as the scheduler sees them."""
+        self._check_fork()
+        rid = next(self._rids)
+        self._conn.send(Message("info", {"rid": rid}))
+        with self._info_ready:
+            if not self._info_ready.wait_for(
+                lambda: rid in self._info_replies, timeout or self.timeout
+            ):
+                raise TimeoutError("the scheduler did not answer an info request")
+            return self._info_replies.pop(rid)  # type: ignore[no-any-return]
+
+    def wait_for_workers(self, n: int = 1, timeout: float | None = None) -> None:
+        """Block until at least ``n`` worker processes have registered."""
+        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
+        while len(self.scheduler_info()["workers"]) < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"fewer than {n} workers registered within the timeout")
+            time.sleep(0.02)  # polling the scheduler's own count, with a deadline
+
+    # -- lifetime ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Disconnect; stop the embedded scheduler and workers if this client started them."""
+        if self._closed:
+            return
+        self._closed = True
+        if os.getpid() == self._pid:
+            self._conn.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        kind = "embedded" if self._cluster is not None else "remote"
+        return f"<Client {kind} scheduler={self.address!r}>"
+
+    # -- bookkeeping for futures (any thread) ------------------------------------------
+
+    def _new_future(self, key: str) -> Future[Any]:
+        with self._lock:
+            state = self._states.get(key)
+            if state is None:
+                state = self._states[key] = FutureState(key)
+            self._refcounts[key] = self._refcounts.get(key, 0) + 1
+        return Future(key, self, state)
+
+    def _drop_future(self, key: str) -> None:
+        if self._closed or os.getpid() != self._pid:
+            return
+        with self._lock:
+            count = self._refcounts.get(key, 0) - 1
+            if count > 0:
+                self._refcounts[key] = count
+                return
+            self._refcounts.pop(key, None)
+            self._states.pop(key, None)
+        self._conn.send(Message("release", {"key": key}))
+
+    def _fetch(self, key: str) -> None:
+        state = self._states.get(key)
+        if state is not None:
+            state.reset()
+        self._conn.send(Message("fetch", {"key": key}))
+
+    def _fire_and_forget(self, key: str) -> None:
+        self._conn.send(Message("fire-and-forget", {"key": key}))
+
+    # -- messages from the scheduler (I/O thread) --------------------------------------
+
+    def _on_message(self, msg: Message) -> None:
+        if msg.op == "result":
+            state = self._states.get(msg["key"])
+            if state is not None:
+                if msg["inline"]:
+                    state.finish(FINISHED, msg.payloads[0])
+                elif state.status == PENDING:
+                    state.finish(FINISHED)  # result() will fetch it
+        elif msg.op == "erred":
+            state = self._states.get(msg["key"])
+            if state is not None:
+                payload = msg.payloads[0] if msg.payloads else ()
+                status = LOST if msg["kind"].startswith("lost") else ERROR
+                state.finish(status, error=(msg["kind"], msg["text"], payload))
+        elif msg.op == "cancelled":
+            state = self._states.get(msg["key"])
+            if state is not None:
+                state.finish(CANCELLED)
+        elif msg.op == "info-reply":
+            with self._info_ready:
+                self._info_replies[msg["rid"]] = msg["info"]
+                self._info_ready.notify_all()
+        elif msg.op == "reregister":
+            self._fail_pending("the scheduler restarted and lost this task")
+        elif msg.op == "error":
+            log.error("scheduler error: %s", msg["text"])
+
+    def _fail_pending(self, why: str) -> None:
+        with self._lock:
+            pending = [s for s in self._states.values() if s.status == PENDING]
+        for state in pending:
+            state.finish(LOST, error=("lost", why, ()))
+
+
+_SKIPPED = object()

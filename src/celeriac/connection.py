@@ -1,0 +1,148 @@
+"""A client's link to the scheduler: one DEALER socket, one I/O thread.
+
+ZeroMQ sockets are not thread-safe, so user threads never touch the socket:
+they append messages to an outbox and wake the I/O thread, which sends
+everything that piled up as one batch (opportunistic batching: nothing waits
+on a timer).  Incoming messages are handed to ``on_message`` on the I/O thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+
+import zmq
+
+from celeriac import protocol
+from celeriac.errors import SchedulerUnavailable
+from celeriac.protocol import Message, ProtocolError
+from celeriac.wakeup import Waker
+
+log = logging.getLogger("celeriac.client")
+
+#: Messages per multipart send: big enough to amortize, small enough to pipeline.
+BATCH = 1000
+HEARTBEAT_INTERVAL = 5.0
+
+
+class Connection:
+    def __init__(self, address: str, on_message: Callable[[Message], None]) -> None:
+        self.address = address
+        self._on_message = on_message
+        self._outbox: deque[Message] = deque()
+        self._waker = Waker()
+        self._context = zmq.Context()
+        self._socket = self._context.socket(zmq.DEALER)
+        self._socket.setsockopt(zmq.LINGER, 1000)
+        self._socket.setsockopt(zmq.ROUTING_ID, uuid.uuid4().bytes)
+        self._closing = False
+        self._welcome = threading.Event()
+        self._refusal: str | None = None
+        try:
+            self._socket.connect(address)
+        except zmq.ZMQError as exc:
+            self._socket.close(0)
+            self._context.term()
+            raise ValueError(f"cannot connect to {address!r}: {exc}") from None
+        self._thread = threading.Thread(target=self._run, name="celeriac-client-io", daemon=True)
+
+    def start(self, timeout: float) -> None:
+        """Start the I/O thread and wait for the scheduler's welcome."""
+        self._thread.start()
+        self.send(Message("hello-client", {"version": protocol.VERSION}))
+        if not self._welcome.wait(timeout):
+            self.close()
+            raise SchedulerUnavailable(
+                f"no Celeriac scheduler answered at {self.address} within {timeout:g} s; "
+                "is `celeriac scheduler` running there?"
+            )
+        if self._refusal is not None:
+            self.close()
+            raise SchedulerUnavailable(f"scheduler at {self.address} refused us: {self._refusal}")
+
+    def send(self, msg: Message) -> None:
+        self._outbox.append(msg)
+        self._waker.wake()
+
+    def send_many(self, msgs: Iterable[Message]) -> None:
+        self._outbox.extend(msgs)
+        self._waker.wake()
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._waker.wake()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=5)
+
+    # -- the I/O thread ------------------------------------------------------
+
+    def _run(self) -> None:
+        socket = self._socket
+        poller = zmq.Poller()
+        poller.register(socket, zmq.POLLIN)
+        poller.register(self._waker.fd, zmq.POLLIN)
+        next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL
+        try:
+            while not self._closing:
+                ready = dict(poller.poll(1000 * HEARTBEAT_INTERVAL))
+                if socket in ready:
+                    self._read_available()
+                self._waker.clear()
+                self._flush()
+                if time.monotonic() >= next_heartbeat:
+                    self._send([Message("heartbeat")])
+                    next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL
+            self._flush()
+            self._send([Message("goodbye")])
+        except Exception:
+            log.exception("client I/O thread failed")
+        finally:
+            socket.close()
+            self._context.term()
+            self._waker.close()
+
+    def _read_available(self) -> None:
+        while True:
+            try:
+                frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                messages = protocol.decode(frames)
+            except ProtocolError as exc:
+                log.error("bad message from the scheduler: %s", exc)
+                continue
+            for msg in messages:
+                self._dispatch(msg)
+
+    def _dispatch(self, msg: Message) -> None:
+        if msg.op == "welcome":
+            self._welcome.set()
+        elif msg.op == "error" and msg.get("op") == "hello-client":
+            self._refusal = msg["text"]
+            self._welcome.set()
+        elif msg.op == "reregister":
+            log.warning("the scheduler does not know this client (restarted?); reconnecting")
+            self._send([Message("hello-client", {"version": protocol.VERSION})])
+            self._on_message(msg)
+        else:
+            try:
+                self._on_message(msg)
+            except Exception:
+                log.exception("failed to handle %r from the scheduler", msg.op)
+
+    def _flush(self) -> None:
+        while self._outbox:
+            batch = []
+            while self._outbox and len(batch) < BATCH:
+                batch.append(self._outbox.popleft())
+            self._send(batch)
+
+    def _send(self, messages: list[Message]) -> None:
+        self._socket.send_multipart(protocol.encode(messages), copy=False)

@@ -1,0 +1,59 @@
+"""Futures inside task arguments: found on the client, filled in on the worker.
+
+A future anywhere in a task's arguments (nested in lists, tuples, sets and
+dicts, as in Dask) becomes a dependency: the client swaps it for a
+:class:`TaskRef` naming its key, and the worker swaps each ref for the
+dependency's value before calling the function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+
+class TaskRef:
+    """Stands in for a dependency's value while the task travels."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __reduce__(self) -> tuple[type, tuple[str]]:
+        return TaskRef, (self.key,)
+
+    def __repr__(self) -> str:
+        return f"TaskRef({self.key!r})"
+
+
+#: What a ``swap`` function returns for "leave this object alone".
+KEEP = object()
+
+
+def replace(obj: Any, swap: Callable[[Any], Any]) -> Any:
+    """Rebuild ``obj`` with every leaf for which ``swap`` does not return KEEP replaced.
+
+    Only builtin containers are walked; anything else is a leaf.  Containers
+    without a replacement inside are returned as they are (no copy).
+    """
+    swapped = swap(obj)
+    if swapped is not KEEP:
+        return swapped
+    kind = type(obj)
+    if kind in (list, tuple, set, frozenset):
+        items = [replace(item, swap) for item in obj]
+        if all(new is old for new, old in zip(items, obj, strict=True)):
+            return obj
+        return kind(items)
+    if kind is dict:
+        values = {k: replace(v, swap) for k, v in obj.items()}
+        if all(values[k] is v for k, v in obj.items()):
+            return obj
+        return values
+    return obj
+
+
+def resolve(obj: Any, values: Mapping[str, Any]) -> Any:
+    """Replace each :class:`TaskRef` in ``obj`` with its value."""
+    return replace(obj, lambda o: values[o.key] if type(o) is TaskRef else KEEP)

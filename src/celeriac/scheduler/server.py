@@ -1,0 +1,115 @@
+"""The ZeroMQ loop around :class:`SchedulerState`.
+
+It only translates: frames in become events, the state's commands become
+frames out, grouped into one multipart message per peer per loop iteration.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+
+import zmq
+
+from celeriac import protocol
+from celeriac.addresses import is_loopback, tcp_address
+from celeriac.protocol import Message, ProtocolError
+from celeriac.scheduler.state import SchedulerConfig, SchedulerState, Send
+
+log = logging.getLogger("celeriac.scheduler")
+
+#: Messages read per loop iteration before we act on them and send replies.
+MAX_READS_PER_ITERATION = 1000
+
+
+class InsecureBindError(ValueError):
+    """Refusal to serve pickles to the network without authentication."""
+
+
+class SchedulerServer:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8786,
+        config: SchedulerConfig | None = None,
+        *,
+        max_message_bytes: int = protocol.DEFAULT_MAX_MESSAGE_BYTES,
+        insecure: bool = False,
+        exit_with_parent: bool = False,
+    ) -> None:
+        if not is_loopback(host) and not insecure:
+            raise InsecureBindError(
+                f"refusing to bind {host!r}: anyone who can reach this port can run code on "
+                "every worker. Bind a loopback address, or pass --insecure on a trusted network."
+            )
+        self.state = SchedulerState(config)
+        self.max_message_bytes = max_message_bytes
+        self._context = zmq.Context()
+        self._socket = self._context.socket(zmq.ROUTER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting peer takes its id back
+        self._socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+        self._socket.bind(tcp_address(host, "*" if port == 0 else port))
+        self.address = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._running = True
+        self._parent = os.getppid() if exit_with_parent else None
+
+    def stop(self) -> None:
+        """Ask the loop to end; safe from a signal handler."""
+        self._running = False
+
+    def serve_forever(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        tick_every = min(0.1, self.state.config.heartbeat_interval / 2)
+        next_tick = time.monotonic() + tick_every
+        try:
+            while self._running:
+                timeout_ms = max(0.0, next_tick - time.monotonic()) * 1000
+                if poller.poll(timeout_ms):
+                    self._send(self._read_available())
+                now = time.monotonic()
+                if now >= next_tick:
+                    self._send(self.state.tick(now))
+                    next_tick = now + tick_every
+                    if self._parent is not None and os.getppid() != self._parent:
+                        log.warning("parent process exited; stopping")
+                        break
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._socket.close(linger=0)
+        self._context.term()
+
+    def _read_available(self) -> list[Send]:
+        out: list[Send] = []
+        for _ in range(MAX_READS_PER_ITERATION):
+            try:
+                frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            out.extend(self._handle(frames))
+        return out
+
+    def _handle(self, frames: list[zmq.Frame]) -> list[Send]:
+        sender = frames[0].bytes
+        try:
+            messages = protocol.decode(frames[1:], self.max_message_bytes)
+        except ProtocolError as exc:
+            log.error("bad message from peer %s: %s", sender.hex(), exc)
+            return [Send(sender, Message("error", {"text": f"bad message: {exc}"}))]
+        return self.state.handle(sender, messages, time.monotonic())
+
+    def _send(self, commands: Iterable[Send]) -> None:
+        by_peer: dict[bytes, list[Message]] = defaultdict(list)
+        for to, msg in commands:
+            by_peer[to].append(msg)
+        for peer, messages in by_peer.items():
+            try:
+                self._socket.send_multipart([peer, *protocol.encode(messages)], copy=False)
+            except zmq.ZMQError as exc:  # peer vanished between read and write
+                log.warning("could not send to %s: %s", peer.hex(), exc)

@@ -1,0 +1,565 @@
+"""The scheduler's decisions, as a pure state machine.
+
+Events go in (a message from a peer, or the passage of time via ``tick``),
+messages to send come out.  There are no sockets and no clock here: the
+caller passes ``now`` with every event, so tests drive it with a fake clock
+and assert on the list of :class:`Send` it returns.
+
+Payloads (functions, arguments, results) are opaque frames: stored and
+forwarded, never unpickled.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from celeriac.protocol import VERSION, Message, Payload, nbytes
+from celeriac.scheduler.states import TaskState, check_transition
+
+log = logging.getLogger("celeriac.scheduler")
+
+#: Who "wants" a fire-and-forget task: nobody, but keep it until it finishes.
+FIRE_AND_FORGET = b""
+
+
+class Send(NamedTuple):
+    to: bytes
+    msg: Message
+
+
+@dataclass
+class SchedulerConfig:
+    worker_timeout: float = 5.0
+    heartbeat_interval: float = 0.5
+    client_timeout: float = 60.0
+    #: Tasks given to a worker beyond its slots, so a slot never idles on a round trip.
+    prefetch: int = 2
+    #: Worker deaths a task may cause before it fails with KilledWorker.
+    allowed_failures: int = 3
+    #: Results up to this size are pushed to clients with the completion notice.
+    inline_result_bytes: int = 1 << 20
+
+
+@dataclass(eq=False)
+class Task:
+    key: str
+    name: str
+    function: Payload
+    args: Payload
+    deps: tuple[str, ...]
+    priority: int
+    seq: int
+    queue: str
+    retries_left: int
+    state: TaskState = TaskState.WAITING
+    waiting_on: set[str] = field(default_factory=set)
+    dependents: set[str] = field(default_factory=set)
+    wanted_by: set[bytes] = field(default_factory=set)
+    worker: bytes | None = None
+    started: bool = False
+    kills: int = 0
+    result: Payload | None = None
+    error: tuple[str, str, Payload] | None = None  # kind, text, exception payload
+
+
+@dataclass(eq=False)
+class Worker:
+    id: bytes
+    name: str
+    slots: int
+    queues: tuple[str, ...]
+    pid: int
+    last_seen: float
+    memory: int = 0
+    closing: bool = False  # finishing what it runs; gets nothing new
+    assigned: set[str] = field(default_factory=set)
+
+
+@dataclass(eq=False)
+class Client:
+    id: bytes
+    last_seen: float
+    wants: set[str] = field(default_factory=set)
+
+
+class SchedulerState:
+    def __init__(self, config: SchedulerConfig | None = None) -> None:
+        self.config = config or SchedulerConfig()
+        self.tasks: dict[str, Task] = {}
+        self.workers: dict[bytes, Worker] = {}
+        self.clients: dict[bytes, Client] = {}
+        self._ready: dict[str, list[tuple[int, int, str]]] = {}
+        self._seq = itertools.count()
+        self._out: list[Send] = []
+        self._dirty = False  # something may now be assignable
+        self.counters = {"done": 0, "erred": 0, "submitted": 0}
+
+    # -- entry points ----------------------------------------------------
+
+    def handle(self, sender: bytes, messages: Iterable[Message], now: float) -> list[Send]:
+        """Apply a batch of messages from one peer; return what to send."""
+        for msg in messages:
+            self._dispatch(sender, msg, now)
+        return self._flush()
+
+    def tick(self, now: float) -> list[Send]:
+        """Time has passed: find silent workers and clients."""
+        limit = now - self.config.worker_timeout
+        for worker in [w for w in self.workers.values() if w.last_seen < limit]:
+            log.warning("worker %s (pid %d) missed its heartbeats", worker.name, worker.pid)
+            self._remove_worker(worker, lost=True)
+        limit = now - self.config.client_timeout
+        for client in [c for c in self.clients.values() if c.last_seen < limit]:
+            log.warning("client %s went silent; releasing what it held", client.id.hex())
+            self._remove_client(client)
+        return self._flush()
+
+    def info(self) -> dict[str, Any]:
+        by_state: dict[str, int] = {}
+        for task in self.tasks.values():
+            by_state[task.state.value] = by_state.get(task.state.value, 0) + 1
+        return {
+            "tasks": len(self.tasks),
+            "by_state": by_state,
+            "queues": {name: len(heap) for name, heap in self._ready.items()},
+            "workers": [
+                {
+                    "name": w.name,
+                    "pid": w.pid,
+                    "slots": w.slots,
+                    "queues": list(w.queues),
+                    "assigned": len(w.assigned),
+                    "memory": w.memory,
+                }
+                for w in self.workers.values()
+            ],
+            "clients": len(self.clients),
+            "counters": dict(self.counters),
+        }
+
+    # -- dispatch ----------------------------------------------------------
+
+    def _dispatch(self, sender: bytes, msg: Message, now: float) -> None:
+        if msg.op == "hello-client":
+            self._client_hello(sender, msg, now)
+        elif msg.op == "hello-worker":
+            self._worker_hello(sender, msg, now)
+        elif sender in self.workers:
+            self.workers[sender].last_seen = now
+            self._worker_message(self.workers[sender], msg)
+        elif sender in self.clients:
+            self.clients[sender].last_seen = now
+            self._client_message(self.clients[sender], msg)
+        else:
+            # A peer we do not know: we restarted, or it was declared lost.
+            self._send(sender, "reregister")
+
+    def _client_message(self, client: Client, msg: Message) -> None:
+        handler = _CLIENT_HANDLERS.get(msg.op)
+        if handler is None:
+            self._reject(client.id, msg, "not a client message")
+        else:
+            handler(self, client, msg)
+
+    def _worker_message(self, worker: Worker, msg: Message) -> None:
+        handler = _WORKER_HANDLERS.get(msg.op)
+        if handler is None:
+            self._reject(worker.id, msg, "not a worker message")
+        else:
+            handler(self, worker, msg)
+
+    def _reject(self, to: bytes, msg: Message, why: str) -> None:
+        log.error("rejected %r from %s: %s", msg.op, to.hex(), why)
+        self._send(to, "error", text=f"{msg.op!r}: {why}", op=msg.op)
+
+    # -- clients -------------------------------------------------------------
+
+    def _client_hello(self, sender: bytes, msg: Message, now: float) -> None:
+        if msg["version"] != VERSION:
+            self._send(sender, "error", text=_version_error(msg["version"]), op="hello-client")
+            return
+        self.clients.setdefault(sender, Client(sender, now)).last_seen = now
+        self._send(sender, "welcome", version=VERSION)
+
+    def _submit(self, client: Client, msg: Message) -> None:
+        key = msg["key"]
+        existing = self.tasks.get(key)
+        if existing is not None:  # idempotent: the same key is one task
+            self._want(client, existing)
+            return
+        task = Task(
+            key=key,
+            name=msg.get("name", key),
+            function=msg.payloads[0],
+            args=msg.payloads[1],
+            deps=tuple(msg["deps"]),
+            priority=msg["priority"],
+            seq=next(self._seq),
+            queue=msg["queue"],
+            retries_left=max(0, msg["retries"]),
+        )
+        self.tasks[key] = task
+        self.counters["submitted"] += 1
+        self._want(client, task)
+        self._link_dependencies(task)
+
+    def _link_dependencies(self, task: Task) -> None:
+        for dep_key in task.deps:
+            dep = self.tasks.get(dep_key)
+            if dep is None:
+                self._fail(task, "lost-dependency", f"dependency {dep_key!r} is not known")
+                return
+            dep.dependents.add(task.key)
+            if dep.state is TaskState.ERRED or dep.state is TaskState.CANCELLED:
+                self._inherit_failure(task, dep)
+                return
+            if dep.state is not TaskState.MEMORY:
+                task.waiting_on.add(dep_key)
+        if not task.waiting_on:
+            self._enqueue(task)
+
+    def _want(self, client: Client | None, task: Task) -> None:
+        who = client.id if client else FIRE_AND_FORGET
+        task.wanted_by.add(who)
+        if client is not None:
+            client.wants.add(task.key)
+            if task.state.finished:
+                self._notify(client.id, task, inline_limit=self.config.inline_result_bytes)
+
+    def _on_want(self, client: Client, msg: Message) -> None:
+        task = self.tasks.get(msg["key"])
+        if task is None:
+            self._send(client.id, "erred", key=msg["key"], kind="lost", text="key is not known")
+        else:
+            self._want(client, task)
+
+    def _on_release(self, client: Client, msg: Message) -> None:
+        key = msg["key"]
+        client.wants.discard(key)
+        task = self.tasks.get(key)
+        if task is not None:
+            task.wanted_by.discard(client.id)
+            self._maybe_forget(task)
+
+    def _on_fire_and_forget(self, client: Client, msg: Message) -> None:
+        task = self.tasks.get(msg["key"])
+        if task is not None and not task.state.finished:
+            self._want(None, task)
+
+    def _on_fetch(self, client: Client, msg: Message) -> None:
+        task = self.tasks.get(msg["key"])
+        if task is None:
+            self._send(client.id, "erred", key=msg["key"], kind="lost", text="key is not known")
+        elif task.state.finished:
+            self._notify(client.id, task, inline_limit=None)
+
+    def _on_cancel(self, client: Client, msg: Message) -> None:
+        task = self.tasks.get(msg["key"])
+        if task is not None and not task.state.finished:
+            self._cancel(task)
+
+    def _on_info(self, client: Client, msg: Message) -> None:
+        self._send(client.id, "info-reply", rid=msg["rid"], info=self.info())
+
+    def _on_goodbye(self, client: Client, msg: Message) -> None:
+        self._remove_client(client)
+
+    def _on_client_heartbeat(self, client: Client, msg: Message) -> None:
+        pass  # last_seen was updated by the dispatcher
+
+    def _remove_client(self, client: Client) -> None:
+        del self.clients[client.id]
+        for key in client.wants:
+            task = self.tasks.get(key)
+            if task is not None:
+                task.wanted_by.discard(client.id)
+                self._maybe_forget(task)
+
+    # -- workers ---------------------------------------------------------------
+
+    def _worker_hello(self, sender: bytes, msg: Message, now: float) -> None:
+        if msg["version"] != VERSION:
+            self._send(sender, "error", text=_version_error(msg["version"]), op="hello-worker")
+            return
+        if sender in self.workers:  # reconnect of a known worker: start over clean
+            self._remove_worker(self.workers[sender], lost=False)
+        worker = Worker(
+            id=sender,
+            name=msg["name"],
+            slots=max(1, msg["slots"]),
+            queues=tuple(msg["queues"]) or ("default",),
+            pid=msg["pid"],
+            last_seen=now,
+            memory=msg.get("memory", 0),
+        )
+        self.workers[sender] = worker
+        log.info("worker %s joined (pid %d, %d slots)", worker.name, worker.pid, worker.slots)
+        self._send(
+            sender,
+            "welcome",
+            version=VERSION,
+            heartbeat_interval=self.config.heartbeat_interval,
+            worker_timeout=self.config.worker_timeout,
+        )
+        self._dirty = True
+
+    def _on_heartbeat(self, worker: Worker, msg: Message) -> None:
+        worker.memory = msg.get("memory", worker.memory)
+        self._send(worker.id, "heartbeat-ack")
+
+    def _on_started(self, worker: Worker, msg: Message) -> None:
+        task = self._assigned_task(worker, msg["key"])
+        if task is not None:
+            task.started = True
+
+    def _on_task_done(self, worker: Worker, msg: Message) -> None:
+        task = self._assigned_task(worker, msg["key"])
+        if task is None:
+            return
+        self._unassign(task)
+        self._transition(task, TaskState.MEMORY)
+        task.result = msg.payloads[0]
+        task.function = task.args = ()  # no longer needed; free the memory now
+        self.counters["done"] += 1
+        for client_id in task.wanted_by:
+            if client_id != FIRE_AND_FORGET:
+                self._notify(client_id, task, inline_limit=self.config.inline_result_bytes)
+        task.wanted_by.discard(FIRE_AND_FORGET)
+        for dependent_key in list(task.dependents):
+            dependent = self.tasks.get(dependent_key)
+            if dependent is not None and dependent.state is TaskState.WAITING:
+                dependent.waiting_on.discard(task.key)
+                if not dependent.waiting_on:
+                    self._enqueue(dependent)
+        self._release_dependencies(task)
+        self._maybe_forget(task)
+
+    def _on_task_failed(self, worker: Worker, msg: Message) -> None:
+        task = self._assigned_task(worker, msg["key"])
+        if task is None:
+            return
+        self._unassign(task)
+        if task.retries_left > 0 and msg["kind"] == "remote":
+            task.retries_left -= 1
+            log.info("task %s failed, retrying (%d retries left)", task.key, task.retries_left)
+            self._requeue(task)
+            return
+        self._fail(task, msg["kind"], msg["text"], msg.payloads[0])
+
+    def _on_worker_leaving(self, worker: Worker, msg: Message) -> None:
+        """The worker hands back what it has not started and finishes the rest."""
+        log.info("worker %s is closing; %d tasks handed back", worker.name, len(msg["keys"]))
+        worker.closing = True
+        for key in msg["keys"]:
+            task = self._assigned_task(worker, key)
+            if task is not None and not task.started:
+                self._unassign(task)
+                self._requeue(task)
+
+    def _on_worker_goodbye(self, worker: Worker, msg: Message) -> None:
+        log.info("worker %s left", worker.name)
+        self._remove_worker(worker, lost=False)
+
+    def _assigned_task(self, worker: Worker, key: str) -> Task | None:
+        task = self.tasks.get(key)
+        if task is None or task.worker != worker.id or task.state is not TaskState.PROCESSING:
+            return None  # cancelled, released or reassigned meanwhile: stale news
+        return task
+
+    def _remove_worker(self, worker: Worker, *, lost: bool) -> None:
+        del self.workers[worker.id]
+        for key in sorted(worker.assigned, key=lambda k: self.tasks[k].seq):
+            task = self.tasks[key]
+            task.worker = None
+            if lost and task.started:
+                task.kills += 1
+                if task.kills >= self.config.allowed_failures:
+                    text = (
+                        f"task {task.key!r} was running on {task.kills} workers that died "
+                        f"(last: {worker.name}, pid {worker.pid}); giving up"
+                    )
+                    self._fail(task, "killed-worker", text)
+                    continue
+            self._requeue(task)
+        worker.assigned.clear()
+        self._dirty = True
+
+    # -- task lifecycle -----------------------------------------------------------
+
+    def _transition(self, task: Task, new: TaskState) -> None:
+        check_transition(task.key, task.state, new)
+        task.state = new
+
+    def _enqueue(self, task: Task) -> None:
+        self._transition(task, TaskState.QUEUED)
+        heap = self._ready.setdefault(task.queue, [])
+        heapq.heappush(heap, (-task.priority, task.seq, task.key))
+        self._dirty = True
+
+    def _requeue(self, task: Task) -> None:
+        task.started = False
+        self._enqueue(task)
+
+    def _unassign(self, task: Task) -> None:
+        worker = self.workers.get(task.worker) if task.worker else None
+        if worker is not None:
+            worker.assigned.discard(task.key)
+            self._dirty = True
+        task.worker = None
+
+    def _fail(self, task: Task, kind: str, text: str, payload: Payload = ()) -> None:
+        self._transition(task, TaskState.ERRED)
+        task.error = (kind, text, payload)
+        task.function = task.args = ()
+        self.counters["erred"] += 1
+        self._finish_unsuccessfully(task)
+
+    def _cancel(self, task: Task) -> None:
+        if task.state is TaskState.PROCESSING and task.worker is not None:
+            self._send(task.worker, "drop", key=task.key)
+            self._unassign(task)
+        self._transition(task, TaskState.CANCELLED)
+        task.function = task.args = ()
+        self._finish_unsuccessfully(task)
+
+    def _inherit_failure(self, task: Task, dep: Task) -> None:
+        if dep.state is TaskState.CANCELLED:
+            self._cancel(task)
+        else:
+            assert dep.error is not None
+            self._fail(task, *dep.error)
+
+    def _finish_unsuccessfully(self, task: Task) -> None:
+        for client_id in task.wanted_by:
+            if client_id != FIRE_AND_FORGET:
+                self._notify(client_id, task, inline_limit=None)
+        task.wanted_by.discard(FIRE_AND_FORGET)
+        for dependent_key in list(task.dependents):
+            dependent = self.tasks.get(dependent_key)
+            if dependent is not None and not dependent.state.finished:
+                self._inherit_failure(dependent, task)
+        self._release_dependencies(task)
+        self._maybe_forget(task)
+
+    def _release_dependencies(self, task: Task) -> None:
+        """A finished task no longer needs its dependencies' results."""
+        for dep_key in task.deps:
+            dep = self.tasks.get(dep_key)
+            if dep is not None:
+                dep.dependents.discard(task.key)
+                self._maybe_forget(dep)
+
+    def _maybe_forget(self, task: Task) -> None:
+        if task.wanted_by or task.dependents or self.tasks.get(task.key) is not task:
+            return
+        if not task.state.finished:
+            self._cancel(task)  # nobody wants it any more: do not waste a worker on it
+            return
+        del self.tasks[task.key]
+        self._release_dependencies(task)
+
+    def _notify(self, to: bytes, task: Task, inline_limit: int | None) -> None:
+        if task.state is TaskState.MEMORY:
+            assert task.result is not None
+            size = sum(nbytes(f) for f in task.result)
+            if inline_limit is None or size <= inline_limit:
+                self._send(to, "result", [task.result], key=task.key, inline=True)
+            else:
+                self._send(to, "result", key=task.key, inline=False)
+        elif task.state is TaskState.ERRED:
+            assert task.error is not None
+            kind, text, payload = task.error
+            payloads = [payload] if payload else []
+            self._send(to, "erred", payloads, key=task.key, kind=kind, text=text)
+        elif task.state is TaskState.CANCELLED:
+            self._send(to, "cancelled", key=task.key)
+
+    # -- assignment ----------------------------------------------------------------
+
+    def _assign(self) -> None:
+        """Give ready tasks to workers with room, one per worker per round."""
+        self._dirty = False
+        limit_extra = self.config.prefetch
+        while True:
+            progressed = False
+            for worker in self.workers.values():
+                if worker.closing or len(worker.assigned) >= worker.slots + limit_extra:
+                    continue
+                task = self._pop_ready(worker.queues)
+                if task is None:
+                    continue
+                self._give(worker, task)
+                progressed = True
+            if not progressed:
+                return
+
+    def _pop_ready(self, queues: Sequence[str]) -> Task | None:
+        best_heap = None
+        for name in queues:
+            heap = self._ready.get(name)
+            while heap and self._stale(heap[0][2]):
+                heapq.heappop(heap)
+            if heap and (best_heap is None or heap[0] < best_heap[0]):
+                best_heap = heap
+        if best_heap is None:
+            return None
+        return self.tasks[heapq.heappop(best_heap)[2]]
+
+    def _stale(self, key: str) -> bool:
+        task = self.tasks.get(key)
+        return task is None or task.state is not TaskState.QUEUED
+
+    def _give(self, worker: Worker, task: Task) -> None:
+        self._transition(task, TaskState.PROCESSING)
+        task.worker = worker.id
+        worker.assigned.add(task.key)
+        payloads = [task.function, task.args]
+        for dep_key in task.deps:
+            dep = self.tasks[dep_key]
+            assert dep.result is not None
+            payloads.append(dep.result)
+        self._send(worker.id, "run", payloads, key=task.key, name=task.name, deps=list(task.deps))
+
+    # -- output ----------------------------------------------------------------------
+
+    def _send(
+        self, to: bytes, op: str, payloads: list[Payload] | None = None, **fields: Any
+    ) -> None:
+        self._out.append(Send(to, Message(op, fields, payloads or [])))
+
+    def _flush(self) -> list[Send]:
+        if self._dirty:
+            self._assign()
+        out, self._out = self._out, []
+        return out
+
+
+def _version_error(theirs: Any) -> str:
+    return f"protocol version {theirs} is not supported; this scheduler speaks version {VERSION}"
+
+
+_CLIENT_HANDLERS = {
+    "submit": SchedulerState._submit,
+    "want": SchedulerState._on_want,
+    "release": SchedulerState._on_release,
+    "fire-and-forget": SchedulerState._on_fire_and_forget,
+    "fetch": SchedulerState._on_fetch,
+    "cancel": SchedulerState._on_cancel,
+    "info": SchedulerState._on_info,
+    "goodbye": SchedulerState._on_goodbye,
+    "heartbeat": SchedulerState._on_client_heartbeat,
+}
+
+_WORKER_HANDLERS = {
+    "heartbeat": SchedulerState._on_heartbeat,
+    "started": SchedulerState._on_started,
+    "task-done": SchedulerState._on_task_done,
+    "task-failed": SchedulerState._on_task_failed,
+    "worker-leaving": SchedulerState._on_worker_leaving,
+    "goodbye": SchedulerState._on_worker_goodbye,
+}

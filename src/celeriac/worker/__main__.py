@@ -1,0 +1,44 @@
+"""Entry point of one worker process (started by the supervisor)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+
+from celeriac.logs import setup_logging
+from celeriac.worker.process import WorkerProcess
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m celeriac.worker")
+    parser.add_argument("address")
+    parser.add_argument("--nthreads", type=int, default=1)
+    parser.add_argument("--queues", default="default")
+    parser.add_argument("--name")
+    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--import", dest="imports", action="append", default=[])
+    parser.add_argument("--exit-with-parent", action="store_true")
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    for module in args.imports:
+        importlib.import_module(module)
+    worker = WorkerProcess(
+        args.address,
+        slots=args.nthreads,
+        queues=tuple(q for q in args.queues.split(",") if q),
+        name=args.name,
+        exit_with_parent=args.exit_with_parent,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: worker.request_close())
+    signal.signal(signal.SIGINT, lambda *_: worker.request_close())
+    try:
+        worker.run()
+    except Exception:
+        logging.getLogger("celeriac.worker").exception("worker process failed")
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Running one task: payloads in, an outcome message out.  No sockets here."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from celeriac import refs
+from celeriac.protocol import Message, Payload
+from celeriac.serialize import (
+    LoadedFunctions,
+    SerializationError,
+    dumps,
+    dumps_exception,
+    format_traceback,
+    loads,
+)
+
+log = logging.getLogger("celeriac.worker")
+
+
+@dataclass(slots=True)
+class Assignment:
+    key: str
+    name: str
+    function: Payload
+    args: Payload
+    deps: dict[str, Payload]
+
+
+def run_task(task: Assignment, functions: LoadedFunctions) -> Message:
+    """Execute a task; return its ``task-done`` or ``task-failed`` message."""
+    try:
+        fn = functions.load(task.function[0])
+        args, kwargs = loads(task.args)
+        if task.deps:
+            values = {key: loads(payload) for key, payload in task.deps.items()}
+            args, kwargs = refs.resolve((args, kwargs), values)
+    except Exception as exc:
+        return _failed(task, "serialize", exc, f"could not load task {task.name!r}")
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt in a task are its failure
+        log.info("task %s (%s) raised %s: %s", task.key, task.name, type(exc).__name__, exc)
+        return Message("task-failed", _failure_fields(task, "remote", exc), [dumps_exception(exc)])
+    try:
+        payload = dumps(result)
+    except SerializationError as exc:
+        return _failed(task, "serialize", exc, f"the result of task {task.name!r} cannot be sent")
+    return Message("task-done", {"key": task.key}, [payload])
+
+
+def _failed(task: Assignment, kind: str, exc: BaseException, context: str) -> Message:
+    error = SerializationError(f"{context}: {exc}")
+    error.__cause__ = exc
+    log.error("task %s: %s", task.key, error)
+    return Message("task-failed", _failure_fields(task, kind, error), [dumps_exception(error)])
+
+
+def _failure_fields(task: Assignment, kind: str, exc: BaseException) -> dict[str, str]:
+    return {"key": task.key, "kind": kind, "text": format_traceback(exc)[-4000:]}
