@@ -124,13 +124,13 @@ def run_scheduler(args: argparse.Namespace) -> int:
         heartbeat_interval=args.heartbeat_interval,
         prefetch=args.prefetch,
         allowed_failures=args.allowed_failures,
+        max_message_bytes=args.max_message_size,
     )
     try:
         server = SchedulerServer(
             args.host,
             args.port,
             config,
-            max_message_bytes=args.max_message_size,
             insecure=args.insecure,
             exit_with_parent=args.exit_with_parent,
         )

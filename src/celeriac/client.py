@@ -23,7 +23,7 @@ from celeriac.futures import (
     Future,
     FutureState,
 )
-from celeriac.protocol import Message
+from celeriac.protocol import Message, nbytes
 from celeriac.serialize import FunctionCache, dumps
 
 log = logging.getLogger("celeriac.client")
@@ -146,6 +146,12 @@ class Client:
         deps: dict[str, None] = {}
         args, kwargs = refs.replace((args, kwargs), lambda obj: self._to_ref(obj, deps))
         payloads = [[self._functions.dumps(fn)], dumps((args, kwargs))]
+        size = sum(nbytes(frame) for payload in payloads for frame in payload)
+        if size > self._conn.max_message_bytes:
+            raise ValueError(
+                f"task {name!r} and its arguments take {size} bytes, over the scheduler's "
+                f"message limit of {self._conn.max_message_bytes} (--max-message-size)"
+            )
         fields = {
             "key": key,
             "name": name,

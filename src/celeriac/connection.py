@@ -42,6 +42,7 @@ class Connection:
         self._closing = False
         self._welcome = threading.Event()
         self._refusal: str | None = None
+        self.max_message_bytes = protocol.DEFAULT_MAX_MESSAGE_BYTES
         try:
             self._socket.connect(address)
         except zmq.ZMQError as exc:
@@ -123,6 +124,7 @@ class Connection:
 
     def _dispatch(self, msg: Message) -> None:
         if msg.op == "welcome":
+            self.max_message_bytes = msg.get("max_message_bytes", self.max_message_bytes)
             self._welcome.set()
         elif msg.op == "error" and msg.get("op") == "hello-client":
             self._refusal = msg["text"]

@@ -112,7 +112,7 @@ OPTIONAL: dict[str, dict[str, Any]] = {
     "hello-worker": {"memory": _INT},
     "heartbeat": {"memory": _INT, "running": _INT},
     "error": {"key": _STR, "op": _STR},
-    "welcome": {"worker_timeout": _NUM, "heartbeat_interval": _NUM},
+    "welcome": {"worker_timeout": _NUM, "heartbeat_interval": _NUM, "max_message_bytes": _INT},
 }
 
 

@@ -36,7 +36,6 @@ class SchedulerServer:
         port: int = 8786,
         config: SchedulerConfig | None = None,
         *,
-        max_message_bytes: int = protocol.DEFAULT_MAX_MESSAGE_BYTES,
         insecure: bool = False,
         exit_with_parent: bool = False,
     ) -> None:
@@ -45,13 +44,15 @@ class SchedulerServer:
                 f"refusing to bind {host!r}: anyone who can reach this port can run code on "
                 "every worker. Bind a loopback address, or pass --insecure on a trusted network."
             )
+        config = config or SchedulerConfig()
         self.state = SchedulerState(config)
-        self.max_message_bytes = max_message_bytes
+        self.max_message_bytes = config.max_message_bytes
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting peer takes its id back
-        self._socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+        # libzmq drops a peer that sends a larger frame, before we could buffer it
+        self._socket.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
         self._socket.bind(tcp_address(host, "*" if port == 0 else port))
         self.address = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self._running = True

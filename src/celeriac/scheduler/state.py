@@ -43,6 +43,8 @@ class SchedulerConfig:
     allowed_failures: int = 3
     #: Results up to this size are pushed to clients with the completion notice.
     inline_result_bytes: int = 1 << 20
+    #: Largest message the server accepts; told to clients so they refuse early.
+    max_message_bytes: int = 1 << 30
 
 
 @dataclass(eq=False)
@@ -184,7 +186,9 @@ class SchedulerState:
             self._send(sender, "error", text=_version_error(msg["version"]), op="hello-client")
             return
         self.clients.setdefault(sender, Client(sender, now)).last_seen = now
-        self._send(sender, "welcome", version=VERSION)
+        self._send(
+            sender, "welcome", version=VERSION, max_message_bytes=self.config.max_message_bytes
+        )
 
     def _submit(self, client: Client, msg: Message) -> None:
         key = msg["key"]
@@ -482,21 +486,27 @@ class SchedulerState:
     # -- assignment ----------------------------------------------------------------
 
     def _assign(self) -> None:
-        """Give ready tasks to workers with room, one per worker per round."""
+        """Give each ready task to the least-loaded worker with room that serves its queue.
+
+        Least-loaded first, so a task never waits in one worker's prefetch
+        while another worker's slot is idle.
+        """
         self._dirty = False
-        limit_extra = self.config.prefetch
-        while True:
-            progressed = False
-            for worker in self.workers.values():
-                if worker.closing or len(worker.assigned) >= worker.slots + limit_extra:
-                    continue
-                task = self._pop_ready(worker.queues)
-                if task is None:
-                    continue
-                self._give(worker, task)
-                progressed = True
-            if not progressed:
-                return
+        extra = self.config.prefetch
+        candidates = [
+            (len(w.assigned) / w.slots, i, w)
+            for i, w in enumerate(self.workers.values())
+            if not w.closing and len(w.assigned) < w.slots + extra
+        ]
+        heapq.heapify(candidates)
+        while candidates:
+            _, order, worker = heapq.heappop(candidates)
+            task = self._pop_ready(worker.queues)
+            if task is None:
+                continue  # nothing for its queues; it leaves the candidates
+            self._give(worker, task)
+            if len(worker.assigned) < worker.slots + extra:
+                heapq.heappush(candidates, (len(worker.assigned) / worker.slots, order, worker))
 
     def _pop_ready(self, queues: Sequence[str]) -> Task | None:
         best_heap = None

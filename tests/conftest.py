@@ -1,0 +1,73 @@
+"""Shared fixtures: real scheduler and worker processes on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import cloudpickle
+import pytest
+
+import tasks_for_tests
+from celeriac import Client, LocalCluster
+
+# Workers cannot import modules from tests/, so these functions travel by value.
+cloudpickle.register_pickle_by_value(tasks_for_tests)
+
+#: Short timeouts so fault tests detect a dead worker in about a second.
+FAST_SCHEDULER = ("--worker-timeout", "1.0", "--heartbeat-interval", "0.1")
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Poll ``predicate`` until it returns something truthy, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {predicate}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def cluster_factory() -> Iterator[Callable[..., LocalCluster]]:
+    """Start real clusters; every one is torn down after the test."""
+    started: list[LocalCluster] = []
+
+    def make(n_workers: int = 2, threads_per_worker: int = 1, **kwargs: Any) -> LocalCluster:
+        kwargs.setdefault("scheduler_args", FAST_SCHEDULER)
+        kwargs.setdefault("log_level", "INFO")
+        cluster = LocalCluster(n_workers, threads_per_worker, **kwargs)
+        started.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in started:
+        cluster.close()
+
+
+@pytest.fixture
+def cluster(cluster_factory: Callable[..., LocalCluster]) -> LocalCluster:
+    return cluster_factory()
+
+
+@pytest.fixture
+def client(cluster: LocalCluster) -> Iterator[Client]:
+    with Client(cluster.address) as c:
+        c.wait_for_workers(cluster.n_workers)
+        yield c
+
+
+def worker_pids(client: Client) -> list[int]:
+    return [w["pid"] for w in client.scheduler_info()["workers"]]
+
+
+def kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

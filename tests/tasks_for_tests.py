@@ -1,0 +1,72 @@
+"""Task functions for the integration tests, importable by worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def total(*args: object, **kwargs: object) -> object:
+    return (args, kwargs)
+
+
+def slow_inc(x: int, delay: float = 0.2) -> int:
+    time.sleep(delay)
+    return x + 1
+
+
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def pid() -> int:
+    return os.getpid()
+
+
+def touch(path: str) -> str:
+    Path(path).write_text(str(os.getpid()))
+    return path
+
+
+def wait_for_file(path: str, timeout: float = 30.0) -> int:
+    """Block until ``path`` exists (a test's gate for 'task is running')."""
+    deadline = time.monotonic() + timeout
+    while not Path(path).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(path)
+        time.sleep(0.01)
+    return os.getpid()
+
+
+def unpicklable_result() -> object:
+    return threading.Lock()
+
+
+class Unpicklable(Exception):
+    def __init__(self, a: object, b: object) -> None:
+        super().__init__(a)  # args do not match __init__: unpickling fails
+        self.lock = threading.Lock()
+
+
+def raise_unpicklable() -> None:
+    raise Unpicklable("odd", "exception")
+
+
+def append_line(path: str, word: str) -> None:
+    with open(path, "a") as f:
+        f.write(word + "\n")
