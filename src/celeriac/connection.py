@@ -126,7 +126,7 @@ class Connection:
         if msg.op == "welcome":
             self.max_message_bytes = msg.get("max_message_bytes", self.max_message_bytes)
             self._welcome.set()
-        elif msg.op == "error" and msg.get("op") == "hello-client":
+        elif msg.op == "error" and msg.get("about") == "hello-client":
             self._refusal = msg["text"]
             self._welcome.set()
         elif msg.op == "reregister":

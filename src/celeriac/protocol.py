@@ -111,7 +111,7 @@ OPTIONAL: dict[str, dict[str, Any]] = {
     "run": {"name": _STR},
     "hello-worker": {"memory": _INT},
     "heartbeat": {"memory": _INT, "running": _INT},
-    "error": {"key": _STR, "op": _STR},
+    "error": {"key": _STR, "about": _STR},
     "welcome": {"worker_timeout": _NUM, "heartbeat_interval": _NUM, "max_message_bytes": _INT},
 }
 

@@ -37,6 +37,9 @@ class RemoteError(Exception):
         self.message = message
         self.traceback_text = traceback_text
 
+    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:
+        return RemoteError, (self.type_name, self.message, self.traceback_text)
+
     def __str__(self) -> str:
         if self.traceback_text:
             return f"{self.type_name}: {self.message}\n\nRemote traceback:\n{self.traceback_text}"

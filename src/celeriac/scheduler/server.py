@@ -103,7 +103,12 @@ class SchedulerServer:
         except ProtocolError as exc:
             log.error("bad message from peer %s: %s", sender.hex(), exc)
             return [Send(sender, Message("error", {"text": f"bad message: {exc}"}))]
-        return self.state.handle(sender, messages, time.monotonic())
+        try:
+            return self.state.handle(sender, messages, time.monotonic())
+        except Exception:
+            # A bug, not bad input (that was rejected above).  Keep serving everyone else.
+            log.exception("internal error handling a message from %s", sender.hex())
+            return [Send(sender, Message("error", {"text": "internal scheduler error"}))]
 
     def _send(self, commands: Iterable[Send]) -> None:
         by_peer: dict[bytes, list[Message]] = defaultdict(list)

@@ -79,7 +79,8 @@ class Worker:
     last_seen: float
     memory: int = 0
     closing: bool = False  # finishing what it runs; gets nothing new
-    assigned: set[str] = field(default_factory=set)
+    #: Keys in the order they were sent; the worker runs them in that order.
+    assigned: dict[str, None] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -177,13 +178,13 @@ class SchedulerState:
 
     def _reject(self, to: bytes, msg: Message, why: str) -> None:
         log.error("rejected %r from %s: %s", msg.op, to.hex(), why)
-        self._send(to, "error", text=f"{msg.op!r}: {why}", op=msg.op)
+        self._send(to, "error", text=f"{msg.op!r}: {why}", about=msg.op)
 
     # -- clients -------------------------------------------------------------
 
     def _client_hello(self, sender: bytes, msg: Message, now: float) -> None:
         if msg["version"] != VERSION:
-            self._send(sender, "error", text=_version_error(msg["version"]), op="hello-client")
+            self._send(sender, "error", text=_version_error(msg["version"]), about="hello-client")
             return
         self.clients.setdefault(sender, Client(sender, now)).last_seen = now
         self._send(
@@ -288,7 +289,7 @@ class SchedulerState:
 
     def _worker_hello(self, sender: bytes, msg: Message, now: float) -> None:
         if msg["version"] != VERSION:
-            self._send(sender, "error", text=_version_error(msg["version"]), op="hello-worker")
+            self._send(sender, "error", text=_version_error(msg["version"]), about="hello-worker")
             return
         if sender in self.workers:  # reconnect of a known worker: start over clean
             self._remove_worker(self.workers[sender], lost=False)
@@ -377,10 +378,11 @@ class SchedulerState:
 
     def _remove_worker(self, worker: Worker, *, lost: bool) -> None:
         del self.workers[worker.id]
-        for key in sorted(worker.assigned, key=lambda k: self.tasks[k].seq):
+        suspects = self._running_on(worker) if lost else set()
+        for key in list(worker.assigned):
             task = self.tasks[key]
             task.worker = None
-            if lost and task.started:
+            if key in suspects:
                 task.kills += 1
                 if task.kills >= self.config.allowed_failures:
                     text = (
@@ -392,6 +394,20 @@ class SchedulerState:
             self._requeue(task)
         worker.assigned.clear()
         self._dirty = True
+
+    def _running_on(self, worker: Worker) -> set[str]:
+        """Tasks that were (probably) executing when the worker died.
+
+        Those reported started, topped up with the oldest assigned ones: a
+        worker runs tasks in the order it got them, and a task that kills its
+        process at once may die before its "started" notice leaves.
+        """
+        running = {k for k in worker.assigned if self.tasks[k].started}
+        for key in worker.assigned:
+            if len(running) >= worker.slots:
+                break
+            running.add(key)
+        return running
 
     # -- task lifecycle -----------------------------------------------------------
 
@@ -412,7 +428,7 @@ class SchedulerState:
     def _unassign(self, task: Task) -> None:
         worker = self.workers.get(task.worker) if task.worker else None
         if worker is not None:
-            worker.assigned.discard(task.key)
+            worker.assigned.pop(task.key, None)
             self._dirty = True
         task.worker = None
 
@@ -527,7 +543,7 @@ class SchedulerState:
     def _give(self, worker: Worker, task: Task) -> None:
         self._transition(task, TaskState.PROCESSING)
         task.worker = worker.id
-        worker.assigned.add(task.key)
+        worker.assigned[task.key] = None
         payloads = [task.function, task.args]
         for dep_key in task.deps:
             dep = self.tasks[dep_key]
@@ -538,7 +554,7 @@ class SchedulerState:
     # -- output ----------------------------------------------------------------------
 
     def _send(
-        self, to: bytes, op: str, payloads: list[Payload] | None = None, **fields: Any
+        self, to: bytes, op: str, payloads: list[Payload] | None = None, /, **fields: Any
     ) -> None:
         self._out.append(Send(to, Message(op, fields, payloads or [])))
 

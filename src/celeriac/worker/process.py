@@ -155,6 +155,8 @@ class WorkerProcess:
             self.request_close()
         elif msg.op == "error":
             log.error("scheduler reported an error: %s", msg["text"])
+            if msg.get("about") == "hello-worker":
+                raise SystemExit(f"scheduler refused this worker: {msg['text']}")
 
     def _hand_back(self) -> None:
         with self._todo_ready:
@@ -207,8 +209,8 @@ class WorkerProcess:
                     self._dropped.discard(task.key)
                     continue
                 self._running_count += 1
+            # No wake-up: the notice rides along with the next batch or heartbeat.
             self._outbox.append(Message("started", {"key": task.key}))
-            self._waker.wake()
             outcome = run_task(task, self._functions)
             with self._todo_ready:
                 self._running_count -= 1
