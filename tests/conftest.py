@@ -71,3 +71,38 @@ def kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def _descendants(root: int) -> list[int]:
+    """Live descendant pids of ``root``, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":  # zombies are already dead
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found, stack = [], [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_process_left_behind() -> Iterator[None]:
+    yield
+    if not os.path.isdir("/proc"):
+        return
+    try:
+        wait_until(lambda: not _descendants(os.getpid()), timeout=15)
+    except AssertionError:
+        leftovers = _descendants(os.getpid())
+        for leftover in leftovers:
+            kill(leftover)
+        pytest.fail(f"processes left behind by the test suite: {leftovers}")

@@ -1,0 +1,121 @@
+"""The command line, run as a user would: real processes, real signals."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from celeriac import Client
+from celeriac.cluster import LISTENING
+from conftest import wait_until
+
+CELERIAC = [sys.executable, "-m", "celeriac"]
+
+
+def run(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CELERIAC, *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def scheduler() -> Iterator[tuple[subprocess.Popen[str], str]]:
+    popen = subprocess.Popen(
+        [*CELERIAC, "scheduler", "--port", "0"], stdout=subprocess.PIPE, text=True
+    )
+    assert popen.stdout is not None
+    line = popen.stdout.readline()
+    assert line.startswith(LISTENING), line
+    yield popen, line[len(LISTENING) :].strip()
+    _stop(popen)
+    popen.stdout.close()
+
+
+def _stop(popen: subprocess.Popen[str]) -> int:
+    if popen.poll() is None:
+        popen.send_signal(signal.SIGTERM)
+    try:
+        return popen.wait(20)
+    finally:
+        if popen.poll() is None:
+            popen.kill()
+            popen.wait()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ((), ["scheduler", "worker"]),
+        (("scheduler",), ["--host", "--port", "--worker-timeout", "--insecure"]),
+        (("worker",), ["--nprocs", "--nthreads", "--queues", "--import"]),
+    ],
+)
+def test_help(args: tuple[str, ...], expected: list[str]) -> None:
+    result = run(*args, "--help")
+    assert result.returncode == 0
+    for word in expected:
+        assert word in result.stdout
+
+
+def test_scheduler_worker_and_client_from_the_shell(scheduler) -> None:
+    popen, address = scheduler
+    worker = subprocess.Popen([*CELERIAC, "worker", address, "--nprocs", "2"])
+    try:
+        code = (
+            f"from celeriac import Client; c = Client({address!r}); "
+            "print(c.submit(sum, [1, 2]).result(20))"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+        )
+        assert result.stdout.strip() == "3", result.stderr
+        with Client(address) as client:
+            client.wait_for_workers(2)
+    finally:
+        assert _stop(worker) == 0  # graceful on SIGTERM
+    assert _stop(popen) == 0
+
+
+def test_worker_stop_hands_back_queued_work(scheduler, tmp_path) -> None:
+    _, address = scheduler
+    worker = subprocess.Popen([*CELERIAC, "worker", address, "--nthreads", "1"])
+    with Client(address) as client:
+        client.wait_for_workers(1)
+        futures = client.map(lambda x: x * 2, range(20))
+        assert client.gather(futures, timeout=30) == [x * 2 for x in range(20)]
+        assert _stop(worker) == 0
+        wait_until(lambda: not client.scheduler_info()["workers"])
+        pending = client.submit(lambda: "ran later")
+        replacement = subprocess.Popen([*CELERIAC, "worker", address])
+        try:
+            assert pending.result(timeout=30) == "ran later"  # held until a worker came
+        finally:
+            assert _stop(replacement) == 0
+
+
+def test_non_loopback_bind_is_refused_without_insecure() -> None:
+    result = run("scheduler", "--host", "0.0.0.0", "--port", "0")
+    assert result.returncode == 2
+    assert "refusing to bind" in result.stderr and "--insecure" in result.stderr
+
+
+def test_port_in_use_is_a_clear_error(scheduler) -> None:
+    _, address = scheduler
+    port = address.rsplit(":", 1)[1]
+    result = run("scheduler", "--port", port)
+    assert result.returncode == 1
+    assert "cannot start the scheduler" in result.stderr
+
+
+def test_worker_with_malformed_address_exits_with_usage_error() -> None:
+    result = run("worker", "http://nowhere")
+    assert result.returncode == 2
+    assert "only tcp:// is supported" in result.stderr
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    result = run("frobnicate")
+    assert result.returncode == 2
+    assert "invalid choice" in result.stderr
