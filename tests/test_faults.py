@@ -201,3 +201,33 @@ def _future_for_unknown_key(client: Client):
     future = client._new_future("never-submitted")
     client._conn.send(Message("want", {"key": "never-submitted"}))
     return future
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_workers_reregister_after_scheduler_restart() -> None:
+    import subprocess
+    import sys
+
+    port = str(_free_port())
+    base = [sys.executable, "-m", "celeriac"]
+    scheduler_cmd = [*base, "scheduler", "--port", port, "--heartbeat-interval", "0.1"]
+    scheduler = subprocess.Popen(scheduler_cmd, stdout=subprocess.DEVNULL)
+    worker = subprocess.Popen([*base, "worker", f"tcp://127.0.0.1:{port}"])
+    try:
+        with Client(f"tcp://127.0.0.1:{port}") as client:
+            assert client.submit(inc, 1).result(timeout=20) == 2
+        kill(scheduler.pid)
+        scheduler.wait()
+        scheduler = subprocess.Popen(scheduler_cmd, stdout=subprocess.DEVNULL)
+        with Client(f"tcp://127.0.0.1:{port}") as client:
+            client.wait_for_workers(1, timeout=20)
+            assert client.submit(inc, 2).result(timeout=20) == 3
+    finally:
+        for popen in (worker, scheduler):
+            popen.terminate()
+            popen.wait(20)

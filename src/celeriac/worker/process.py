@@ -60,6 +60,9 @@ class WorkerProcess:
         self._closing = False
         self._stopped = False
         self._heartbeat_interval = 0.5
+        self._scheduler_timeout = 5.0
+        self._last_heard = time.monotonic()
+        self._scheduler_silent = False
 
     # -- control -------------------------------------------------------------
 
@@ -116,6 +119,7 @@ class WorkerProcess:
                 return
             if time.monotonic() >= next_heartbeat:
                 self._send(socket, [self._heartbeat()])
+                self._check_scheduler()
                 next_heartbeat = time.monotonic() + self._heartbeat_interval
                 if self._parent is not None and os.getppid() != self._parent:
                     log.warning("worker %s: parent process exited; stopping", self.name)
@@ -132,8 +136,28 @@ class WorkerProcess:
             except ProtocolError as exc:
                 log.error("bad message from the scheduler: %s", exc)
                 continue
+            self._heard_from_scheduler()
             for msg in messages:
                 self._on_message(socket, msg)
+
+    def _heard_from_scheduler(self) -> None:
+        self._last_heard = time.monotonic()
+        if self._scheduler_silent:
+            log.info("worker %s: the scheduler answers again", self.name)
+            self._scheduler_silent = False
+
+    def _check_scheduler(self) -> None:
+        """Heartbeats go both ways: say so when the scheduler stops answering."""
+        if not self._scheduler_silent and time.monotonic() - self._last_heard > (
+            self._scheduler_timeout
+        ):
+            log.warning(
+                "worker %s: no word from the scheduler at %s for %.0f s; still trying",
+                self.name,
+                self.address,
+                self._scheduler_timeout,
+            )
+            self._scheduler_silent = True
 
     def _on_message(self, socket: zmq.Socket, msg: Message) -> None:
         if msg.op == "run":
@@ -147,6 +171,7 @@ class WorkerProcess:
                 self._dropped.add(msg["key"])
         elif msg.op == "welcome":
             self._heartbeat_interval = msg.get("heartbeat_interval", self._heartbeat_interval)
+            self._scheduler_timeout = msg.get("worker_timeout", self._scheduler_timeout)
             log.info("worker %s registered with the scheduler", self.name)
         elif msg.op == "reregister":
             log.warning("scheduler does not know worker %s (restarted?); registering", self.name)
