@@ -24,7 +24,7 @@ from celeriac.futures import (
     FutureState,
 )
 from celeriac.protocol import Message, nbytes
-from celeriac.serialize import FunctionCache, dumps
+from celeriac.serialize import FunctionCache, dumps, dumps_plain
 
 log = logging.getLogger("celeriac.client")
 P = ParamSpec("P")
@@ -71,6 +71,10 @@ class Client:
 
     def _connect(self) -> None:
         self._pid = os.getpid()
+        # Keys: unique across clients and forked children (a random prefix
+        # made per process), cheap per task (a counter).
+        self._key_prefix = uuid.uuid4().hex[:16]
+        self._key_counter = itertools.count()
         self._lock = threading.Lock()
         self._states: dict[str, FutureState] = {}
         self._refcounts: dict[str, int] = {}
@@ -142,10 +146,14 @@ class Client:
         if not callable(fn):
             raise TypeError(f"submit() needs a callable, not {type(fn).__name__}")
         name = getattr(fn, "__name__", type(fn).__name__)
-        key = key or f"{name}-{uuid.uuid4().hex}"
+        key = key or f"{name}-{self._key_prefix}{next(self._key_counter):x}"
         deps: dict[str, None] = {}
-        args, kwargs = refs.replace((args, kwargs), lambda obj: self._to_ref(obj, deps))
-        payloads = [[self._functions.dumps(fn)], dumps((args, kwargs))]
+        if refs.is_plain((args, kwargs)):  # the common case: no futures, nothing to walk
+            arguments = dumps_plain((args, kwargs))
+        else:
+            args, kwargs = refs.replace((args, kwargs), lambda obj: self._to_ref(obj, deps))
+            arguments = dumps((args, kwargs))
+        payloads = [[self._functions.dumps(fn)], arguments]
         size = sum(nbytes(frame) for payload in payloads for frame in payload)
         if size > self._conn.max_message_bytes:
             raise ValueError(

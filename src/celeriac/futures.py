@@ -27,17 +27,30 @@ _NO_VALUE = object()
 class FutureState:
     """What the client knows of one key; shared by all Futures for that key."""
 
-    __slots__ = ("_value", "callbacks", "error", "event", "key", "lock", "payload", "status")
+    __slots__ = (
+        "_event",
+        "_settled",
+        "_value",
+        "callbacks",
+        "error",
+        "key",
+        "lock",
+        "payload",
+        "status",
+    )
 
     def __init__(self, key: str) -> None:
         self.key = key
         self.status = PENDING
         self.payload: Payload | None = None
         self.error: tuple[str, str, Payload] | None = None
-        self.event = threading.Event()
         self.lock = threading.Lock()
         self.callbacks: list[Callable[[], None]] = []
         self._value: Any = _NO_VALUE
+        # An Event costs more than the rest of a future together: make one
+        # only for futures somebody actually blocks on.
+        self._event: threading.Event | None = None
+        self._settled = False
 
     def finish(self, status: str, payload: Payload | None = None, error: Any = None) -> None:
         """Record the outcome (called from the I/O thread) and run callbacks."""
@@ -46,15 +59,28 @@ class FutureState:
             self.payload = payload
             self.error = error
             self._value = _NO_VALUE
+            self._settled = True
             callbacks, self.callbacks = self.callbacks, []
-            self.event.set()
+            if self._event is not None:
+                self._event.set()
         for callback in callbacks:
             _run_callback(callback)
+
+    def wait(self, timeout: float | None) -> bool:
+        with self.lock:
+            if self._settled:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
 
     def reset(self) -> None:
         """The result is known to exist but must be fetched; wait again."""
         with self.lock:
-            self.event.clear()
+            self._settled = False
+            if self._event is not None:
+                self._event.clear()
 
     def has_value(self) -> bool:
         return self._value is not _NO_VALUE
@@ -145,7 +171,7 @@ class Future(Generic[R]):
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not state.event.wait(remaining):
+            if not state.wait(remaining):
                 raise TimeoutError(f"task {self.key!r} not done after {timeout} s")
             if state.status != FINISHED or state.payload is not None or state.has_value():
                 return state

@@ -6,10 +6,11 @@ A ZeroMQ multipart message carries a *batch* of logical messages::
 
 ``header`` is ``msgpack([VERSION, [msg, msg, ...]])``.  Each ``msg`` is a dict
 with an ``"op"`` key and op-specific fields.  A message that carries binary
-payloads (a pickled function, arguments, a result) lists their frame counts in
-``"nf"``: ``"nf": [2, 1]`` means the next two frames form its first payload and
-the frame after that its second.  Payload frames are never unpickled by the
-scheduler; it only stores and forwards them, so a hostile frame can at worst
+payloads (a pickled function, arguments, a result) lists them in ``"p"``: one
+list of frames per payload, each frame either inline bytes (small ones: a
+whole batch then costs one ZeroMQ frame) or ``None``, meaning "the next
+out-of-band frame" (large buffers, sent without a copy).  Payload frames are
+never unpickled by the scheduler; it only stores and forwards them, so a hostile frame can at worst
 be rejected there, never executed.
 
 This module is pure: no sockets, no clock.  Everything here is bounded and
@@ -56,64 +57,66 @@ class Message:
         return self.fields.get(name, default)
 
 
-# Each op names the fields it must carry and their types, and how many
-# payloads it carries.  ``None`` as the payload count means "any number".
-_STR = str
-_INT = int
+# Field types.  msgpack yields exact builtin types, so checks compare
+# ``type(value)`` exactly: ``True`` is never accepted as an integer.
+_STR = (str,)
+_INT = (int,)
 _NUM = (int, float)
-_LIST = list
-_DICT = dict
-_BOOL = bool
-_OPT_STR = (str, type(None))
+_LIST = (list,)
+_DICT = (dict,)
+_BOOL = (bool,)
+_STRS = "list of strings"  # a list whose items are all str
 
-SCHEMAS: dict[str, tuple[dict[str, Any], int | None]] = {
+# Each op: required fields, optional fields, and how many payloads it carries
+# (``None``: any number).
+SCHEMAS: dict[str, tuple[dict[str, Any], dict[str, Any], int | None]] = {
     # client -> scheduler
-    "hello-client": ({"version": _INT}, 0),
+    "hello-client": ({"version": _INT}, {}, 0),
     "submit": (
-        {"key": _STR, "deps": _LIST, "priority": _INT, "retries": _INT, "queue": _STR},
+        {"key": _STR, "deps": _STRS, "priority": _INT, "retries": _INT, "queue": _STR},
+        {"name": _STR},
         2,
     ),
-    "release": ({"key": _STR}, 0),
-    "fire-and-forget": ({"key": _STR}, 0),
-    "want": ({"key": _STR}, 0),
-    "fetch": ({"key": _STR}, 0),
-    "cancel": ({"key": _STR}, 0),
-    "info": ({"rid": _INT}, 0),
-    "goodbye": ({}, 0),
+    "release": ({"key": _STR}, {}, 0),
+    "fire-and-forget": ({"key": _STR}, {}, 0),
+    "want": ({"key": _STR}, {}, 0),
+    "fetch": ({"key": _STR}, {}, 0),
+    "cancel": ({"key": _STR}, {}, 0),
+    "info": ({"rid": _INT}, {}, 0),
+    "goodbye": ({}, {}, 0),
     # worker -> scheduler
     "hello-worker": (
-        {"version": _INT, "slots": _INT, "queues": _LIST, "name": _STR, "pid": _INT},
+        {"version": _INT, "slots": _INT, "queues": _STRS, "name": _STR, "pid": _INT},
+        {"memory": _INT},
         0,
     ),
-    "heartbeat": ({}, 0),
-    "started": ({"key": _STR}, 0),
-    "task-done": ({"key": _STR}, 1),
-    "task-failed": ({"key": _STR, "kind": _STR, "text": _STR}, 1),
-    "worker-leaving": ({"keys": _LIST}, 0),
+    "heartbeat": ({}, {"memory": _INT, "running": _INT}, 0),
+    "started": ({"key": _STR}, {}, 0),
+    "task-done": ({"key": _STR}, {"duration": _NUM}, 1),
+    "task-failed": ({"key": _STR, "kind": _STR, "text": _STR}, {"duration": _NUM}, 1),
+    "worker-leaving": ({"keys": _STRS}, {}, 0),
     # scheduler -> client
-    "welcome": ({"version": _INT}, 0),
-    "result": ({"key": _STR, "inline": _BOOL}, None),
-    "erred": ({"key": _STR, "kind": _STR, "text": _STR}, None),
-    "cancelled": ({"key": _STR}, 0),
-    "info-reply": ({"rid": _INT, "info": _DICT}, 0),
-    "error": ({"text": _STR}, 0),
+    "welcome": (
+        {"version": _INT},
+        {"worker_timeout": _NUM, "heartbeat_interval": _NUM, "max_message_bytes": _INT},
+        0,
+    ),
+    "result": ({"key": _STR, "inline": _BOOL}, {}, None),
+    "erred": ({"key": _STR, "kind": _STR, "text": _STR}, {}, None),
+    "cancelled": ({"key": _STR}, {}, 0),
+    "info-reply": ({"rid": _INT, "info": _DICT}, {}, 0),
+    "error": ({"text": _STR}, {"key": _STR, "about": _STR}, 0),
     # scheduler -> worker
-    "run": ({"key": _STR, "deps": _LIST}, None),
-    "drop": ({"key": _STR}, 0),
-    "heartbeat-ack": ({}, 0),
-    "reregister": ({}, 0),
-    "shutdown": ({}, 0),
+    "run": ({"key": _STR, "deps": _STRS}, {"name": _STR}, None),
+    "drop": ({"key": _STR}, {}, 0),
+    "heartbeat-ack": ({}, {}, 0),
+    "reregister": ({}, {}, 0),
+    "shutdown": ({}, {}, 0),
 }
 
-# Fields that ops may carry without being required.
-OPTIONAL: dict[str, dict[str, Any]] = {
-    "submit": {"name": _STR},
-    "run": {"name": _STR},
-    "hello-worker": {"memory": _INT},
-    "heartbeat": {"memory": _INT, "running": _INT},
-    "error": {"key": _STR, "about": _STR},
-    "welcome": {"worker_timeout": _NUM, "heartbeat_interval": _NUM, "max_message_bytes": _INT},
-}
+#: Payload frames smaller than this travel inside the header (one frame for a
+#: whole batch); larger ones get a frame of their own, sent without a copy.
+INLINE_FRAME_BYTES = 64 * 1024
 
 
 def encode(messages: Sequence[Message]) -> list[Frame]:
@@ -123,12 +126,24 @@ def encode(messages: Sequence[Message]) -> list[Frame]:
     for msg in messages:
         head = {"op": msg.op, **msg.fields}
         if msg.payloads:
-            head["nf"] = [len(p) for p in msg.payloads]
-            for payload in msg.payloads:
-                frames.extend(payload)
+            head["p"] = [_place(payload, frames) for payload in msg.payloads]
         headers.append(head)
     frames[0] = msgpack.packb([VERSION, headers], use_bin_type=True)
     return frames
+
+
+def _place(payload: Payload, frames: list[Frame]) -> list[bytes | None]:
+    """Inline small frames; move large ones out of band (``None`` marks their place)."""
+    items: list[bytes | None] = []
+    for frame in payload:
+        if type(frame) is bytes and len(frame) < INLINE_FRAME_BYTES:
+            items.append(frame)
+        elif nbytes(frame) < INLINE_FRAME_BYTES:
+            items.append(bytes(buffer_of(frame)))
+        else:
+            items.append(None)
+            frames.append(frame)
+    return items
 
 
 def decode(frames: Sequence[Frame], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[Message]:
@@ -142,7 +157,7 @@ def decode(frames: Sequence[Frame], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) 
     if nbytes(header) > MAX_HEADER_BYTES:
         raise ProtocolError("header frame too large")
     try:
-        parsed = msgpack.unpackb(bytes(header), raw=False, strict_map_key=True)
+        parsed = msgpack.unpackb(buffer_of(header), raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types
         raise ProtocolError(f"header is not valid msgpack: {exc}") from None
     version, heads = _split_header(parsed)
@@ -152,84 +167,91 @@ def decode(frames: Sequence[Frame], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) 
 
 
 def _split_header(parsed: Any) -> tuple[Any, list[Any]]:
-    if not (isinstance(parsed, list) and len(parsed) == 2 and isinstance(parsed[1], list)):
+    if not (type(parsed) is list and len(parsed) == 2 and type(parsed[1]) is list):
         raise ProtocolError("header must be [version, [messages]]")
     if len(parsed[1]) > MAX_BATCH:
         raise ProtocolError(f"batch of {len(parsed[1])} messages exceeds {MAX_BATCH}")
     return parsed[0], parsed[1]
 
 
-def _assemble(heads: list[Any], payload_frames: Sequence[Frame]) -> list[Message]:
+def _assemble(heads: list[Any], out_of_band: Sequence[Frame]) -> list[Message]:
     messages = []
     cursor = 0
     for head in heads:
-        msg, counts = validate(head)
-        for n in counts:
-            if cursor + n > len(payload_frames):
-                raise ProtocolError(f"{msg.op!r} announces more frames than were sent")
-            msg.payloads.append(payload_frames[cursor : cursor + n])
-            cursor += n
+        msg = validate(head)
+        for items in head.get("p", ()):
+            payload = []
+            for item in items:
+                if item is None:
+                    if cursor >= len(out_of_band):
+                        raise ProtocolError(f"{msg.op!r} announces more frames than were sent")
+                    item = out_of_band[cursor]
+                    cursor += 1
+                payload.append(item)
+            msg.payloads.append(payload)
         messages.append(msg)
-    if cursor != len(payload_frames):
-        raise ProtocolError(f"{len(payload_frames) - cursor} payload frames were not announced")
+    if cursor != len(out_of_band):
+        raise ProtocolError(f"{len(out_of_band) - cursor} frames were not announced")
     return messages
 
 
-def validate(head: Any) -> tuple[Message, list[int]]:
-    """Check one message dict against its op's schema."""
-    if not isinstance(head, dict):
+def validate(head: Any) -> Message:
+    """Check one message map against its op's schema (payload layout included)."""
+    if type(head) is not dict:
         raise ProtocolError("each message must be a map")
     op = head.get("op")
-    schema = SCHEMAS.get(op) if isinstance(op, str) else None
+    schema = SCHEMAS.get(op) if type(op) is str else None
     if schema is None:
         raise ProtocolError(f"unknown op {op!r}")
-    required, npayloads = schema
-    optional = OPTIONAL.get(op, {})
-    for name, kind in required.items():
-        if name not in head:
-            raise ProtocolError(f"{op!r} is missing field {name!r}")
-        _check_type(op, name, head[name], kind)
+    required, optional, npayloads = schema
     fields = {}
     for name, value in head.items():
-        if name in ("op", "nf"):
+        if name == "op" or name == "p":
             continue
-        if name not in required:
-            if name not in optional:
-                raise ProtocolError(f"{op!r} has unexpected field {name!r}")
-            _check_type(op, name, value, optional[name])
+        kind = required.get(name) or optional.get(name)
+        if kind is None:
+            raise ProtocolError(f"{op!r} has unexpected field {name!r}")
+        _check_type(op, name, value, kind)
         fields[name] = value
-    counts = _frame_counts(op, head.get("nf", []), npayloads)
-    return Message(op, fields), counts
+    if len(fields) < len(required):
+        missing = [name for name in required if name not in fields]
+        if missing:
+            raise ProtocolError(f"{op!r} is missing field {missing[0]!r}")
+    _check_payload_layout(op, head.get("p", []), npayloads)
+    return Message(op, fields)
 
 
 def _check_type(op: str, name: str, value: Any, kind: Any) -> None:
-    # bool is an int subclass; keep them apart so True is never a priority.
-    if isinstance(value, bool) and kind in (_INT, _NUM):
-        raise ProtocolError(f"{op!r} field {name!r} must be {_type_name(kind)}")
-    if not isinstance(value, kind):
-        raise ProtocolError(f"{op!r} field {name!r} must be {_type_name(kind)}")
-    if name in ("deps", "queues", "keys") and not all(isinstance(v, str) for v in value):
+    if kind is _STRS:
+        if type(value) is list and all(type(v) is str for v in value):
+            return
         raise ProtocolError(f"{op!r} field {name!r} must be a list of strings")
+    if type(value) not in kind:
+        names = " or ".join(k.__name__ for k in kind)
+        raise ProtocolError(f"{op!r} field {name!r} must be {names}")
 
 
-def _frame_counts(op: str, nf: Any, expected: int | None) -> list[int]:
-    if not isinstance(nf, list) or not all(
-        isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_FRAMES_PER_PAYLOAD
-        for n in nf
+def _check_payload_layout(op: str, layout: Any, expected: int | None) -> None:
+    if type(layout) is not list or not all(
+        type(items) is list
+        and len(items) <= MAX_FRAMES_PER_PAYLOAD
+        and all(item is None or type(item) is bytes for item in items)
+        for items in layout
     ):
-        raise ProtocolError(f"{op!r} has a malformed frame count list")
-    if expected is not None and len(nf) != expected:
-        raise ProtocolError(f"{op!r} must carry {expected} payloads, not {len(nf)}")
-    return nf
+        raise ProtocolError(f"{op!r} has a malformed payload list")
+    if expected is not None and len(layout) != expected:
+        raise ProtocolError(f"{op!r} must carry {expected} payloads, not {len(layout)}")
 
 
-def _type_name(kind: Any) -> str:
-    if isinstance(kind, tuple):
-        return " or ".join(k.__name__ for k in kind)
-    return kind.__name__
+def buffer_of(frame: Frame) -> Any:
+    """The memory of a frame, without a copy."""
+    # zmq.Frame exposes its memory as .buffer; bytes and memoryview are buffers already.
+    return getattr(frame, "buffer", frame)
 
 
 def nbytes(frame: Frame) -> int:
     """Size of a frame, whatever buffer type carries it."""
+    if type(frame) is bytes:
+        return len(frame)
     size = getattr(frame, "nbytes", None)
     return len(frame) if size is None else int(size)

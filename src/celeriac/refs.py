@@ -31,6 +31,18 @@ class TaskRef:
 KEEP = object()
 
 
+#: Types that can hold no Future and pickle the same with plain pickle.
+PLAIN_TYPES = frozenset({int, float, str, bytes, bool, type(None), complex})
+
+
+def is_plain(obj: tuple[tuple[Any, ...], dict[str, Any]]) -> bool:
+    """True when ``(args, kwargs)`` holds only plain scalars (no walk, no cloudpickle needed)."""
+    args, kwargs = obj
+    return all(type(a) in PLAIN_TYPES for a in args) and all(
+        type(v) in PLAIN_TYPES for v in kwargs.values()
+    )
+
+
 def replace(obj: Any, swap: Callable[[Any], Any]) -> Any:
     """Rebuild ``obj`` with every leaf for which ``swap`` does not return KEEP replaced.
 

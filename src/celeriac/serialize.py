@@ -22,7 +22,7 @@ from typing import Any
 import cloudpickle
 from tblib import Traceback
 
-from celeriac.protocol import Frame
+from celeriac.protocol import Frame, buffer_of
 
 #: Buffers smaller than this are kept in-band: a frame costs more than a copy.
 OOB_THRESHOLD = 64 * 1024
@@ -69,20 +69,24 @@ def dumps(obj: Any) -> list[Frame]:
     return [head, *(b.raw() for b in buffers)]
 
 
+def dumps_plain(obj: Any) -> list[Frame]:
+    """:func:`dumps` for objects made only of builtin scalars: the C pickler, no cloudpickle.
+
+    Only for such objects: plain pickle would send a ``__main__`` function by
+    reference, which the worker cannot resolve.
+    """
+    return [pickle.dumps(obj, protocol=5)]
+
+
 def loads(payload: list[Frame] | tuple[Frame, ...]) -> Any:
     """Inverse of :func:`dumps`; frames may be bytes, memoryviews or zmq Frames."""
     if not payload:
         raise SerializationError("empty payload")
     head, *buffers = payload
     try:
-        return pickle.loads(_buffer(head), buffers=[_buffer(b) for b in buffers])
+        return pickle.loads(buffer_of(head), buffers=[buffer_of(b) for b in buffers])
     except Exception as exc:
         raise SerializationError(f"could not deserialize: {type(exc).__name__}: {exc}") from exc
-
-
-def _buffer(frame: Frame) -> Any:
-    # zmq.Frame exposes its memory as .buffer; bytes and memoryview are buffers already.
-    return getattr(frame, "buffer", frame)
 
 
 class FunctionCache:
@@ -126,7 +130,7 @@ class LoadedFunctions:
         self._lock = threading.Lock()
 
     def load(self, frame: Frame) -> Any:
-        data = bytes(_buffer(frame))
+        data = bytes(buffer_of(frame))
         with self._lock:
             fn = self._cache.get(data)
             if fn is not None:
