@@ -37,8 +37,16 @@ class SchedulerConfig:
     worker_timeout: float = 5.0
     heartbeat_interval: float = 0.5
     client_timeout: float = 60.0
-    #: Tasks given to a worker beyond its slots, so a slot never idles on a round trip.
+    #: Tasks a worker may always hold beyond its slots, so a slot never idles
+    #: while a round trip is in flight.
     prefetch: int = 2
+    #: Beyond that, more short tasks may be queued on a worker while their
+    #: estimated run time stays under this many seconds per slot, up to
+    #: ``max_prefetch``: deep pipelines for tiny tasks, shallow for long ones.
+    prefetch_seconds: float = 0.005
+    max_prefetch: int = 256
+    #: Duration assumed for a task whose function has not been timed yet.
+    unknown_duration: float = 0.5
     #: Worker deaths a task may cause before it fails with KilledWorker.
     allowed_failures: int = 3
     #: Results up to this size are pushed to clients with the completion notice.
@@ -65,6 +73,7 @@ class Task:
     worker: bytes | None = None
     started: bool = False
     kills: int = 0
+    estimate: float = 0.0  # expected run time, counted in its worker's queued work
     result: Payload | None = None
     error: tuple[str, str, Payload] | None = None  # kind, text, exception payload
 
@@ -78,6 +87,7 @@ class Worker:
     pid: int
     last_seen: float
     memory: int = 0
+    queued_work: float = 0.0  # sum of the estimates of the assigned tasks
     closing: bool = False  # finishing what it runs; gets nothing new
     #: Keys in the order they were sent; the worker runs them in that order.
     assigned: dict[str, None] = field(default_factory=dict)
@@ -100,6 +110,7 @@ class SchedulerState:
         self._seq = itertools.count()
         self._out: list[Send] = []
         self._dirty = False  # something may now be assignable
+        self._durations: dict[str, float] = {}  # task name -> moving average run time
         self.counters = {"done": 0, "erred": 0, "submitted": 0}
 
     # -- entry points ----------------------------------------------------
@@ -327,6 +338,7 @@ class SchedulerState:
         if task is None:
             return
         self._unassign(task)
+        self._learn_duration(task.name, msg.get("duration"))
         self._transition(task, TaskState.MEMORY)
         task.result = msg.payloads[0]
         task.function = task.args = ()  # no longer needed; free the memory now
@@ -370,6 +382,12 @@ class SchedulerState:
         log.info("worker %s left", worker.name)
         self._remove_worker(worker, lost=False)
 
+    def _learn_duration(self, name: str, duration: float | None) -> None:
+        if duration is None or duration < 0:
+            return
+        old = self._durations.get(name)
+        self._durations[name] = duration if old is None else 0.8 * old + 0.2 * duration
+
     def _assigned_task(self, worker: Worker, key: str) -> Task | None:
         task = self.tasks.get(key)
         if task is None or task.worker != worker.id or task.state is not TaskState.PROCESSING:
@@ -382,6 +400,7 @@ class SchedulerState:
         for key in list(worker.assigned):
             task = self.tasks[key]
             task.worker = None
+            task.estimate = 0.0
             if key in suspects:
                 task.kills += 1
                 if task.kills >= self.config.allowed_failures:
@@ -429,6 +448,7 @@ class SchedulerState:
         worker = self.workers.get(task.worker) if task.worker else None
         if worker is not None:
             worker.assigned.pop(task.key, None)
+            worker.queued_work = max(0.0, worker.queued_work - task.estimate)
             self._dirty = True
         task.worker = None
 
@@ -508,11 +528,10 @@ class SchedulerState:
         while another worker's slot is idle.
         """
         self._dirty = False
-        extra = self.config.prefetch
         candidates = [
             (len(w.assigned) / w.slots, i, w)
             for i, w in enumerate(self.workers.values())
-            if not w.closing and len(w.assigned) < w.slots + extra
+            if self._has_room(w)
         ]
         heapq.heapify(candidates)
         while candidates:
@@ -521,8 +540,19 @@ class SchedulerState:
             if task is None:
                 continue  # nothing for its queues; it leaves the candidates
             self._give(worker, task)
-            if len(worker.assigned) < worker.slots + extra:
+            if self._has_room(worker):
                 heapq.heappush(candidates, (len(worker.assigned) / worker.slots, order, worker))
+
+    def _has_room(self, worker: Worker) -> bool:
+        if worker.closing:
+            return False
+        held = len(worker.assigned)
+        if held < worker.slots + self.config.prefetch:
+            return True
+        return (
+            held < worker.slots + self.config.max_prefetch
+            and worker.queued_work < self.config.prefetch_seconds * worker.slots
+        )
 
     def _pop_ready(self, queues: Sequence[str]) -> Task | None:
         best_heap = None
@@ -543,7 +573,9 @@ class SchedulerState:
     def _give(self, worker: Worker, task: Task) -> None:
         self._transition(task, TaskState.PROCESSING)
         task.worker = worker.id
+        task.estimate = self._durations.get(task.name, self.config.unknown_duration)
         worker.assigned[task.key] = None
+        worker.queued_work += task.estimate
         payloads = [task.function, task.args]
         for dep_key in task.deps:
             dep = self.tasks[dep_key]

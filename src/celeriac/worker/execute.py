@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from celeriac import refs
 from celeriac.protocol import Message, Payload
@@ -38,16 +40,20 @@ def run_task(task: Assignment, functions: LoadedFunctions) -> Message:
             args, kwargs = refs.resolve((args, kwargs), values)
     except Exception as exc:
         return _failed(task, "serialize", exc, f"could not load task {task.name!r}")
+    start = time.perf_counter()
     try:
         result = fn(*args, **kwargs)
     except BaseException as exc:  # SystemExit and KeyboardInterrupt in a task are its failure
         log.info("task %s (%s) raised %s: %s", task.key, task.name, type(exc).__name__, exc)
-        return Message("task-failed", _failure_fields(task, "remote", exc), [dumps_exception(exc)])
+        fields = _failure_fields(task, "remote", exc)
+        fields["duration"] = time.perf_counter() - start
+        return Message("task-failed", fields, [dumps_exception(exc)])
+    duration = time.perf_counter() - start
     try:
         payload = dumps(result)
     except SerializationError as exc:
         return _failed(task, "serialize", exc, f"the result of task {task.name!r} cannot be sent")
-    return Message("task-done", {"key": task.key}, [payload])
+    return Message("task-done", {"key": task.key, "duration": duration}, [payload])
 
 
 def _failed(task: Assignment, kind: str, exc: BaseException, context: str) -> Message:
@@ -57,5 +63,5 @@ def _failed(task: Assignment, kind: str, exc: BaseException, context: str) -> Me
     return Message("task-failed", _failure_fields(task, kind, error), [dumps_exception(error)])
 
 
-def _failure_fields(task: Assignment, kind: str, exc: BaseException) -> dict[str, str]:
+def _failure_fields(task: Assignment, kind: str, exc: BaseException) -> dict[str, Any]:
     return {"key": task.key, "kind": kind, "text": format_traceback(exc)[-4000:]}
