@@ -213,10 +213,9 @@ def validate(head: Any) -> Message:
             raise ProtocolError(f"{op!r} has unexpected field {name!r}")
         _check_type(op, name, value, kind)
         fields[name] = value
-    if len(fields) < len(required):
-        missing = [name for name in required if name not in fields]
-        if missing:
-            raise ProtocolError(f"{op!r} is missing field {missing[0]!r}")
+    for name in required:
+        if name not in fields:
+            raise ProtocolError(f"{op!r} is missing field {name!r}")
     _check_payload_layout(op, head.get("p", []), npayloads)
     return Message(op, fields)
 

@@ -74,7 +74,7 @@ class SchedulerServer:
                     self._send(self._read_available())
                 now = time.monotonic()
                 if now >= next_tick:
-                    self._send(self.state.tick(now))
+                    self._send(self._tick(now))
                     next_tick = now + tick_every
                     if self._parent is not None and os.getppid() != self._parent:
                         log.warning("parent process exited; stopping")
@@ -85,6 +85,13 @@ class SchedulerServer:
     def close(self) -> None:
         self._socket.close(linger=0)
         self._context.term()
+
+    def _tick(self, now: float) -> list[Send]:
+        try:
+            return self.state.tick(now)
+        except Exception:
+            log.exception("internal error in the scheduler's timers")
+            return []
 
     def _read_available(self) -> list[Send]:
         out: list[Send] = []

@@ -140,7 +140,10 @@ class SchedulerState:
         return {
             "tasks": len(self.tasks),
             "by_state": by_state,
-            "queues": {name: len(heap) for name, heap in self._ready.items()},
+            "queues": {
+                name: sum(1 for *_, key in heap if not self._stale(key))
+                for name, heap in self._ready.items()
+            },
             "workers": [
                 {
                     "name": w.name,
@@ -398,7 +401,9 @@ class SchedulerState:
         del self.workers[worker.id]
         suspects = self._running_on(worker) if lost else set()
         for key in list(worker.assigned):
-            task = self.tasks[key]
+            task = self.tasks.get(key)
+            if task is None or task.state is not TaskState.PROCESSING:
+                continue  # failed, cancelled or forgotten earlier in this loop
             task.worker = None
             task.estimate = 0.0
             if key in suspects:

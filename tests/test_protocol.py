@@ -1,0 +1,275 @@
+"""Wire format: encode/decode round trips and every way a message is refused.
+
+Also the address helpers, which validate what users type.
+"""
+
+from __future__ import annotations
+
+from array import array
+from typing import Any
+
+import msgpack
+import numpy as np
+import pytest
+
+from celeriac import protocol
+from celeriac.addresses import DEFAULT_PORT, is_loopback, normalize, tcp_address
+from celeriac.protocol import (
+    MAX_FRAMES_PER_PAYLOAD,
+    VERSION,
+    Message,
+    ProtocolError,
+    decode,
+    encode,
+    nbytes,
+)
+
+BIG = 64 * 1024  # protocol.INLINE_FRAME_BYTES: frames this large travel out of band
+
+
+def header(*heads: Any, version: Any = VERSION) -> bytes:
+    return msgpack.packb([version, list(heads)], use_bin_type=True)
+
+
+def release(key: str = "k", **extra: Any) -> dict[str, Any]:
+    return {"op": "release", "key": key, **extra}
+
+
+def task_done(p: Any = ([b"r"],), **extra: Any) -> dict[str, Any]:
+    return {"op": "task-done", "key": "k", "p": list(p), **extra}
+
+
+SUBMIT_FIELDS = {"key": "k", "deps": ["d1"], "priority": 0, "retries": 0, "queue": "default"}
+
+
+# -- round trips ----------------------------------------------------------------------------
+
+
+def test_round_trip_with_payload_frames() -> None:
+    big, huge = b"B" * BIG, memoryview(bytearray(b"H" * (BIG + 1)))
+    messages = [
+        Message("submit", {**SUBMIT_FIELDS, "name": "f"}, [[b"fn"], [b"args", huge]]),
+        Message("release", {"key": "other"}),
+        Message("result", {"key": "k", "inline": True}, [[]]),  # a payload of zero frames
+        Message("run", {"key": "k", "deps": []}, [[b"f"], [memoryview(b"a")], [big]]),
+    ]
+    frames = encode(messages)
+    assert frames[1:] == [huge, big]  # only large frames get a frame of their own
+    assert decode(frames) == messages
+
+
+def test_small_frames_travel_inside_the_header() -> None:
+    frames = encode([Message("run", {"key": "k", "deps": []}, [[b"1", b"2"], [b"3"]])])
+    assert len(frames) == 1
+    version, [head] = msgpack.unpackb(frames[0])
+    assert (version, head["op"], head["p"]) == (VERSION, "run", [[b"1", b"2"], [b"3"]])
+
+
+def test_large_frames_are_passed_through_not_copied() -> None:
+    big = memoryview(bytearray(BIG))
+    frames = encode([Message("task-done", {"key": "k"}, [[b"head", big]])])
+    assert frames[1] is big
+    assert msgpack.unpackb(frames[0])[1][0]["p"] == [[b"head", None]]
+    [decoded] = decode(frames)
+    assert decoded.payloads[0][0] == b"head"
+    assert decoded.payloads[0][1] is big
+
+
+def test_decode_accepts_any_buffer_type_for_the_header() -> None:
+    head = header(release())
+    expected = [Message("release", {"key": "k"})]
+    assert decode([memoryview(head)]) == decode([bytearray(head)]) == expected
+
+
+def test_size_limit_is_inclusive() -> None:
+    frames = [header(task_done(p=[[None]])), b"x" * 100]
+    size = sum(len(f) for f in frames)
+    assert decode(frames, max_bytes=size)[0].payloads == [[b"x" * 100]]
+    with pytest.raises(ProtocolError, match=f"message of {size} bytes exceeds the limit"):
+        decode(frames, max_bytes=size - 1)
+
+
+def test_nbytes_of_buffers() -> None:
+    assert nbytes(b"abc") == 3
+    assert nbytes(memoryview(array("i", [1, 2]))) == 2 * array("i").itemsize
+    assert nbytes(np.zeros(10, dtype=np.float64)) == 80
+
+
+# -- rejections ------------------------------------------------------------------------------
+
+REJECTED = {
+    "empty message": ([], "empty message"),
+    "not msgpack": ([b"\xc1"], "not valid msgpack"),
+    "trailing garbage": ([header() + b"\x00"], "not valid msgpack"),
+    "non-string map key": ([msgpack.packb([VERSION, [{1: "x"}]])], "not valid msgpack"),
+    "header not a list": ([msgpack.packb({"v": 1})], r"must be \[version, \[messages\]\]"),
+    "header too short": ([msgpack.packb([VERSION])], r"must be \[version"),
+    "messages not a list": ([msgpack.packb([VERSION, {}])], r"must be \[version"),
+    "wrong version": ([header(version=VERSION + 1)], f"version {VERSION + 1} is not supported"),
+    "message not a map": ([header(["release"])], "must be a map"),
+    "unknown op": ([header({"op": "explode"})], "unknown op 'explode'"),
+    "missing op": ([header({"key": "k"})], "unknown op None"),
+    "op not a string": ([header({"op": 7})], "unknown op 7"),
+    "missing field": ([header({"op": "release"})], "'release' is missing field 'key'"),
+    "str expected": ([header(release(key=5))], "'key' must be str"),
+    "bool for int": ([header({"op": "info", "rid": True})], "'rid' must be int"),
+    "bool for number": (
+        [header({"op": "welcome", "version": VERSION, "heartbeat_interval": False})],
+        "must be int or float",
+    ),
+    "int for bool": ([header({"op": "result", "key": "k", "inline": 1})], "must be bool"),
+    "float for int": ([header({"op": "info", "rid": 1.5})], "'rid' must be int"),
+    "deps not strings": (
+        [header({"op": "submit", **SUBMIT_FIELDS, "deps": [1], "p": [[b"f"], [b"a"]]})],
+        "'deps' must be a list of strings",
+    ),
+    "unexpected field": ([header(release(extra=1))], "unexpected field 'extra'"),
+    "optional field of wrong type": (
+        [header({"op": "heartbeat", "memory": "lots"})],
+        "'memory' must be int",
+    ),
+    "payloads not a list": ([header(task_done(p="r"))], "malformed payload list"),
+    "payload not a list": ([header(task_done(p=[b"r"]))], "malformed payload list"),
+    "frame neither bytes nor None": ([header(task_done(p=[["r"]]))], "malformed payload"),
+    "too many frames per payload": (
+        [header(task_done(p=[[b""] * (MAX_FRAMES_PER_PAYLOAD + 1)]))],
+        "malformed payload list",
+    ),
+    "wrong payload count": ([header(task_done(p=[[b"x"], [b"y"]]))], "must carry 1 payloads"),
+    "payload where none allowed": ([header(release(p=[[b"x"]]))], "must carry 0 payloads"),
+    "more frames announced than sent": (
+        [header(task_done(p=[[None, None]])), b"x"],
+        "announces more frames than were sent",
+    ),
+    "frames not announced": ([header(release()), b"x"], "1 frames were not announced"),
+    "frames after the last payload": (
+        [header(task_done(p=[[None]]), release()), b"x", b"y"],
+        "1 frames were not announced",
+    ),
+}
+
+
+@pytest.mark.parametrize(("frames", "match"), REJECTED.values(), ids=REJECTED.keys())
+def test_decode_rejects(frames: list[Any], match: str) -> None:
+    with pytest.raises(ProtocolError, match=match):
+        decode(frames)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        {"op": "task-done", "duration": 1.0, "p": [[b"r"]]},
+        {"op": "error", "key": "k"},
+        {"op": "hello-worker", "version": 1, "slots": 1, "queues": [], "name": "w", "memory": 0},
+    ],
+    ids=["task-done-without-key", "error-without-text", "hello-worker-without-pid"],
+)
+def test_missing_required_field_is_rejected_even_with_optional_ones(head: dict) -> None:
+    with pytest.raises(ProtocolError, match="is missing field"):
+        decode([header(head)])
+
+
+def test_max_frames_per_payload_is_allowed() -> None:
+    frames = [header(task_done(p=[[b""] * MAX_FRAMES_PER_PAYLOAD]))]
+    assert len(decode(frames)[0].payloads[0]) == MAX_FRAMES_PER_PAYLOAD
+
+
+def test_batch_size_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(protocol, "MAX_BATCH", 2)
+    assert len(decode([header(release(), release())])) == 2
+    with pytest.raises(ProtocolError, match="batch of 3 messages exceeds 2"):
+        decode([header(release(), release(), release())])
+
+
+def test_header_size_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    head = header(release())
+    monkeypatch.setattr(protocol, "MAX_HEADER_BYTES", len(head) - 1)
+    with pytest.raises(ProtocolError, match="header frame too large"):
+        decode([head])
+
+
+def test_every_op_round_trips_with_its_required_fields() -> None:
+    def sample(kind: Any) -> Any:
+        if isinstance(kind, str):  # the "list of strings" marker
+            return ["s"]
+        return {str: "s", int: 1, float: 1.5, list: [], dict: {}, bool: True}[kind[0]]
+
+    for op, (required, _optional, npayloads) in protocol.SCHEMAS.items():
+        fields = {name: sample(kind) for name, kind in required.items()}
+        message = Message(op, fields, [[b"p"] for _ in range(npayloads or 0)])
+        assert decode(encode([message])) == [message], op
+
+
+# -- addresses ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("localhost:9000", "tcp://localhost:9000"),
+        ("localhost", f"tcp://localhost:{DEFAULT_PORT}"),
+        ("tcp://10.0.0.1:1", "tcp://10.0.0.1:1"),
+        ("tcp://example.com", f"tcp://example.com:{DEFAULT_PORT}"),
+        ("  host:65535 \n", "tcp://host:65535"),
+        ("[::1]:9000", "tcp://[::1]:9000"),
+        ("[::1]", f"tcp://[::1]:{DEFAULT_PORT}"),
+    ],
+)
+def test_normalize_accepts_common_forms(text: str, expected: str) -> None:
+    assert normalize(text) == expected
+    assert normalize(expected) == expected  # idempotent
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("", "non-empty string"),
+        ("   ", "non-empty string"),
+        (None, "non-empty string"),
+        (8786, "non-empty string"),
+        ("udp://host:1", "only tcp:// is supported"),
+        ("ipc:///tmp/sock", "only tcp:// is supported"),
+        ("host:0", "port 0 .* out of range"),
+        ("host:65536", "port 65536 .* out of range"),
+        ("host:abc", "malformed scheduler address 'host:abc'"),
+        ("host:", "malformed"),
+        ("host:123456", "malformed"),
+        ("tcp://host:1/path", "malformed"),
+        ("my host:1", "malformed"),
+    ],
+)
+def test_normalize_rejects_clearly(text: Any, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        normalize(text)
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "expected"),
+    [
+        ("127.0.0.1", 1, "tcp://127.0.0.1:1"),
+        ("::1", "*", "tcp://[::1]:*"),
+        ("[::1]", 5, "tcp://[::1]:5"),
+    ],
+)
+def test_tcp_address(host: str, port: Any, expected: str) -> None:
+    assert tcp_address(host, port) == expected
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("localhost", True),
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("10.1.2.3", False),
+        ("example.com", False),
+        ("localhost.example.com", False),
+        ("", False),
+    ],
+)
+def test_is_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
