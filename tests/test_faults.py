@@ -231,3 +231,16 @@ def test_workers_reregister_after_scheduler_restart() -> None:
         for popen in (worker, scheduler):
             popen.terminate()
             popen.wait(20)
+
+
+def test_supervisor_reports_a_dead_child_before_heartbeats_would(cluster_factory, tmp_path):
+    # Heartbeats alone would take 60 s to notice; the supervisor's report must be sooner.
+    cluster = cluster_factory(scheduler_args=("--worker-timeout", "60"))
+    with Client(cluster.address) as client:
+        client.wait_for_workers(2)
+        gate = str(tmp_path / "gate")
+        held = client.submit(wait_for_file, gate)
+        victim = wait_until(lambda: _running_pid(client, gate))
+        kill(victim)
+        touch(gate)
+        assert held.result(timeout=15) != victim

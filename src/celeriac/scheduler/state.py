@@ -291,6 +291,17 @@ class SchedulerState:
     def _on_client_heartbeat(self, client: Client, msg: Message) -> None:
         pass  # last_seen was updated by the dispatcher
 
+    def _on_worker_died(self, client: Client, msg: Message) -> None:
+        """A supervisor saw its worker process die: no need to wait for heartbeats."""
+        try:
+            worker = self.workers.get(bytes.fromhex(msg["worker"]))
+        except ValueError:
+            self._reject(client.id, msg, "worker must be a hex routing id")
+            return
+        if worker is not None:
+            log.warning("worker %s (pid %d) died: %s", worker.name, worker.pid, msg["reason"])
+            self._remove_worker(worker, lost=True)
+
     def _remove_client(self, client: Client) -> None:
         del self.clients[client.id]
         for key in client.wants:
@@ -616,6 +627,7 @@ _CLIENT_HANDLERS = {
     "info": SchedulerState._on_info,
     "goodbye": SchedulerState._on_goodbye,
     "heartbeat": SchedulerState._on_client_heartbeat,
+    "worker-died": SchedulerState._on_worker_died,
 }
 
 _WORKER_HANDLERS = {

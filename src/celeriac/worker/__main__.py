@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--import", dest="imports", action="append", default=[])
+    parser.add_argument("--identity", type=bytes.fromhex, help="routing id, in hex")
     parser.add_argument("--exit-with-parent", action="store_true")
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
         slots=args.nthreads,
         queues=tuple(q for q in args.queues.split(",") if q),
         name=args.name,
+        identity=args.identity,
         exit_with_parent=args.exit_with_parent,
     )
     signal.signal(signal.SIGTERM, lambda *_: worker.request_close())

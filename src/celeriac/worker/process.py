@@ -43,12 +43,14 @@ class WorkerProcess:
         slots: int = 1,
         queues: tuple[str, ...] = ("default",),
         name: str | None = None,
+        identity: bytes | None = None,
         exit_with_parent: bool = False,
     ) -> None:
         self.address = normalize(address)
         self.slots = max(1, slots)
         self.queues = queues
         self.name = name or f"{os.uname().nodename}-{os.getpid()}"
+        self.identity = identity or uuid.uuid4().bytes
         self._parent = os.getppid() if exit_with_parent else None
         self._functions = LoadedFunctions()
         self._todo: deque[Assignment] = deque()
@@ -75,7 +77,7 @@ class WorkerProcess:
         context = zmq.Context()
         socket = context.socket(zmq.DEALER)
         socket.setsockopt(zmq.LINGER, 2000)
-        socket.setsockopt(zmq.ROUTING_ID, uuid.uuid4().bytes)
+        socket.setsockopt(zmq.ROUTING_ID, self.identity)
         socket.connect(self.address)
         threads = [
             threading.Thread(target=self._execute_loop, name=f"celeriac-slot-{i}", daemon=True)

@@ -1,7 +1,9 @@
 """``celeriac worker``: start N worker processes, restart any that die.
 
-The supervisor holds no socket: the scheduler learns of a dead child from
-its missing heartbeats, and the replacement registers as a new worker.
+The supervisor chooses each child's routing id and, connected to the
+scheduler as a client, reports a child's death at once (``worker-died``), so
+its tasks are re-run without waiting for missed heartbeats.  Heartbeats stay
+the backstop for a whole host that vanishes.
 """
 
 from __future__ import annotations
@@ -12,7 +14,13 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
+
+import zmq
+
+from celeriac import protocol
+from celeriac.protocol import Message, ProtocolError
 
 log = logging.getLogger("celeriac.worker")
 
@@ -37,6 +45,7 @@ class WorkerOptions:
 class _Child:
     index: int
     popen: subprocess.Popen[bytes]
+    identity: bytes
     started: float
     failures: int = 0
     restart_at: float | None = field(default=None)
@@ -48,6 +57,7 @@ class Supervisor:
         self._children: dict[int, _Child] = {}
         self._stopping = False
         self._parent = os.getppid() if exit_with_parent else None
+        self._reporter = DeathReporter(options.address)
 
     def request_stop(self) -> None:
         self._stopping = True
@@ -61,22 +71,27 @@ class Supervisor:
             self.options.nthreads,
             self.options.address,
         )
-        while not self._stopping:
-            self._reap()
-            if self._parent is not None and os.getppid() != self._parent:
-                log.warning("parent process exited; stopping workers")
-                break
-            time.sleep(0.05)
-        self._stop_children()
+        try:
+            while not self._stopping:
+                self._reap()
+                self._reporter.poll()
+                if self._parent is not None and os.getppid() != self._parent:
+                    log.warning("parent process exited; stopping workers")
+                    break
+                time.sleep(0.05)
+            self._stop_children()
+        finally:
+            self._reporter.close()
         return 0
 
     def child_pids(self) -> list[int]:
         return [child.popen.pid for child in self._children.values()]
 
-    def _command(self, index: int) -> list[str]:
+    def _command(self, index: int, identity: bytes) -> list[str]:
         opts = self.options
         name = f"{opts.name}-{index}" if opts.name else None
-        cmd = [sys.executable, "-m", "celeriac.worker", opts.address, "--nthreads"]
+        cmd = [sys.executable, "-m", "celeriac.worker", opts.address, "--identity", identity.hex()]
+        cmd += ["--nthreads"]
         cmd += [str(opts.nthreads), "--queues", ",".join(opts.queues)]
         cmd += ["--log-level", opts.log_level, "--exit-with-parent"]
         for module in opts.imports:
@@ -86,8 +101,9 @@ class Supervisor:
         return cmd
 
     def _spawn(self, index: int, failures: int) -> _Child:
-        popen = subprocess.Popen(self._command(index))
-        return _Child(index, popen, time.monotonic(), failures)
+        identity = uuid.uuid4().bytes
+        popen = subprocess.Popen(self._command(index, identity))
+        return _Child(index, popen, identity, time.monotonic(), failures)
 
     def _reap(self) -> None:
         now = time.monotonic()
@@ -99,6 +115,7 @@ class Supervisor:
             code = child.popen.poll()
             if code is None:
                 continue
+            self._reporter.report(child.identity, _describe_exit(code))
             crashed = now - child.started < CRASH_WINDOW
             child.failures = child.failures + 1 if crashed else 0
             delay = min(MAX_BACKOFF, 0.1 * 2**child.failures) if crashed else 0.0
@@ -133,3 +150,42 @@ def _describe_exit(code: int) -> str:
         except ValueError:
             return f"signal {-code}"
     return f"code {code}"
+
+
+class DeathReporter:
+    """The supervisor's line to the scheduler: it only reports dead children."""
+
+    def __init__(self, address: str) -> None:
+        self._context = zmq.Context()
+        self._socket = self._context.socket(zmq.DEALER)
+        self._socket.setsockopt(zmq.LINGER, 1000)
+        self._socket.connect(address)
+        self._hello()
+
+    def report(self, identity: bytes, reason: str) -> None:
+        msg = Message("worker-died", {"worker": identity.hex(), "reason": reason})
+        self._socket.send_multipart(protocol.encode([msg]))
+
+    def poll(self) -> None:
+        """Answer a restarted scheduler's ``reregister``; ignore the rest."""
+        while True:
+            try:
+                frames = self._socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                messages = protocol.decode(frames)
+            except ProtocolError as exc:
+                log.error("bad message from the scheduler: %s", exc)
+                continue
+            if any(msg.op == "reregister" for msg in messages):
+                self._hello()
+
+    def close(self) -> None:
+        self._socket.send_multipart(protocol.encode([Message("goodbye")]))
+        self._socket.close()
+        self._context.term()
+
+    def _hello(self) -> None:
+        hello = Message("hello-client", {"version": protocol.VERSION})
+        self._socket.send_multipart(protocol.encode([hello]))
