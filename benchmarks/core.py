@@ -195,7 +195,7 @@ def bench_submit_gather(ctx: Context) -> dict[str, float]:
 
     def run() -> list[int]:
         futures = [ctx.client.submit(inc, i) for i in range(n)]
-        return ctx.client.gather(futures)  # type: ignore[no-any-return]
+        return ctx.client.gather(futures)
 
     seconds, results = timed(run)
     assert results == list(range(1, n + 1))
