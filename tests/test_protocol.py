@@ -32,7 +32,7 @@ def header(*heads: Any, version: Any = VERSION) -> bytes:
 
 
 def release(key: str = "k", **extra: Any) -> dict[str, Any]:
-    return {"op": "release", "key": key, **extra}
+    return {"op": "fetch", "key": key, **extra}
 
 
 def task_done(p: Any = ([b"r"],), **extra: Any) -> dict[str, Any]:
@@ -49,7 +49,7 @@ def test_round_trip_with_payload_frames() -> None:
     big, huge = b"B" * BIG, memoryview(bytearray(b"H" * (BIG + 1)))
     messages = [
         Message("submit", {**SUBMIT_FIELDS, "name": "f"}, [[b"fn"], [b"args", huge]]),
-        Message("release", {"key": "other"}),
+        Message("fetch", {"key": "other"}),
         Message("result", {"key": "k", "inline": True}, [[]]),  # a payload of zero frames
         Message("run", {"key": "k", "deps": []}, [[b"f"], [memoryview(b"a")], [big]]),
     ]
@@ -77,7 +77,7 @@ def test_large_frames_are_passed_through_not_copied() -> None:
 
 def test_decode_accepts_any_buffer_type_for_the_header() -> None:
     head = header(release())
-    expected = [Message("release", {"key": "k"})]
+    expected = [Message("fetch", {"key": "k"})]
     assert decode([memoryview(head)]) == decode([bytearray(head)]) == expected
 
 
@@ -106,11 +106,11 @@ REJECTED = {
     "header too short": ([msgpack.packb([VERSION])], r"must be \[version"),
     "messages not a list": ([msgpack.packb([VERSION, {}])], r"must be \[version"),
     "wrong version": ([header(version=VERSION + 1)], f"version {VERSION + 1} is not supported"),
-    "message not a map": ([header(["release"])], "must be a map"),
+    "message not a map": ([header(["fetch"])], "must be a map"),
     "unknown op": ([header({"op": "explode"})], "unknown op 'explode'"),
     "missing op": ([header({"key": "k"})], "unknown op None"),
     "op not a string": ([header({"op": 7})], "unknown op 7"),
-    "missing field": ([header({"op": "release"})], "'release' is missing field 'key'"),
+    "missing field": ([header({"op": "fetch"})], "'fetch' is missing field 'key'"),
     "str expected": ([header(release(key=5))], "'key' must be str"),
     "bool for int": ([header({"op": "info", "rid": True})], "'rid' must be int"),
     "bool for number": (

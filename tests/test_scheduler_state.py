@@ -62,10 +62,11 @@ def failed(key: str, kind: str = "remote", text: str = "boom") -> Message:
     return msg("task-failed", [EXC], key=key, kind=kind, text=text)
 
 
-def run(to: bytes, key: str, *deps: str) -> Send:
+def run(to: bytes, key: str, *deps: str, attempt: int = 0) -> Send:
     """The ``run`` command the scheduler should send for ``key``."""
     payloads = [FN, args(key), *(result(d) for d in deps)]
-    return Send(to, msg("run", payloads, key=key, name=key, deps=list(deps)))
+    fields = {"key": key, "name": key, "deps": list(deps), "attempt": attempt}
+    return Send(to, msg("run", payloads, **fields))
 
 
 def inline_result(to: bytes, key: str) -> Send:
@@ -76,8 +77,8 @@ def erred(to: bytes, key: str, kind: str = "remote", text: str = "boom") -> Send
     return Send(to, msg("erred", [EXC], key=key, kind=kind, text=text))
 
 
-def cancelled(to: bytes, key: str) -> Send:
-    return Send(to, msg("cancelled", key=key))
+def cancelled(to: bytes, key: str, reason: str = "cancelled") -> Send:
+    return Send(to, msg("cancelled", key=key, reason=reason))
 
 
 def hello_worker(slots: int = 1, queues: Sequence[str] = ("default",), version: int = VERSION):
@@ -349,7 +350,7 @@ def test_fetch_of_unfinished_task_sends_nothing(sim: Sim) -> None:
 def test_failure_with_retries_requeues_then_errs(sim: Sim) -> None:
     sim.add_worker(W1)
     sim(C, submit("a", retries=1))
-    assert sim(W1, failed("a")) == [run(W1, "a")]
+    assert sim(W1, failed("a")) == [run(W1, "a", attempt=1)]
     assert sim.state.tasks["a"].retries_left == 0
     assert sim(W1, failed("a", text="again")) == [erred(C, "a", text="again")]
     assert sim.state.counters["erred"] == 1
@@ -391,7 +392,11 @@ def test_cancel_processing_task_drops_it_and_frees_the_slot(sim: Sim) -> None:
     sim.add_worker(W1)
     sim(C, submit("a"), submit("next"))
     out = sim(C, msg("cancel", key="a"))
-    assert out == [Send(W1, msg("drop", key="a")), cancelled(C, "a"), run(W1, "next")]
+    assert out == [
+        Send(W1, msg("drop", key="a", terminate=False)),
+        cancelled(C, "a"),
+        run(W1, "next"),
+    ]
     # the worker finishing it anyway is stale news
     assert sim(W1, done("a")) == []
     assert sim.state.tasks["a"].state is TaskState.CANCELLED
@@ -418,14 +423,14 @@ def test_release_of_finished_task_frees_it(sim: Sim) -> None:
     sim.add_worker(W1)
     sim(C, submit("a"))
     sim(W1, done("a"))
-    assert sim(C, msg("release", key="a")) == []
+    assert sim(C, msg("release", keys=["a"])) == []
     assert sim.state.tasks == {}
     assert sim.state.clients[C].wants == set()
 
 
 def test_release_of_queued_task_cancels_and_forgets_it(sim: Sim) -> None:
     sim(C, submit("a"))
-    assert sim(C, msg("release", key="a")) == []  # the client no longer listens
+    assert sim(C, msg("release", keys=["a"])) == []  # the client no longer listens
     assert sim.state.tasks == {}
     assert sim.add_worker(W1) == []
 
@@ -433,7 +438,7 @@ def test_release_of_queued_task_cancels_and_forgets_it(sim: Sim) -> None:
 def test_release_of_processing_task_drops_it_on_the_worker(sim: Sim) -> None:
     sim.add_worker(W1)
     sim(C, submit("a"))
-    assert sim(C, msg("release", key="a")) == [Send(W1, msg("drop", key="a"))]
+    assert sim(C, msg("release", keys=["a"])) == [Send(W1, msg("drop", key="a", terminate=False))]
     assert sim.state.tasks == {}
     assert sim.state.workers[W1].assigned == {}
 
@@ -441,7 +446,7 @@ def test_release_of_processing_task_drops_it_on_the_worker(sim: Sim) -> None:
 def test_released_dependency_chain_is_freed_as_dependents_finish(sim: Sim) -> None:
     sim.add_worker(W1)
     sim(C, submit("a"), submit("b", "a"), submit("c", "b"))
-    sim(C, msg("release", key="a"), msg("release", key="b"))  # the client only wants c
+    sim(C, msg("release", keys=["a"]), msg("release", keys=["b"]))  # the client only wants c
     assert set(sim.state.tasks) == {"a", "b", "c"}  # still needed by dependents
     assert sim(W1, done("a")) == [run(W1, "b", "a")]  # nobody is told about a
     assert set(sim.state.tasks) == {"a", "b", "c"}
@@ -449,13 +454,13 @@ def test_released_dependency_chain_is_freed_as_dependents_finish(sim: Sim) -> No
     assert set(sim.state.tasks) == {"b", "c"}  # a is no longer needed
     assert sim(W1, done("c")) == [inline_result(C, "c")]
     assert set(sim.state.tasks) == {"c"}
-    sim(C, msg("release", key="c"))
+    sim(C, msg("release", keys=["c"]))
     assert sim.state.tasks == {}
 
 
 def test_release_of_unfinished_chain_forgets_everything(sim: Sim) -> None:
     sim(C, submit("a"), submit("b", "a"), submit("c", "b"))
-    out = sim(C, *(msg("release", key=k) for k in "abc"))
+    out = sim(C, *(msg("release", keys=[k]) for k in "abc"))
     assert out == []
     assert sim.state.tasks == {}
 
@@ -463,7 +468,7 @@ def test_release_of_unfinished_chain_forgets_everything(sim: Sim) -> None:
 def test_client_goodbye_releases_what_it_wanted(sim: Sim) -> None:
     sim.add_worker(W1)
     sim(C, submit("a"), submit("b"))
-    assert sim(C, msg("goodbye")) == [Send(W1, msg("drop", key="a"))]
+    assert sim(C, msg("goodbye")) == [Send(W1, msg("drop", key="a", terminate=False))]
     assert sim.state.tasks == {}
     assert C not in sim.state.clients
     assert sim(C, msg("heartbeat")) == [Send(C, msg("reregister"))]
@@ -484,7 +489,7 @@ def test_silent_client_is_dropped_by_tick() -> None:
 
 def test_fire_and_forget_keeps_task_until_done_then_forgets(sim: Sim) -> None:
     sim(C, submit("a"))
-    sim(C, msg("fire-and-forget", key="a"), msg("release", key="a"))
+    sim(C, msg("fire-and-forget", key="a"), msg("release", keys=["a"]))
     assert sim.states() == {"a": "queued"}
     assert sim.add_worker(W1) == [run(W1, "a")]
     assert sim(W1, done("a")) == []  # nobody to tell
@@ -494,7 +499,7 @@ def test_fire_and_forget_keeps_task_until_done_then_forgets(sim: Sim) -> None:
 def test_fire_and_forget_dependency_survives_until_dependent_done(sim: Sim) -> None:
     sim.add_worker(W1)
     sim(C, submit("a"), submit("b", "a"), msg("fire-and-forget", key="b"))
-    sim(C, msg("release", key="a"), msg("release", key="b"))
+    sim(C, msg("release", keys=["a"]), msg("release", keys=["b"]))
     assert sim(W1, done("a")) == [run(W1, "b", "a")]
     assert sim(W1, done("b")) == []
     assert sim.state.tasks == {}
@@ -547,7 +552,7 @@ def test_killed_worker_failure_that_forgets_another_assigned_task() -> None:
     # _remove_worker is still walking W1's assigned keys.
     sim = Sim(prefetch=0, allowed_failures=1, worker_timeout=5.0)
     sim.add_worker(W1, slots=2)
-    sim(C, submit("c"), submit("a"), submit("b", "c", "a"), msg("release", key="a"))
+    sim(C, submit("c"), submit("a"), submit("b", "c", "a"), msg("release", keys=["a"]))
     sim(W1, msg("started", key="c"), msg("started", key="a"))
     out = sim.tick(6.0)
     assert [s for s in ops(out) if s[0] == C] == [(C, "erred", "c"), (C, "erred", "b")]
@@ -654,7 +659,7 @@ def test_info_counts(sim: Sim) -> None:
 
 def test_info_queue_length_excludes_cancelled_tasks(sim: Sim) -> None:
     sim(C, submit("a"), submit("b", queue="emails"))
-    sim(C, msg("cancel", key="a"), msg("release", key="b"))
+    sim(C, msg("cancel", key="a"), msg("release", keys=["b"]))
     assert sim.state.info()["queues"] in ({}, {"default": 0, "emails": 0})
 
 

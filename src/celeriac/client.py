@@ -8,6 +8,7 @@ import os
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
 
@@ -81,7 +82,8 @@ class Client:
         self._info_replies: dict[int, Any] = {}
         self._info_ready = threading.Condition(self._lock)
         self._rids = itertools.count()
-        self._conn = Connection(self.address, self._on_message)
+        self._releases: deque[str] = deque()
+        self._conn = Connection(self.address, self._on_message, self._pending_releases)
         self._conn.start(self.timeout)
 
     def _check_fork(self) -> None:
@@ -269,7 +271,15 @@ class Client:
                 return
             self._refcounts.pop(key, None)
             self._states.pop(key, None)
-        self._conn.send(Message("release", {"key": key}))
+        self._releases.append(key)
+        self._conn.wake()
+
+    def _pending_releases(self) -> list[Message]:
+        """Called by the I/O thread before it sends: all releases in one message."""
+        keys = []
+        while self._releases:
+            keys.append(self._releases.popleft())
+        return [Message("release", {"keys": keys})] if keys else []
 
     def _fetch(self, key: str) -> None:
         state = self._states.get(key)

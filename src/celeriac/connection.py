@@ -30,9 +30,15 @@ HEARTBEAT_INTERVAL = 5.0
 
 
 class Connection:
-    def __init__(self, address: str, on_message: Callable[[Message], None]) -> None:
+    def __init__(
+        self,
+        address: str,
+        on_message: Callable[[Message], None],
+        before_flush: Callable[[], list[Message]] | None = None,
+    ) -> None:
         self.address = address
         self._on_message = on_message
+        self._before_flush = before_flush
         self._outbox: deque[Message] = deque()
         self._waker = Waker()
         self._context = zmq.Context()
@@ -71,6 +77,10 @@ class Connection:
 
     def send_many(self, msgs: Iterable[Message]) -> None:
         self._outbox.extend(msgs)
+        self._waker.wake()
+
+    def wake(self) -> None:
+        """Have the I/O thread run ``before_flush`` and send soon."""
         self._waker.wake()
 
     def close(self) -> None:
@@ -140,6 +150,8 @@ class Connection:
                 log.exception("failed to handle %r from the scheduler", msg.op)
 
     def _flush(self) -> None:
+        if self._before_flush is not None:
+            self._outbox.extend(self._before_flush())
         while self._outbox:
             batch = []
             while self._outbox and len(batch) < BATCH:

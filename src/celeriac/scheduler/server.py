@@ -65,16 +65,18 @@ class SchedulerServer:
     def serve_forever(self) -> None:
         poller = zmq.Poller()
         poller.register(self._socket, zmq.POLLIN)
+        # Wall-clock time: etas and result TTLs are dates, not durations.
         tick_every = min(0.1, self.state.config.heartbeat_interval / 2)
-        next_tick = time.monotonic() + tick_every
+        next_tick = time.time() + tick_every
         try:
             while self._running:
-                timeout_ms = max(0.0, next_tick - time.monotonic()) * 1000
-                if poller.poll(timeout_ms):
+                deadline = min(next_tick, self.state.next_deadline() or next_tick)
+                if poller.poll(max(0.0, deadline - time.time()) * 1000):
                     self._send(self._read_available())
-                now = time.monotonic()
-                if now >= next_tick:
+                now = time.time()
+                if now >= deadline:
                     self._send(self._tick(now))
+                if now >= next_tick:
                     next_tick = now + tick_every
                     if self._parent is not None and os.getppid() != self._parent:
                         log.warning("parent process exited; stopping")
@@ -111,7 +113,7 @@ class SchedulerServer:
             log.error("bad message from peer %s: %s", sender.hex(), exc)
             return [Send(sender, Message("error", {"text": f"bad message: {exc}"}))]
         try:
-            return self.state.handle(sender, messages, time.monotonic())
+            return self.state.handle(sender, messages, time.time())
         except Exception:
             # A bug, not bad input (that was rejected above).  Keep serving everyone else.
             log.exception("internal error handling a message from %s", sender.hex())

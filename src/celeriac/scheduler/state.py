@@ -2,8 +2,8 @@
 
 Events go in (a message from a peer, or the passage of time via ``tick``),
 messages to send come out.  There are no sockets and no clock here: the
-caller passes ``now`` with every event, so tests drive it with a fake clock
-and assert on the list of :class:`Send` it returns.
+caller passes ``now`` (wall-clock seconds) with every event, so tests drive
+it with a fake clock and assert on the list of :class:`Send` it returns.
 
 Payloads (functions, arguments, results) are opaque frames: stored and
 forwarded, never unpickled.
@@ -14,90 +14,47 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+import pickle
+import random
+from collections.abc import Iterable
+from typing import Any
 
 from celeriac.protocol import VERSION, Message, Payload, nbytes
+from celeriac.scheduler.policies import RateLimits, backoff_delay, parse_rate
+from celeriac.scheduler.queues import ReadyQueues
+from celeriac.scheduler.records import (
+    DETACHED,
+    Client,
+    SchedulerConfig,
+    Send,
+    Task,
+    Worker,
+    public_status,
+)
 from celeriac.scheduler.states import TaskState, check_transition
+from celeriac.scheduler.timers import TimerQueue
+
+__all__ = ["DETACHED", "SchedulerConfig", "SchedulerState", "Send"]
 
 log = logging.getLogger("celeriac.scheduler")
 
-#: Who "wants" a fire-and-forget task: nobody, but keep it until it finishes.
-FIRE_AND_FORGET = b""
+#: The payload of ``None``, for tasks whose result is ignored.  Making a
+#: constant pickle is not unpickling anything: the rule holds.
+_NONE = (pickle.dumps(None, protocol=5),)
 
-
-class Send(NamedTuple):
-    to: bytes
-    msg: Message
-
-
-@dataclass
-class SchedulerConfig:
-    worker_timeout: float = 5.0
-    heartbeat_interval: float = 0.5
-    client_timeout: float = 60.0
-    #: Tasks a worker may always hold beyond its slots, so a slot never idles
-    #: while a round trip is in flight.
-    prefetch: int = 2
-    #: Beyond that, more short tasks may be queued on a worker while their
-    #: estimated run time stays under this many seconds per slot, up to
-    #: ``max_prefetch``: deep pipelines for tiny tasks, shallow for long ones.
-    prefetch_seconds: float = 0.005
-    max_prefetch: int = 256
-    #: Duration assumed for a task whose function has not been timed yet.
-    unknown_duration: float = 0.5
-    #: Worker deaths a task may cause before it fails with KilledWorker.
-    allowed_failures: int = 3
-    #: Results up to this size are pushed to clients with the completion notice.
-    inline_result_bytes: int = 1 << 20
-    #: Largest message the server accepts; told to clients so they refuse early.
-    max_message_bytes: int = 1 << 30
-
-
-@dataclass(eq=False)
-class Task:
-    key: str
-    name: str
-    function: Payload
-    args: Payload
-    deps: tuple[str, ...]
-    priority: int
-    seq: int
-    queue: str
-    retries_left: int
-    state: TaskState = TaskState.WAITING
-    waiting_on: set[str] = field(default_factory=set)
-    dependents: set[str] = field(default_factory=set)
-    wanted_by: set[bytes] = field(default_factory=set)
-    worker: bytes | None = None
-    started: bool = False
-    kills: int = 0
-    estimate: float = 0.0  # expected run time, counted in its worker's queued work
-    result: Payload | None = None
-    error: tuple[str, str, Payload] | None = None  # kind, text, exception payload
-
-
-@dataclass(eq=False)
-class Worker:
-    id: bytes
-    name: str
-    slots: int
-    queues: tuple[str, ...]
-    pid: int
-    last_seen: float
-    memory: int = 0
-    queued_work: float = 0.0  # sum of the estimates of the assigned tasks
-    closing: bool = False  # finishing what it runs; gets nothing new
-    #: Keys in the order they were sent; the worker runs them in that order.
-    assigned: dict[str, None] = field(default_factory=dict)
-
-
-@dataclass(eq=False)
-class Client:
-    id: bytes
-    last_seen: float
-    wants: set[str] = field(default_factory=set)
+#: Submit fields that set a task option of the same name.
+_OPTIONS = (
+    "expires",
+    "retry_on_error",
+    "retry_backoff",
+    "backoff_max",
+    "retry_jitter",
+    "result_ttl",
+    "ignore_result",
+    "rate_limit",
+    "time_limit",
+    "soft_time_limit",
+)
 
 
 class SchedulerState:
@@ -106,10 +63,15 @@ class SchedulerState:
         self.tasks: dict[str, Task] = {}
         self.workers: dict[bytes, Worker] = {}
         self.clients: dict[bytes, Client] = {}
-        self._ready: dict[str, list[tuple[int, int, str]]] = {}
+        self.revoked: dict[str, float] = {}  # ids revoked before we knew them -> until
+        self._ready = ReadyQueues(self._is_queued)
+        self._timers = TimerQueue()
+        self._rates = RateLimits()
+        self._rng = random.Random(self.config.seed)
         self._seq = itertools.count()
         self._out: list[Send] = []
         self._dirty = False  # something may now be assignable
+        self._now = 0.0
         self._durations: dict[str, float] = {}  # task name -> moving average run time
         self.counters = {"done": 0, "erred": 0, "submitted": 0}
 
@@ -117,12 +79,16 @@ class SchedulerState:
 
     def handle(self, sender: bytes, messages: Iterable[Message], now: float) -> list[Send]:
         """Apply a batch of messages from one peer; return what to send."""
+        self._now = now
         for msg in messages:
             self._dispatch(sender, msg, now)
         return self._flush()
 
     def tick(self, now: float) -> list[Send]:
-        """Time has passed: find silent workers and clients."""
+        """Time has passed: fire due timers, find silent workers and clients."""
+        self._now = now
+        for timer in self._timers.due(now):
+            self._fire(timer.kind, timer.key, now)
         limit = now - self.config.worker_timeout
         for worker in [w for w in self.workers.values() if w.last_seen < limit]:
             log.warning("worker %s (pid %d) missed its heartbeats", worker.name, worker.pid)
@@ -133,6 +99,10 @@ class SchedulerState:
             self._remove_client(client)
         return self._flush()
 
+    def next_deadline(self) -> float | None:
+        """When the earliest timer is due: the server need not tick before then."""
+        return self._timers.next_deadline()
+
     def info(self) -> dict[str, Any]:
         by_state: dict[str, int] = {}
         for task in self.tasks.values():
@@ -140,10 +110,7 @@ class SchedulerState:
         return {
             "tasks": len(self.tasks),
             "by_state": by_state,
-            "queues": {
-                name: sum(1 for *_, key in heap if not self._stale(key))
-                for name, heap in self._ready.items()
-            },
+            "queues": self._ready.depths(),
             "workers": [
                 {
                     "name": w.name,
@@ -156,6 +123,7 @@ class SchedulerState:
                 for w in self.workers.values()
             ],
             "clients": len(self.clients),
+            "timers": len(self._timers),
             "counters": dict(self.counters),
         }
 
@@ -207,13 +175,27 @@ class SchedulerState:
 
     def _submit(self, client: Client, msg: Message) -> None:
         key = msg["key"]
-        existing = self.tasks.get(key)
-        if existing is not None:  # idempotent: the same key is one task
-            self._want(client, existing)
+        detached = msg.get("detached", False)
+        task = self.tasks.get(key)
+        if task is None and not _valid_rate(msg.get("rate_limit")):
+            self._reject(client.id, msg, f"bad rate limit {msg.get('rate_limit')!r}")
             return
+        if task is not None:  # idempotent: the same key is one task
+            self._want(None if detached else client, task)
+        else:
+            task = self._new_task(msg)
+            self._want(None if detached else client, task)
+            if key in self.revoked:
+                self._cancel(task)
+            else:
+                self._link_dependencies(task)
+        if msg.get("ack", False):
+            self._send(client.id, "accepted", key=key)
+
+    def _new_task(self, msg: Message) -> Task:
         task = Task(
-            key=key,
-            name=msg.get("name", key),
+            key=msg["key"],
+            name=msg.get("name", msg["key"]),
             function=msg.payloads[0],
             args=msg.payloads[1],
             deps=tuple(msg["deps"]),
@@ -221,11 +203,16 @@ class SchedulerState:
             seq=next(self._seq),
             queue=msg["queue"],
             retries_left=max(0, msg["retries"]),
+            not_before=msg.get("eta", 0.0),
         )
-        self.tasks[key] = task
+        for option in _OPTIONS:
+            if option in msg.fields:
+                setattr(task, option, msg.fields[option])
+        if task.expires is not None:
+            self._timers.add(task.expires, task.key, "expire")
+        self.tasks[task.key] = task
         self.counters["submitted"] += 1
-        self._want(client, task)
-        self._link_dependencies(task)
+        return task
 
     def _link_dependencies(self, task: Task) -> None:
         for dep_key in task.deps:
@@ -234,21 +221,23 @@ class SchedulerState:
                 self._fail(task, "lost-dependency", f"dependency {dep_key!r} is not known")
                 return
             dep.dependents.add(task.key)
-            if dep.state is TaskState.ERRED or dep.state is TaskState.CANCELLED:
+            if dep.state.finished and dep.state is not TaskState.MEMORY:
                 self._inherit_failure(task, dep)
                 return
             if dep.state is not TaskState.MEMORY:
                 task.waiting_on.add(dep_key)
         if not task.waiting_on:
-            self._enqueue(task)
+            self._make_ready(task)
 
     def _want(self, client: Client | None, task: Task) -> None:
-        who = client.id if client else FIRE_AND_FORGET
-        task.wanted_by.add(who)
-        if client is not None:
-            client.wants.add(task.key)
-            if task.state.finished:
-                self._notify(client.id, task, inline_limit=self.config.inline_result_bytes)
+        if client is None:
+            if not task.state.finished:
+                task.wanted_by.add(DETACHED)
+            return
+        task.wanted_by.add(client.id)
+        client.wants.add(task.key)
+        if task.state.finished:
+            self._notify(client.id, task, inline_limit=self.config.inline_result_bytes)
 
     def _on_want(self, client: Client, msg: Message) -> None:
         task = self.tasks.get(msg["key"])
@@ -258,16 +247,16 @@ class SchedulerState:
             self._want(client, task)
 
     def _on_release(self, client: Client, msg: Message) -> None:
-        key = msg["key"]
-        client.wants.discard(key)
-        task = self.tasks.get(key)
-        if task is not None:
-            task.wanted_by.discard(client.id)
-            self._maybe_forget(task)
+        for key in msg["keys"]:
+            client.wants.discard(key)
+            task = self.tasks.get(key)
+            if task is not None:
+                task.wanted_by.discard(client.id)
+                self._maybe_forget(task)
 
     def _on_fire_and_forget(self, client: Client, msg: Message) -> None:
         task = self.tasks.get(msg["key"])
-        if task is not None and not task.state.finished:
+        if task is not None:
             self._want(None, task)
 
     def _on_fetch(self, client: Client, msg: Message) -> None:
@@ -282,6 +271,33 @@ class SchedulerState:
         if task is not None and not task.state.finished:
             self._cancel(task)
 
+    def _on_revoke(self, client: Client, msg: Message) -> None:
+        """Cancel cluster-wide; an id not seen yet stays revoked for ``revoke_ttl``."""
+        key = msg["key"]
+        task = self.tasks.get(key)
+        if task is None:
+            self._remember_revoked(key)
+        elif not task.state.finished:
+            terminate = msg.get("terminate", False) and task.state is TaskState.PROCESSING
+            self._cancel(task, terminate=terminate)
+
+    def _remember_revoked(self, key: str) -> None:
+        if len(self.revoked) >= self.config.max_revoked:
+            del self.revoked[next(iter(self.revoked))]  # the oldest
+        until = self._now + self.config.revoke_ttl
+        self.revoked[key] = until
+        self._timers.add(until, key, "unrevoke")
+
+    def _on_forget(self, client: Client, msg: Message) -> None:
+        task = self.tasks.get(msg["key"])
+        if task is not None and task.state.finished:
+            task.keep_until = 0.0
+            self._maybe_forget(task)
+
+    def _on_status(self, client: Client, msg: Message) -> None:
+        states = {key: public_status(self.tasks.get(key)) for key in msg["keys"]}
+        self._send(client.id, "status-reply", rid=msg["rid"], states=states)
+
     def _on_info(self, client: Client, msg: Message) -> None:
         self._send(client.id, "info-reply", rid=msg["rid"], info=self.info())
 
@@ -292,15 +308,26 @@ class SchedulerState:
         pass  # last_seen was updated by the dispatcher
 
     def _on_worker_died(self, client: Client, msg: Message) -> None:
-        """A supervisor saw its worker process die: no need to wait for heartbeats."""
+        """A supervisor saw its worker process die: no need to wait for heartbeats.
+
+        With a ``key``, the supervisor killed it for that task (hard time
+        limit, or revoke with terminate): the other tasks there are innocent.
+        """
         try:
             worker = self.workers.get(bytes.fromhex(msg["worker"]))
         except ValueError:
             self._reject(client.id, msg, "worker must be a hex routing id")
             return
-        if worker is not None:
-            log.warning("worker %s (pid %d) died: %s", worker.name, worker.pid, msg["reason"])
-            self._remove_worker(worker, lost=True)
+        if worker is None:
+            return
+        log.warning("worker %s (pid %d) died: %s", worker.name, worker.pid, msg["reason"])
+        culprit = self._assigned_task(worker, msg["key"]) if "key" in msg.fields else None
+        if culprit is not None:
+            self._unassign(culprit)
+            text = f"task {culprit.key!r} ({culprit.name}) exceeded its time limit"
+            if not self._retry(culprit, None):
+                self._fail(culprit, "time-limit", f"{text} of {culprit.time_limit} s")
+        self._remove_worker(worker, lost="key" not in msg.fields)
 
     def _remove_client(self, client: Client) -> None:
         del self.clients[client.id]
@@ -354,33 +381,46 @@ class SchedulerState:
         self._unassign(task)
         self._learn_duration(task.name, msg.get("duration"))
         self._transition(task, TaskState.MEMORY)
-        task.result = msg.payloads[0]
+        task.result = _NONE if task.ignore_result else msg.payloads[0]
         task.function = task.args = ()  # no longer needed; free the memory now
         self.counters["done"] += 1
         for client_id in task.wanted_by:
-            if client_id != FIRE_AND_FORGET:
+            if client_id != DETACHED:
                 self._notify(client_id, task, inline_limit=self.config.inline_result_bytes)
-        task.wanted_by.discard(FIRE_AND_FORGET)
         for dependent_key in list(task.dependents):
             dependent = self.tasks.get(dependent_key)
             if dependent is not None and dependent.state is TaskState.WAITING:
                 dependent.waiting_on.discard(task.key)
                 if not dependent.waiting_on:
-                    self._enqueue(dependent)
-        self._release_dependencies(task)
-        self._maybe_forget(task)
+                    self._make_ready(dependent)
+        self._finished(task)
 
     def _on_task_failed(self, worker: Worker, msg: Message) -> None:
         task = self._assigned_task(worker, msg["key"])
         if task is None:
             return
         self._unassign(task)
-        if task.retries_left > 0 and msg["kind"] == "remote":
-            task.retries_left -= 1
-            log.info("task %s failed, retrying (%d retries left)", task.key, task.retries_left)
-            self._requeue(task)
+        kind = msg["kind"]
+        retryable = kind == "retry" or (kind == "remote" and task.retry_on_error)
+        if retryable and self._retry(task, msg.get("countdown")):
             return
-        self._fail(task, msg["kind"], msg["text"], msg.payloads[0])
+        self._fail(task, "remote" if kind == "retry" else kind, msg["text"], msg.payloads[0])
+
+    def _retry(self, task: Task, countdown: float | None) -> bool:
+        """Schedule another attempt if retries are left; False if they are not."""
+        if task.retries_left <= 0:
+            return False
+        task.retries_left -= 1
+        task.attempts += 1
+        if countdown is None and task.retry_backoff:
+            countdown = backoff_delay(
+                task.attempts, cap=task.backoff_max, jitter=task.retry_jitter, rng=self._rng
+            )
+        log.info("task %s retries (attempt %d) in %.3g s", task.key, task.attempts, countdown or 0)
+        task.started = False
+        task.not_before = self._now + (countdown or 0.0)
+        self._make_ready(task)
+        return True
 
     def _on_worker_leaving(self, worker: Worker, msg: Message) -> None:
         """The worker hands back what it has not started and finishes the rest."""
@@ -390,7 +430,7 @@ class SchedulerState:
             task = self._assigned_task(worker, key)
             if task is not None and not task.started:
                 self._unassign(task)
-                self._requeue(task)
+                self._make_ready(task)
 
     def _on_worker_goodbye(self, worker: Worker, msg: Message) -> None:
         log.info("worker %s left", worker.name)
@@ -426,7 +466,8 @@ class SchedulerState:
                     )
                     self._fail(task, "killed-worker", text)
                     continue
-            self._requeue(task)
+            task.started = False
+            self._make_ready(task)
         worker.assigned.clear()
         self._dirty = True
 
@@ -437,12 +478,40 @@ class SchedulerState:
         worker runs tasks in the order it got them, and a task that kills its
         process at once may die before its "started" notice leaves.
         """
-        running = {k for k in worker.assigned if self.tasks[k].started}
+        running = {k for k in worker.assigned if k in self.tasks and self.tasks[k].started}
         for key in worker.assigned:
             if len(running) >= worker.slots:
                 break
             running.add(key)
         return running
+
+    # -- timers -------------------------------------------------------------------
+
+    def _fire(self, kind: str, key: str, now: float) -> None:
+        if kind == "unrevoke":
+            if self.revoked.get(key, now + 1) <= now:
+                del self.revoked[key]
+            return
+        task = self.tasks.get(key)
+        if task is None:
+            return
+        if kind == "ready" and task.state is TaskState.SCHEDULED and task.not_before <= now:
+            self._make_ready(task)
+        elif kind == "expire" and self._expired(task, now):
+            self._expire(task)
+        elif kind == "forget" and task.state.finished:
+            self._maybe_forget(task)
+
+    @staticmethod
+    def _expired(task: Task, now: float) -> bool:
+        waiting = task.state in (TaskState.WAITING, TaskState.SCHEDULED, TaskState.QUEUED)
+        return waiting and task.expires is not None and task.expires <= now
+
+    def _expire(self, task: Task) -> None:
+        log.info("task %s (%s) expired before it ran", task.key, task.name)
+        self._transition(task, TaskState.EXPIRED)
+        task.function = task.args = ()
+        self._finish_unsuccessfully(task)
 
     # -- task lifecycle -----------------------------------------------------------
 
@@ -450,15 +519,21 @@ class SchedulerState:
         check_transition(task.key, task.state, new)
         task.state = new
 
-    def _enqueue(self, task: Task) -> None:
-        self._transition(task, TaskState.QUEUED)
-        heap = self._ready.setdefault(task.queue, [])
-        heapq.heappush(heap, (-task.priority, task.seq, task.key))
-        self._dirty = True
+    def _make_ready(self, task: Task) -> None:
+        """Queue the task now, or at its ``not_before`` time."""
+        if task.expires is not None and task.expires <= self._now:
+            self._expire(task)
+        elif task.not_before > self._now:
+            self._transition(task, TaskState.SCHEDULED)
+            self._timers.add(task.not_before, task.key, "ready")
+        else:
+            self._transition(task, TaskState.QUEUED)
+            self._ready.push(task.queue, task.priority, task.seq, task.key)
+            self._dirty = True
 
-    def _requeue(self, task: Task) -> None:
-        task.started = False
-        self._enqueue(task)
+    def _is_queued(self, key: str) -> bool:
+        task = self.tasks.get(key)
+        return task is not None and task.state is TaskState.QUEUED
 
     def _unassign(self, task: Task) -> None:
         worker = self.workers.get(task.worker) if task.worker else None
@@ -475,30 +550,36 @@ class SchedulerState:
         self.counters["erred"] += 1
         self._finish_unsuccessfully(task)
 
-    def _cancel(self, task: Task) -> None:
+    def _cancel(self, task: Task, terminate: bool = False) -> None:
         if task.state is TaskState.PROCESSING and task.worker is not None:
-            self._send(task.worker, "drop", key=task.key)
+            self._send(task.worker, "drop", key=task.key, terminate=terminate)
             self._unassign(task)
         self._transition(task, TaskState.CANCELLED)
         task.function = task.args = ()
         self._finish_unsuccessfully(task)
 
     def _inherit_failure(self, task: Task, dep: Task) -> None:
-        if dep.state is TaskState.CANCELLED:
-            self._cancel(task)
-        else:
+        if dep.state is TaskState.ERRED:
             assert dep.error is not None
             self._fail(task, *dep.error)
+        else:  # cancelled or expired: this one will not run either
+            self._cancel(task)
 
     def _finish_unsuccessfully(self, task: Task) -> None:
         for client_id in task.wanted_by:
-            if client_id != FIRE_AND_FORGET:
+            if client_id != DETACHED:
                 self._notify(client_id, task, inline_limit=None)
-        task.wanted_by.discard(FIRE_AND_FORGET)
         for dependent_key in list(task.dependents):
             dependent = self.tasks.get(dependent_key)
             if dependent is not None and not dependent.state.finished:
                 self._inherit_failure(dependent, task)
+        self._finished(task)
+
+    def _finished(self, task: Task) -> None:
+        task.wanted_by.discard(DETACHED)
+        if task.result_ttl is not None and not task.ignore_result:
+            task.keep_until = self._now + task.result_ttl
+            self._timers.add(task.keep_until, task.key, "forget")
         self._release_dependencies(task)
         self._maybe_forget(task)
 
@@ -516,6 +597,8 @@ class SchedulerState:
         if not task.state.finished:
             self._cancel(task)  # nobody wants it any more: do not waste a worker on it
             return
+        if task.keep_until > self._now:
+            return  # kept for readers by id until its TTL runs out
         del self.tasks[task.key]
         self._release_dependencies(task)
 
@@ -532,8 +615,8 @@ class SchedulerState:
             kind, text, payload = task.error
             payloads = [payload] if payload else []
             self._send(to, "erred", payloads, key=task.key, kind=kind, text=text)
-        elif task.state is TaskState.CANCELLED:
-            self._send(to, "cancelled", key=task.key)
+        else:
+            self._send(to, "cancelled", key=task.key, reason=task.state.value)
 
     # -- assignment ----------------------------------------------------------------
 
@@ -552,7 +635,7 @@ class SchedulerState:
         heapq.heapify(candidates)
         while candidates:
             _, order, worker = heapq.heappop(candidates)
-            task = self._pop_ready(worker.queues)
+            task = self._next_for(worker)
             if task is None:
                 continue  # nothing for its queues; it leaves the candidates
             self._give(worker, task)
@@ -570,21 +653,21 @@ class SchedulerState:
             and worker.queued_work < self.config.prefetch_seconds * worker.slots
         )
 
-    def _pop_ready(self, queues: Sequence[str]) -> Task | None:
-        best_heap = None
-        for name in queues:
-            heap = self._ready.get(name)
-            while heap and self._stale(heap[0][2]):
-                heapq.heappop(heap)
-            if heap and (best_heap is None or heap[0] < best_heap[0]):
-                best_heap = heap
-        if best_heap is None:
-            return None
-        return self.tasks[heapq.heappop(best_heap)[2]]
-
-    def _stale(self, key: str) -> bool:
-        task = self.tasks.get(key)
-        return task is None or task.state is not TaskState.QUEUED
+    def _next_for(self, worker: Worker) -> Task | None:
+        """The next queued task for this worker, past expiry and rate-limit checks."""
+        while (key := self._ready.pop(worker.queues)) is not None:
+            task = self.tasks[key]
+            if task.expires is not None and task.expires <= self._now:
+                self._expire(task)
+                continue
+            if task.rate_limit is not None:
+                wait = self._rates.wait_time(task.name, task.rate_limit, self._now)
+                if wait > 0:
+                    task.not_before = self._now + wait
+                    self._make_ready(task)
+                    continue
+            return task
+        return None
 
     def _give(self, worker: Worker, task: Task) -> None:
         self._transition(task, TaskState.PROCESSING)
@@ -597,7 +680,21 @@ class SchedulerState:
             dep = self.tasks[dep_key]
             assert dep.result is not None
             payloads.append(dep.result)
-        self._send(worker.id, "run", payloads, key=task.key, name=task.name, deps=list(task.deps))
+        limits = {
+            name: value
+            for name in ("time_limit", "soft_time_limit")
+            if (value := getattr(task, name)) is not None
+        }
+        self._send(
+            worker.id,
+            "run",
+            payloads,
+            key=task.key,
+            name=task.name,
+            deps=list(task.deps),
+            attempt=task.attempts,
+            **limits,
+        )
 
     # -- output ----------------------------------------------------------------------
 
@@ -613,6 +710,13 @@ class SchedulerState:
         return out
 
 
+def _valid_rate(limit: str | None) -> bool:
+    try:
+        return limit is None or parse_rate(limit) is not None
+    except ValueError:
+        return False
+
+
 def _version_error(theirs: Any) -> str:
     return f"protocol version {theirs} is not supported; this scheduler speaks version {VERSION}"
 
@@ -624,6 +728,9 @@ _CLIENT_HANDLERS = {
     "fire-and-forget": SchedulerState._on_fire_and_forget,
     "fetch": SchedulerState._on_fetch,
     "cancel": SchedulerState._on_cancel,
+    "revoke": SchedulerState._on_revoke,
+    "forget": SchedulerState._on_forget,
+    "status": SchedulerState._on_status,
     "info": SchedulerState._on_info,
     "goodbye": SchedulerState._on_goodbye,
     "heartbeat": SchedulerState._on_client_heartbeat,

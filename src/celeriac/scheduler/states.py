@@ -11,29 +11,36 @@ from enum import StrEnum
 
 class TaskState(StrEnum):
     WAITING = "waiting"  # some dependency has not finished yet
+    SCHEDULED = "scheduled"  # ready, but not before a time (eta, back-off, rate limit)
     QUEUED = "queued"  # ready, in its queue, not given to a worker
     PROCESSING = "processing"  # given to a worker (prefetched or running)
     MEMORY = "memory"  # finished; the scheduler holds the result
     ERRED = "erred"  # failed for good (after retries)
-    CANCELLED = "cancelled"
+    CANCELLED = "cancelled"  # cancelled or revoked
+    EXPIRED = "expired"  # its expiry time passed before it started
 
     @property
     def finished(self) -> bool:
         return self in FINISHED
 
 
-FINISHED = frozenset({TaskState.MEMORY, TaskState.ERRED, TaskState.CANCELLED})
+_S = TaskState
+FINISHED = frozenset({_S.MEMORY, _S.ERRED, _S.CANCELLED, _S.EXPIRED})
 
 TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
-    TaskState.WAITING: frozenset({TaskState.QUEUED, TaskState.ERRED, TaskState.CANCELLED}),
-    TaskState.QUEUED: frozenset({TaskState.PROCESSING, TaskState.ERRED, TaskState.CANCELLED}),
-    TaskState.PROCESSING: frozenset(
-        # QUEUED again: its worker was lost, or it failed and has retries left
-        {TaskState.MEMORY, TaskState.ERRED, TaskState.QUEUED, TaskState.CANCELLED}
+    _S.WAITING: frozenset({_S.SCHEDULED, _S.QUEUED, _S.ERRED, _S.CANCELLED, _S.EXPIRED}),
+    _S.SCHEDULED: frozenset({_S.QUEUED, _S.ERRED, _S.CANCELLED, _S.EXPIRED}),
+    # SCHEDULED from QUEUED: deferred by its rate limit when its turn came
+    _S.QUEUED: frozenset({_S.PROCESSING, _S.SCHEDULED, _S.ERRED, _S.CANCELLED, _S.EXPIRED}),
+    # QUEUED again: its worker was lost, or it failed and retries at once;
+    # SCHEDULED: it retries after a back-off; EXPIRED: it would retry, too late
+    _S.PROCESSING: frozenset(
+        {_S.MEMORY, _S.ERRED, _S.QUEUED, _S.SCHEDULED, _S.CANCELLED, _S.EXPIRED}
     ),
-    TaskState.MEMORY: frozenset(),
-    TaskState.ERRED: frozenset(),
-    TaskState.CANCELLED: frozenset(),
+    _S.MEMORY: frozenset(),
+    _S.ERRED: frozenset(),
+    _S.CANCELLED: frozenset(),
+    _S.EXPIRED: frozenset(),
 }
 
 

@@ -1,0 +1,63 @@
+"""Pure policies: retry back-off and cluster-wide rate limits."""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*([smh])\s*$")
+_PER = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_rate(text: str) -> tuple[float, float]:
+    """``"100/m"`` -> ``(100.0, 60.0)``: that many tasks per that many seconds."""
+    match = _RATE.match(text)
+    if match is None or float(match[1]) <= 0:
+        raise ValueError(f"rate limit {text!r} must look like '10/s', '100/m' or '1000/h'")
+    return float(match[1]), _PER[match[2]]
+
+
+def backoff_delay(
+    attempt: int, *, base: float = 1.0, cap: float = 600.0, jitter: bool = True, rng: random.Random
+) -> float:
+    """Exponential back-off for retry number ``attempt`` (1, 2, ...), capped.
+
+    With jitter, a uniform draw in [0, delay] ("full jitter"), so a burst of
+    failures does not retry in lockstep.
+    """
+    delay = min(cap, base * 2 ** max(0, attempt - 1))
+    return rng.uniform(0, delay) if jitter else delay
+
+
+@dataclass
+class TokenBucket:
+    rate: float  # tokens per `per` seconds
+    per: float
+    tokens: float
+    updated: float
+
+    def take(self, now: float) -> float:
+        """Take a token: 0.0 if one was there, else seconds until one will be."""
+        refill = (now - self.updated) * self.rate / self.per
+        self.tokens = min(self.rate, self.tokens + max(0.0, refill))
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) * self.per / self.rate
+
+
+class RateLimits:
+    """One bucket per task name, shared by every worker: the limit is cluster-wide."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def wait_time(self, name: str, limit: str, now: float) -> float:
+        rate, per = parse_rate(limit)
+        bucket = self._buckets.get(name)
+        if bucket is None or (bucket.rate, bucket.per) != (rate, per):
+            # Start with a single token, not a full bucket: no burst at start-up.
+            bucket = self._buckets[name] = TokenBucket(rate, per, 1.0, now)
+        return bucket.take(now)

@@ -1,0 +1,38 @@
+"""Ready tasks, one heap per named queue: highest priority first, then oldest."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable
+
+
+class ReadyQueues:
+    """Entries are ``(-priority, seq, key)``.
+
+    Tasks that leave a queue by other means (cancelled, expired, released)
+    are not searched for: their entries go stale and are skipped on pop.
+    """
+
+    def __init__(self, is_live: Callable[[str], bool]) -> None:
+        self._heaps: dict[str, list[tuple[int, int, str]]] = {}
+        self._is_live = is_live
+
+    def push(self, queue: str, priority: int, seq: int, key: str) -> None:
+        heapq.heappush(self._heaps.setdefault(queue, []), (-priority, seq, key))
+
+    def pop(self, queues: Iterable[str]) -> str | None:
+        """The best live key across ``queues``, removed; ``None`` if all are empty."""
+        best = None
+        for name in queues:
+            heap = self._heaps.get(name)
+            while heap and not self._is_live(heap[0][2]):
+                heapq.heappop(heap)
+            if heap and (best is None or heap[0] < best[0]):
+                best = heap
+        return heapq.heappop(best)[2] if best is not None else None
+
+    def depths(self) -> dict[str, int]:
+        return {
+            name: sum(1 for *_, key in heap if self._is_live(key))
+            for name, heap in self._heaps.items()
+        }

@@ -1,0 +1,123 @@
+"""What the scheduler remembers: configuration and its records of tasks, workers, clients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from celeriac.protocol import Message, Payload
+from celeriac.scheduler.states import TaskState
+
+#: Who "wants" a detached task (fire-and-forget, Celery-style): nobody in
+#: particular, but keep it until it finishes.
+DETACHED = b""
+
+
+class Send(NamedTuple):
+    to: bytes
+    msg: Message
+
+
+@dataclass
+class SchedulerConfig:
+    worker_timeout: float = 5.0
+    heartbeat_interval: float = 0.5
+    client_timeout: float = 60.0
+    #: Tasks a worker may always hold beyond its slots, so a slot never idles
+    #: while a round trip is in flight.
+    prefetch: int = 2
+    #: Beyond that, more short tasks may be queued on a worker while their
+    #: estimated run time stays under this many seconds per slot, up to
+    #: ``max_prefetch``: deep pipelines for tiny tasks, shallow for long ones.
+    prefetch_seconds: float = 0.005
+    max_prefetch: int = 256
+    #: Duration assumed for a task whose function has not been timed yet.
+    unknown_duration: float = 0.5
+    #: Worker deaths a task may cause before it fails with KilledWorker.
+    allowed_failures: int = 3
+    #: Results up to this size are pushed to clients with the completion notice.
+    inline_result_bytes: int = 1 << 20
+    #: Largest message the server accepts; told to clients so they refuse early.
+    max_message_bytes: int = 1 << 30
+    #: How long a revocation of a not-yet-known id is remembered.
+    revoke_ttl: float = 86400.0
+    max_revoked: int = 100_000
+    #: Seed for retry jitter; ``None`` draws from the OS.
+    seed: int | None = None
+
+
+@dataclass(slots=True, eq=False)
+class Task:
+    key: str
+    name: str
+    function: Payload
+    args: Payload
+    deps: tuple[str, ...]
+    priority: int
+    seq: int
+    queue: str
+    retries_left: int
+    state: TaskState = TaskState.WAITING
+    waiting_on: set[str] = field(default_factory=set)
+    dependents: set[str] = field(default_factory=set)
+    wanted_by: set[bytes] = field(default_factory=set)
+    worker: bytes | None = None
+    started: bool = False
+    kills: int = 0
+    attempts: int = 0  # retries so far
+    estimate: float = 0.0  # expected run time, counted in its worker's queued work
+    result: Payload | None = None
+    error: tuple[str, str, Payload] | None = None  # kind, text, exception payload
+    # Options (Celery-style tasks); the defaults are the futures API's behaviour.
+    not_before: float = 0.0  # eta, retry back-off or rate-limit deferral
+    expires: float | None = None
+    retry_on_error: bool = True  # any exception retries (else only an explicit Retry)
+    retry_backoff: bool = False
+    backoff_max: float = 600.0
+    retry_jitter: bool = True
+    result_ttl: float | None = None  # keep the outcome this long after it finished
+    keep_until: float = 0.0
+    ignore_result: bool = False
+    rate_limit: str | None = None
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+
+
+@dataclass(eq=False)
+class Worker:
+    id: bytes
+    name: str
+    slots: int
+    queues: tuple[str, ...]
+    pid: int
+    last_seen: float
+    memory: int = 0
+    queued_work: float = 0.0  # sum of the estimates of the assigned tasks
+    closing: bool = False  # finishing what it runs; gets nothing new
+    #: Keys in the order they were sent; the worker runs them in that order.
+    assigned: dict[str, None] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class Client:
+    id: bytes
+    last_seen: float
+    wants: set[str] = field(default_factory=set)
+
+
+def public_status(task: Task | None) -> str:
+    """The Celery-style status of a task; ``UNKNOWN`` when we hold no record of it."""
+    if task is None:
+        return "UNKNOWN"
+    state = task.state
+    if state is TaskState.MEMORY:
+        return "SUCCESS"
+    if state is TaskState.ERRED:
+        return "FAILURE"
+    if state is TaskState.CANCELLED:
+        return "REVOKED"
+    if state is TaskState.EXPIRED:
+        return "EXPIRED"
+    if state is TaskState.PROCESSING and task.started:
+        return "STARTED"
+    return "RETRY" if task.attempts else "PENDING"
