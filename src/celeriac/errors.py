@@ -8,7 +8,12 @@ __all__ = [
     "CancelledError",
     "FutureLostError",
     "KilledWorker",
+    "Retry",
     "SchedulerUnavailable",
+    "SoftTimeLimitExceeded",
+    "TaskExpiredError",
+    "TaskRevokedError",
+    "TimeLimitExceeded",
     "TimeoutError",
 ]
 
@@ -23,3 +28,35 @@ class FutureLostError(Exception):
 
 class SchedulerUnavailable(ConnectionError):
     """No scheduler answered at the address within the timeout."""
+
+
+class TaskRevokedError(CancelledError):
+    """The task was revoked (Celery-style ``revoke``) or cancelled."""
+
+
+class TaskExpiredError(CancelledError):
+    """The task's ``expires`` time passed before a worker started it."""
+
+
+class TimeLimitExceeded(Exception):
+    """The task ran past its hard ``time_limit``; its worker process was killed."""
+
+
+class SoftTimeLimitExceeded(Exception):
+    """Raised inside a task when it passes its ``soft_time_limit``: clean up and stop."""
+
+
+class Retry(Exception):
+    """Raise (or ``self.retry()``) in a task to have the scheduler run it again.
+
+    ``exc`` is the failure to report if no retries are left; ``countdown``
+    the seconds to wait (default: the task's back-off policy, or at once).
+    """
+
+    def __init__(self, exc: BaseException | None = None, countdown: float | None = None) -> None:
+        super().__init__(f"retry requested{f' after {exc!r}' if exc is not None else ''}")
+        self.exc = exc
+        self.countdown = countdown
+
+    def __reduce__(self) -> tuple[type, tuple[BaseException | None, float | None]]:
+        return Retry, (self.exc, self.countdown)

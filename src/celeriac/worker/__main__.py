@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--import", dest="imports", action="append", default=[])
     parser.add_argument("--identity", type=bytes.fromhex, help="routing id, in hex")
+    parser.add_argument("--control-fd", type=int, help="pipe to the supervisor")
     parser.add_argument("--exit-with-parent", action="store_true")
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
         queues=tuple(q for q in args.queues.split(",") if q),
         name=args.name,
         identity=args.identity,
+        control_fd=args.control_fd,
         exit_with_parent=args.exit_with_parent,
     )
     signal.signal(signal.SIGTERM, lambda *_: worker.request_close())

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from celeriac import refs
+from celeriac.context import TaskRequest, set_request
+from celeriac.errors import Retry
 from celeriac.protocol import Message, Payload
 from celeriac.serialize import (
     LoadedFunctions,
@@ -28,6 +30,9 @@ class Assignment:
     function: Payload
     args: Payload
     deps: dict[str, Payload]
+    attempt: int = 0
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
 
 
 def run_task(task: Assignment, functions: LoadedFunctions) -> Message:
@@ -41,19 +46,34 @@ def run_task(task: Assignment, functions: LoadedFunctions) -> Message:
     except Exception as exc:
         return _failed(task, "serialize", exc, f"could not load task {task.name!r}")
     start = time.perf_counter()
+    set_request(TaskRequest(task.key, task.name, task.attempt))
     try:
         result = fn(*args, **kwargs)
     except BaseException as exc:  # SystemExit and KeyboardInterrupt in a task are its failure
-        log.info("task %s (%s) raised %s: %s", task.key, task.name, type(exc).__name__, exc)
-        fields = _failure_fields(task, "remote", exc)
-        fields["duration"] = time.perf_counter() - start
-        return Message("task-failed", fields, [dumps_exception(exc)])
+        return _raised(task, exc, time.perf_counter() - start)
+    finally:
+        set_request(None)
     duration = time.perf_counter() - start
     try:
         payload = dumps(result)
     except SerializationError as exc:
         return _failed(task, "serialize", exc, f"the result of task {task.name!r} cannot be sent")
     return Message("task-done", {"key": task.key, "duration": duration}, [payload])
+
+
+def _raised(task: Assignment, exc: BaseException, duration: float) -> Message:
+    """The task raised: a failure, or (``Retry``) a request to run again."""
+    if isinstance(exc, Retry):
+        fields = _failure_fields(task, "retry", exc)
+        if exc.countdown is not None:
+            fields["countdown"] = float(exc.countdown)
+        reported: BaseException = exc.exc or exc
+    else:
+        log.info("task %s (%s) raised %s: %s", task.key, task.name, type(exc).__name__, exc)
+        fields = _failure_fields(task, "remote", exc)
+        reported = exc
+    fields["duration"] = duration
+    return Message("task-failed", fields, [dumps_exception(reported)])
 
 
 def _failed(task: Assignment, kind: str, exc: BaseException, context: str) -> Message:

@@ -1,8 +1,9 @@
-"""One worker process: a DEALER socket, an I/O loop and ``slots`` executor threads.
+"""One worker process: a DEALER socket on an I/O thread, and ``slots`` executors.
 
-The I/O loop (main thread) owns the socket.  Executor threads take tasks
-from a local queue and hand their outcomes back through a deque and a
-:class:`Waker`; the loop sends whatever piled up as one batch.
+Slot 0 runs tasks on the main thread (so a soft time limit can interrupt a
+blocking call with a signal); further slots are threads.  The I/O thread
+owns the socket: executors hand outcomes back through a deque and a
+:class:`Waker`, and the I/O thread sends whatever piled up as one batch.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from celeriac.protocol import Message, ProtocolError
 from celeriac.serialize import LoadedFunctions
 from celeriac.wakeup import Waker
 from celeriac.worker.execute import Assignment, run_task
+from celeriac.worker.limits import ControlChannel, SoftLimits
 
 log = logging.getLogger("celeriac.worker")
 
@@ -44,6 +46,7 @@ class WorkerProcess:
         queues: tuple[str, ...] = ("default",),
         name: str | None = None,
         identity: bytes | None = None,
+        control_fd: int | None = None,
         exit_with_parent: bool = False,
     ) -> None:
         self.address = normalize(address)
@@ -52,13 +55,15 @@ class WorkerProcess:
         self.name = name or f"{os.uname().nodename}-{os.getpid()}"
         self.identity = identity or uuid.uuid4().bytes
         self._parent = os.getppid() if exit_with_parent else None
+        self._control = ControlChannel(control_fd)
+        self._soft_limits = SoftLimits()
         self._functions = LoadedFunctions()
         self._todo: deque[Assignment] = deque()
         self._todo_ready = threading.Condition()
         self._dropped: set[str] = set()
+        self._running: dict[str, int] = {}  # key -> executing thread's id
         self._outbox: deque[Message] = deque()
         self._waker = Waker()
-        self._running_count = 0
         self._closing = False
         self._stopped = False
         self._heartbeat_interval = 0.5
@@ -74,28 +79,39 @@ class WorkerProcess:
         self._waker.wake()
 
     def run(self) -> None:
+        """Serve until closed.  Call from the main thread."""
+        self._soft_limits.install()
+        io_thread = threading.Thread(target=self._io_main, name="celeriac-io", daemon=True)
+        io_thread.start()
+        for i in range(1, self.slots):
+            threading.Thread(
+                target=self._execute_loop, name=f"celeriac-slot-{i}", daemon=True
+            ).start()
+        self._execute_loop()
+        io_thread.join()
+
+    def _stop_executors(self) -> None:
+        with self._todo_ready:
+            self._stopped = True
+            self._todo_ready.notify_all()
+
+    # -- I/O thread ----------------------------------------------------------------
+
+    def _io_main(self) -> None:
         context = zmq.Context()
         socket = context.socket(zmq.DEALER)
         socket.setsockopt(zmq.LINGER, 2000)
         socket.setsockopt(zmq.ROUTING_ID, self.identity)
         socket.connect(self.address)
-        threads = [
-            threading.Thread(target=self._execute_loop, name=f"celeriac-slot-{i}", daemon=True)
-            for i in range(self.slots)
-        ]
-        for thread in threads:
-            thread.start()
         try:
             self._io_loop(socket)
+        except Exception:
+            log.exception("worker %s: I/O loop failed", self.name)
         finally:
-            with self._todo_ready:
-                self._stopped = True
-                self._todo_ready.notify_all()
+            self._stop_executors()
             socket.close()
             context.term()
             self._waker.close()
-
-    # -- I/O loop ----------------------------------------------------------------
 
     def _io_loop(self, socket: zmq.Socket) -> None:
         self._send(socket, [self._hello()])
@@ -106,11 +122,12 @@ class WorkerProcess:
         next_heartbeat = time.monotonic() + self._heartbeat_interval
         handed_back = False
         while True:
-            timeout = max(0.0, next_heartbeat - time.monotonic())
-            ready = dict(poller.poll(timeout * 1000))
+            wake_at = min(next_heartbeat, self._soft_limits.next_deadline() or next_heartbeat)
+            ready = dict(poller.poll(max(0.0, wake_at - time.monotonic()) * 1000))
             if socket in ready:
                 self._read_available(socket)
             self._waker.clear()
+            self._soft_limits.enforce()
             if self._closing and not handed_back:
                 self._hand_back()
                 handed_back = True
@@ -120,12 +137,19 @@ class WorkerProcess:
                 log.info("worker %s closed", self.name)
                 return
             if time.monotonic() >= next_heartbeat:
-                self._send(socket, [self._heartbeat()])
-                self._check_scheduler()
-                next_heartbeat = time.monotonic() + self._heartbeat_interval
-                if self._parent is not None and os.getppid() != self._parent:
-                    log.warning("worker %s: parent process exited; stopping", self.name)
+                if not self._heartbeat(socket):
                     return
+                next_heartbeat = time.monotonic() + self._heartbeat_interval
+
+    def _heartbeat(self, socket: zmq.Socket) -> bool:
+        """Send a heartbeat; False when this process should stop (its parent died)."""
+        message = Message("heartbeat", {"memory": rss_bytes(), "running": len(self._running)})
+        self._send(socket, [message])
+        self._check_scheduler()
+        if self._parent is not None and os.getppid() != self._parent:
+            log.warning("worker %s: parent process exited; stopping", self.name)
+            os._exit(1)  # a task may hold the main thread; do not wait for it
+        return True
 
     def _read_available(self, socket: zmq.Socket) -> None:
         while True:
@@ -150,27 +174,21 @@ class WorkerProcess:
 
     def _check_scheduler(self) -> None:
         """Heartbeats go both ways: say so when the scheduler stops answering."""
-        if not self._scheduler_silent and time.monotonic() - self._last_heard > (
-            self._scheduler_timeout
-        ):
+        silent_for = time.monotonic() - self._last_heard
+        if not self._scheduler_silent and silent_for > self._scheduler_timeout:
             log.warning(
                 "worker %s: no word from the scheduler at %s for %.0f s; still trying",
                 self.name,
                 self.address,
-                self._scheduler_timeout,
+                silent_for,
             )
             self._scheduler_silent = True
 
     def _on_message(self, socket: zmq.Socket, msg: Message) -> None:
         if msg.op == "run":
-            deps = dict(zip(msg["deps"], msg.payloads[2:], strict=True))
-            task = Assignment(msg["key"], msg.get("name", msg["key"]), *msg.payloads[:2], deps)
-            with self._todo_ready:
-                self._todo.append(task)
-                self._todo_ready.notify()
+            self._queue_task(msg)
         elif msg.op == "drop":
-            with self._todo_ready:
-                self._dropped.add(msg["key"])
+            self._drop(socket, msg["key"], msg.get("terminate", False))
         elif msg.op == "welcome":
             self._heartbeat_interval = msg.get("heartbeat_interval", self._heartbeat_interval)
             self._scheduler_timeout = msg.get("worker_timeout", self._scheduler_timeout)
@@ -183,7 +201,37 @@ class WorkerProcess:
         elif msg.op == "error":
             log.error("scheduler reported an error: %s", msg["text"])
             if msg.get("about") == "hello-worker":
-                raise SystemExit(f"scheduler refused this worker: {msg['text']}")
+                log.error("worker %s: refused by the scheduler; exiting", self.name)
+                os._exit(78)  # EX_CONFIG
+
+    def _queue_task(self, msg: Message) -> None:
+        deps = dict(zip(msg["deps"], msg.payloads[2:], strict=True))
+        task = Assignment(
+            key=msg["key"],
+            name=msg.get("name", msg["key"]),
+            function=msg.payloads[0],
+            args=msg.payloads[1],
+            deps=deps,
+            attempt=msg.get("attempt", 0),
+            time_limit=msg.get("time_limit"),
+            soft_time_limit=msg.get("soft_time_limit"),
+        )
+        with self._todo_ready:
+            self._todo.append(task)
+            self._todo_ready.notify()
+
+    def _drop(self, socket: zmq.Socket, key: str, terminate: bool) -> None:
+        with self._todo_ready:
+            running = key in self._running
+            self._dropped.add(key)
+        if running and terminate:
+            log.warning("worker %s: task %s revoked with terminate; stopping", self.name, key)
+            self._hand_back()
+            self._flush(socket)
+            if self._control.supervised:
+                self._control.kill_me(key, "terminated")
+            else:
+                os._exit(1)
 
     def _hand_back(self) -> None:
         with self._todo_ready:
@@ -194,14 +242,14 @@ class WorkerProcess:
 
     def _idle(self) -> bool:
         with self._todo_ready:
-            return self._running_count == 0 and not self._todo and not self._outbox
+            return not self._running and not self._todo and not self._outbox
 
     def _flush(self, socket: zmq.Socket) -> None:
         batch = []
         while self._outbox:
             batch.append(self._outbox.popleft())
         if batch:
-            self._send(socket, batch)
+            self._send(socket, _drop_redundant_started(batch))
 
     def _send(self, socket: zmq.Socket, messages: list[Message]) -> None:
         socket.send_multipart(protocol.encode(messages), copy=False)
@@ -219,30 +267,53 @@ class WorkerProcess:
             },
         )
 
-    def _heartbeat(self) -> Message:
-        return Message("heartbeat", {"memory": rss_bytes(), "running": self._running_count})
+    # -- executors ---------------------------------------------------------------------
 
-    # -- executor threads ------------------------------------------------------------
-
-    def _execute_loop(self) -> None:
-        while True:
-            with self._todo_ready:
+    def _next_task(self) -> Assignment | None:
+        with self._todo_ready:
+            while True:
                 while not self._todo and not self._stopped:
                     self._todo_ready.wait()
                 if self._stopped:
-                    return
+                    return None
                 task = self._todo.popleft()
                 if task.key in self._dropped:
                     self._dropped.discard(task.key)
                     continue
-                self._running_count += 1
+                self._running[task.key] = threading.get_ident()
+                return task
+
+    def _execute_loop(self) -> None:
+        while (task := self._next_task()) is not None:
             # No wake-up: the notice rides along with the next batch or heartbeat.
             self._outbox.append(Message("started", {"key": task.key}))
-            outcome = run_task(task, self._functions)
+            outcome = self._run_with_limits(task)
             with self._todo_ready:
-                self._running_count -= 1
+                del self._running[task.key]
                 dropped = task.key in self._dropped
                 self._dropped.discard(task.key)
             if not dropped:
                 self._outbox.append(outcome)
             self._waker.wake()
+
+    def _run_with_limits(self, task: Assignment) -> Message:
+        if task.time_limit is not None:
+            self._control.deadline(task.key, task.time_limit)
+        if task.soft_time_limit is not None:
+            self._soft_limits.start(task.key, task.soft_time_limit)
+            self._waker.wake()  # the I/O thread must wake up for the new deadline
+        try:
+            return run_task(task, self._functions)
+        finally:
+            if task.soft_time_limit is not None:
+                self._soft_limits.stop(task.key)
+            if task.time_limit is not None:
+                self._control.clear(task.key)
+
+
+def _drop_redundant_started(batch: list[Message]) -> list[Message]:
+    """A ``started`` notice is moot when the outcome goes out in the same batch."""
+    finished = {m.fields["key"] for m in batch if m.op in ("task-done", "task-failed")}
+    if not finished:
+        return batch
+    return [m for m in batch if m.op != "started" or m.fields["key"] not in finished]

@@ -8,6 +8,7 @@ the backstop for a whole host that vanishes.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -47,8 +48,12 @@ class _Child:
     popen: subprocess.Popen[bytes]
     identity: bytes
     started: float
+    control: int  # read end of the pipe the child reports deadlines on
     failures: int = 0
-    restart_at: float | None = field(default=None)
+    restart_at: float | None = None
+    deadlines: dict[str, float] = field(default_factory=dict)  # hard limits, monotonic
+    buffer: bytes = b""
+    killed_for: tuple[str, str] | None = None  # (key, reason) when we killed it
 
 
 class Supervisor:
@@ -87,11 +92,11 @@ class Supervisor:
     def child_pids(self) -> list[int]:
         return [child.popen.pid for child in self._children.values()]
 
-    def _command(self, index: int, identity: bytes) -> list[str]:
+    def _command(self, index: int, identity: bytes, control_fd: int) -> list[str]:
         opts = self.options
         name = f"{opts.name}-{index}" if opts.name else None
         cmd = [sys.executable, "-m", "celeriac.worker", opts.address, "--identity", identity.hex()]
-        cmd += ["--nthreads"]
+        cmd += ["--control-fd", str(control_fd), "--nthreads"]
         cmd += [str(opts.nthreads), "--queues", ",".join(opts.queues)]
         cmd += ["--log-level", opts.log_level, "--exit-with-parent"]
         for module in opts.imports:
@@ -102,8 +107,15 @@ class Supervisor:
 
     def _spawn(self, index: int, failures: int) -> _Child:
         identity = uuid.uuid4().bytes
-        popen = subprocess.Popen(self._command(index, identity))
-        return _Child(index, popen, identity, time.monotonic(), failures)
+        read_end, write_end = os.pipe()
+        os.set_blocking(read_end, False)
+        try:
+            popen = subprocess.Popen(
+                self._command(index, identity, write_end), pass_fds=(write_end,)
+            )
+        finally:
+            os.close(write_end)
+        return _Child(index, popen, identity, time.monotonic(), read_end, failures)
 
     def _reap(self) -> None:
         now = time.monotonic()
@@ -112,21 +124,68 @@ class Supervisor:
                 if now >= child.restart_at:
                     self._children[index] = self._spawn(index, child.failures)
                 continue
+            self._read_control(child)
+            self._enforce_limits(child, now)
             code = child.popen.poll()
-            if code is None:
+            if code is not None:
+                self._on_exit(child, code, now)
+
+    def _on_exit(self, child: _Child, code: int, now: float) -> None:
+        os.close(child.control)
+        reason = _describe_exit(code)
+        if child.killed_for is not None:
+            key, why = child.killed_for
+            self._reporter.report(child.identity, why, key)
+        else:
+            self._reporter.report(child.identity, reason)
+        crashed = now - child.started < CRASH_WINDOW and child.killed_for is None
+        child.failures = child.failures + 1 if crashed else 0
+        delay = min(MAX_BACKOFF, 0.1 * 2**child.failures) if crashed else 0.0
+        log.warning(
+            "worker process %d (pid %d) exited with %s; restarting in %.1fs",
+            child.index,
+            child.popen.pid,
+            reason,
+            delay,
+        )
+        child.restart_at = now + delay
+
+    def _read_control(self, child: _Child) -> None:
+        try:
+            while chunk := os.read(child.control, 65536):
+                child.buffer += chunk
+        except BlockingIOError:
+            pass
+        *lines, child.buffer = child.buffer.split(b"\n")
+        for line in lines:
+            try:
+                command, key, value = json.loads(line)
+            except ValueError:
+                log.error("garbled control line from worker pid %d", child.popen.pid)
                 continue
-            self._reporter.report(child.identity, _describe_exit(code))
-            crashed = now - child.started < CRASH_WINDOW
-            child.failures = child.failures + 1 if crashed else 0
-            delay = min(MAX_BACKOFF, 0.1 * 2**child.failures) if crashed else 0.0
-            log.warning(
-                "worker process %d (pid %d) exited with %s; restarting in %.1fs",
-                index,
-                child.popen.pid,
-                _describe_exit(code),
-                delay,
-            )
-            child.restart_at = now + delay
+            if command == "deadline":
+                child.deadlines[key] = float(value)
+            elif command == "clear":
+                child.deadlines.pop(key, None)
+            elif command == "kill":
+                self._kill(child, key, str(value))
+
+    def _enforce_limits(self, child: _Child, now: float) -> None:
+        for key, deadline in child.deadlines.items():
+            if deadline <= now:
+                log.error(
+                    "task %s passed its hard time limit; killing worker pid %d",
+                    key,
+                    child.popen.pid,
+                )
+                self._kill(child, key, "time-limit")
+                return
+
+    def _kill(self, child: _Child, key: str, reason: str) -> None:
+        if child.killed_for is None and child.popen.poll() is None:
+            child.killed_for = (key, reason)
+            child.deadlines.clear()
+            child.popen.kill()
 
     def _stop_children(self) -> None:
         live = [c.popen for c in self._children.values() if c.popen.poll() is None]
@@ -162,8 +221,11 @@ class DeathReporter:
         self._socket.connect(address)
         self._hello()
 
-    def report(self, identity: bytes, reason: str) -> None:
-        msg = Message("worker-died", {"worker": identity.hex(), "reason": reason})
+    def report(self, identity: bytes, reason: str, key: str | None = None) -> None:
+        fields = {"worker": identity.hex(), "reason": reason}
+        if key is not None:
+            fields["key"] = key
+        msg = Message("worker-died", fields)
         self._socket.send_multipart(protocol.encode([msg]))
 
     def poll(self) -> None:
