@@ -15,6 +15,7 @@ from typing import Any, ParamSpec, TypeVar
 from celeriac import refs
 from celeriac.addresses import normalize
 from celeriac.connection import Connection
+from celeriac.errors import SchedulerUnavailable
 from celeriac.futures import (
     CANCELLED,
     ERROR,
@@ -79,8 +80,9 @@ class Client:
         self._lock = threading.Lock()
         self._states: dict[str, FutureState] = {}
         self._refcounts: dict[str, int] = {}
-        self._info_replies: dict[int, Any] = {}
-        self._info_ready = threading.Condition(self._lock)
+        self._replies: dict[int, Message] = {}
+        self._replies_ready = threading.Condition(self._lock)
+        self._ack_waiters: dict[str, list[_AckWaiter]] = {}
         self._rids = itertools.count()
         self._releases: deque[str] = deque()
         self._conn = Connection(self.address, self._on_message, self._pending_releases)
@@ -149,6 +151,19 @@ class Client:
             raise TypeError(f"submit() needs a callable, not {type(fn).__name__}")
         name = getattr(fn, "__name__", type(fn).__name__)
         key = key or f"{name}-{self._key_prefix}{next(self._key_counter):x}"
+        fields = {"priority": priority, "retries": retries, "queue": queue}
+        return self._new_future(key), self._task_message(fn, args, kwargs, key, name, fields)
+
+    def _task_message(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        key: str,
+        name: str,
+        fields: dict[str, Any],
+    ) -> Message:
+        """A ``submit`` message; futures and TaskRefs in the arguments become deps."""
         deps: dict[str, None] = {}
         if refs.is_plain((args, kwargs)):  # the common case: no futures, nothing to walk
             arguments = dumps_plain((args, kwargs))
@@ -162,17 +177,33 @@ class Client:
                 f"task {name!r} and its arguments take {size} bytes, over the scheduler's "
                 f"message limit of {self._conn.max_message_bytes} (--max-message-size)"
             )
-        fields = {
-            "key": key,
-            "name": name,
-            "deps": list(deps),
-            "priority": priority,
-            "retries": retries,
-            "queue": queue,
-        }
-        return self._new_future(key), Message("submit", fields, payloads)
+        return Message("submit", {"key": key, "name": name, "deps": list(deps), **fields}, payloads)
+
+    def _submit_detached(self, messages: list[Message], timeout: float) -> None:
+        """Send submissions nobody holds a future for; return once all are accepted.
+
+        "Accepted" means the scheduler has recorded them: from then on they run
+        even if this process exits.
+        """
+        self._check_fork()
+        waiter = _AckWaiter({m.fields["key"] for m in messages})
+        with self._lock:
+            for key in waiter.pending:
+                self._ack_waiters.setdefault(key, []).append(waiter)
+        self._conn.send_many(messages)
+        if not waiter.event.wait(timeout):
+            with self._lock:
+                for key in waiter.pending:
+                    self._ack_waiters.pop(key, None)
+            raise SchedulerUnavailable(
+                f"the scheduler at {self.address} did not accept {len(waiter.pending)} "
+                f"task(s) within {timeout:g} s"
+            )
 
     def _to_ref(self, obj: Any, deps: dict[str, None]) -> Any:
+        if isinstance(obj, refs.TaskRef):  # placed by the canvas: already a reference
+            deps[obj.key] = None
+            return refs.KEEP
         if not isinstance(obj, Future):
             return refs.KEEP
         if obj.client is not self:
@@ -211,15 +242,23 @@ class Client:
 
     def scheduler_info(self, timeout: float | None = None) -> dict[str, Any]:
         """Counts of tasks by state, workers and queues, as the scheduler sees them."""
+        return self._request("info", {}, timeout)["info"]  # type: ignore[no-any-return]
+
+    def status(self, keys: list[str], timeout: float | None = None) -> dict[str, str]:
+        """Celery-style status of each key (``PENDING`` ... ``UNKNOWN``)."""
+        return self._request("status", {"keys": keys}, timeout)["states"]  # type: ignore
+
+    def _request(self, op: str, fields: dict[str, Any], timeout: float | None) -> Message:
+        """Send a message that carries a request id; wait for the reply with that id."""
         self._check_fork()
         rid = next(self._rids)
-        self._conn.send(Message("info", {"rid": rid}))
-        with self._info_ready:
-            if not self._info_ready.wait_for(
-                lambda: rid in self._info_replies, timeout or self.timeout
+        self._conn.send(Message(op, {"rid": rid, **fields}))
+        with self._replies_ready:
+            if not self._replies_ready.wait_for(
+                lambda: rid in self._replies, timeout or self.timeout
             ):
-                raise TimeoutError("the scheduler did not answer an info request")
-            return self._info_replies.pop(rid)  # type: ignore[no-any-return]
+                raise SchedulerUnavailable(f"the scheduler did not answer {op!r} in time")
+            return self._replies.pop(rid)
 
     def wait_for_workers(self, n: int = 1, timeout: float | None = None) -> None:
         """Block until at least ``n`` worker processes have registered."""
@@ -293,27 +332,19 @@ class Client:
     # -- messages from the scheduler (I/O thread) --------------------------------------
 
     def _on_message(self, msg: Message) -> None:
-        if msg.op == "result":
+        if msg.op in _KEYED:
             state = self._states.get(msg["key"])
             if state is not None:
-                if msg["inline"]:
-                    state.finish(FINISHED, msg.payloads[0])
-                elif state.status == PENDING:
-                    state.finish(FINISHED)  # result() will fetch it
-        elif msg.op == "erred":
-            state = self._states.get(msg["key"])
-            if state is not None:
-                payload = msg.payloads[0] if msg.payloads else ()
-                status = LOST if msg["kind"].startswith("lost") else ERROR
-                state.finish(status, error=(msg["kind"], msg["text"], payload))
-        elif msg.op == "cancelled":
-            state = self._states.get(msg["key"])
-            if state is not None:
-                state.finish(CANCELLED)
-        elif msg.op == "info-reply":
-            with self._info_ready:
-                self._info_replies[msg["rid"]] = msg["info"]
-                self._info_ready.notify_all()
+                _KEYED[msg.op](state, msg)
+        elif msg.op in ("info-reply", "status-reply"):
+            with self._replies_ready:
+                self._replies[msg["rid"]] = msg
+                self._replies_ready.notify_all()
+        elif msg.op == "accepted":
+            with self._lock:
+                waiters = self._ack_waiters.pop(msg["key"], [])
+            for waiter in waiters:
+                waiter.accepted(msg["key"])
         elif msg.op == "reregister":
             self._fail_pending("the scheduler restarted and lost this task")
         elif msg.op == "error":
@@ -327,3 +358,39 @@ class Client:
 
 
 _SKIPPED = object()
+
+
+def _on_result(state: FutureState, msg: Message) -> None:
+    if msg["inline"]:
+        state.finish(FINISHED, msg.payloads[0])
+    elif state.status == PENDING:
+        state.finish(FINISHED)  # too big to push: result() will fetch it
+
+
+def _on_erred(state: FutureState, msg: Message) -> None:
+    payload = msg.payloads[0] if msg.payloads else ()
+    status = LOST if msg["kind"].startswith("lost") else ERROR
+    state.finish(status, error=(msg["kind"], msg["text"], payload))
+
+
+def _on_cancelled(state: FutureState, msg: Message) -> None:
+    state.finish(CANCELLED, error=("cancelled", msg.get("reason", "cancelled"), ()))
+
+
+#: Messages about one key, and what they do to its future.
+_KEYED = {"result": _on_result, "erred": _on_erred, "cancelled": _on_cancelled}
+
+
+class _AckWaiter:
+    """One caller waiting until the scheduler has accepted a set of keys."""
+
+    def __init__(self, keys: set[str]) -> None:
+        self.pending = keys
+        self.event = threading.Event()
+        self._lock = threading.Lock()
+
+    def accepted(self, key: str) -> None:
+        with self._lock:
+            self.pending.discard(key)
+            if not self.pending:
+                self.event.set()

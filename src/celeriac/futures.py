@@ -9,7 +9,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
-from celeriac.errors import CancelledError, FutureLostError, KilledWorker, TimeoutError
+from celeriac.errors import (
+    FutureLostError,
+    KilledWorker,
+    TaskExpiredError,
+    TaskRevokedError,
+    TimeLimitExceeded,
+    TimeoutError,
+)
 from celeriac.protocol import Payload
 from celeriac.serialize import RemoteError, loads, loads_exception
 
@@ -94,11 +101,15 @@ class FutureState:
             return self._value
 
     def exception(self) -> BaseException:
-        if self.status == CANCELLED:
-            return CancelledError(f"task {self.key!r} was cancelled")
         kind, text, payload = self.error or ("lost", "no reason given", ())
+        if self.status == CANCELLED:
+            if text == "expired":
+                return TaskExpiredError(f"task {self.key!r} expired before it ran")
+            return TaskRevokedError(f"task {self.key!r} was cancelled")
         if kind == "killed-worker":
             return KilledWorker(text)
+        if kind == "time-limit":
+            return TimeLimitExceeded(text)
         if kind.startswith("lost"):
             return FutureLostError(f"task {self.key!r}: {text}")
         if not payload:
