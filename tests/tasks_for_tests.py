@@ -70,3 +70,54 @@ def raise_unpicklable() -> None:
 def append_line(path: str, word: str) -> None:
     with open(path, "a") as f:
         f.write(word + "\n")
+
+
+def record(path: str, value: object) -> object:
+    """Append one line per run: lets a test count executions."""
+    with open(path, "a") as f:
+        f.write(f"{value}\n")
+    return value
+
+
+def flaky_bound(self, path: str, failures: int) -> int:
+    """Fail (asking for a retry) ``failures`` times, then report the attempt number."""
+    record(path, self.request.retries)
+    if self.request.retries < failures:
+        raise self.retry(countdown=0.01)
+    return self.request.retries
+
+
+def always_fails(path: str) -> None:
+    record(path, "run")
+    raise ConnectionError("service down")
+
+
+def sleep_for(seconds: float) -> str:
+    time.sleep(seconds)
+    return "slept"
+
+
+def spin_in_c(seconds: float) -> int:
+    """Hold the GIL in C code: a regex with catastrophic backtracking."""
+    import re
+
+    deadline = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < deadline:
+        re.match(r"(a+)+$", "a" * 26 + "b")
+        n += 1
+    return n
+
+
+def cleanup_on_soft_limit(seconds: float) -> str:
+    from celeriac import SoftTimeLimitExceeded
+
+    try:
+        time.sleep(seconds)
+    except SoftTimeLimitExceeded:
+        return "cleaned up"
+    return "not interrupted"
+
+
+def total_of(values: list[int]) -> int:
+    return sum(values)

@@ -150,9 +150,12 @@ class Client:
         if not callable(fn):
             raise TypeError(f"submit() needs a callable, not {type(fn).__name__}")
         name = getattr(fn, "__name__", type(fn).__name__)
-        key = key or f"{name}-{self._key_prefix}{next(self._key_counter):x}"
+        key = key or self._new_key(name)
         fields = {"priority": priority, "retries": retries, "queue": queue}
         return self._new_future(key), self._task_message(fn, args, kwargs, key, name, fields)
+
+    def _new_key(self, name: str) -> str:
+        return f"{name}-{self._key_prefix}{next(self._key_counter):x}"
 
     def _task_message(
         self,
@@ -319,6 +322,13 @@ class Client:
         while self._releases:
             keys.append(self._releases.popleft())
         return [Message("release", {"keys": keys})] if keys else []
+
+    def _want(self, key: str) -> Future[Any]:
+        """A future for a key someone else submitted (looked up by id)."""
+        self._check_fork()
+        future = self._new_future(key)
+        self._conn.send(Message("want", {"key": key}))
+        return future
 
     def _fetch(self, key: str) -> None:
         state = self._states.get(key)

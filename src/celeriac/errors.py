@@ -8,6 +8,7 @@ __all__ = [
     "CancelledError",
     "FutureLostError",
     "KilledWorker",
+    "MaxRetriesExceededError",
     "Retry",
     "SchedulerUnavailable",
     "SoftTimeLimitExceeded",
@@ -44,6 +45,10 @@ class TimeLimitExceeded(Exception):
 
 class SoftTimeLimitExceeded(Exception):
     """Raised inside a task when it passes its ``soft_time_limit``: clean up and stop."""
+
+
+class MaxRetriesExceededError(Exception):
+    """A task asked to be retried (``self.retry()``) with no retries left and no cause."""
 
 
 class Retry(Exception):

@@ -104,6 +104,7 @@ SCHEMAS: dict[str, tuple[dict[str, Any], dict[str, Any], int | None]] = {
     "goodbye": ({}, {}, 0),
     # supervisor (connected as a client) -> scheduler
     "worker-died": ({"worker": _STR, "reason": _STR}, {"key": _STR}, 0),
+    "workers-alive": ({"workers": _STRS}, {}, 0),
     # worker -> scheduler
     "hello-worker": (
         {"version": _INT, "slots": _INT, "queues": _STRS, "name": _STR, "pid": _INT},

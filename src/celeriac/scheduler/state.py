@@ -329,6 +329,20 @@ class SchedulerState:
                 self._fail(culprit, "time-limit", f"{text} of {culprit.time_limit} s")
         self._remove_worker(worker, lost="key" not in msg.fields)
 
+    def _on_workers_alive(self, client: Client, msg: Message) -> None:
+        """A supervisor vouches that these processes are alive.
+
+        A task stuck in C code holding the GIL silences its worker's own
+        heartbeats; the process is still working, not lost.
+        """
+        for hex_id in msg["workers"]:
+            try:
+                worker = self.workers.get(bytes.fromhex(hex_id))
+            except ValueError:
+                continue
+            if worker is not None:
+                worker.last_seen = max(worker.last_seen, self._now)
+
     def _remove_client(self, client: Client) -> None:
         del self.clients[client.id]
         for key in client.wants:
@@ -735,6 +749,7 @@ _CLIENT_HANDLERS = {
     "goodbye": SchedulerState._on_goodbye,
     "heartbeat": SchedulerState._on_client_heartbeat,
     "worker-died": SchedulerState._on_worker_died,
+    "workers-alive": SchedulerState._on_workers_alive,
 }
 
 _WORKER_HANDLERS = {

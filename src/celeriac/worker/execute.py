@@ -9,7 +9,7 @@ from typing import Any
 
 from celeriac import refs
 from celeriac.context import TaskRequest, set_request
-from celeriac.errors import Retry
+from celeriac.errors import MaxRetriesExceededError, Retry
 from celeriac.protocol import Message, Payload
 from celeriac.serialize import (
     LoadedFunctions,
@@ -67,7 +67,9 @@ def _raised(task: Assignment, exc: BaseException, duration: float) -> Message:
         fields = _failure_fields(task, "retry", exc)
         if exc.countdown is not None:
             fields["countdown"] = float(exc.countdown)
-        reported: BaseException = exc.exc or exc
+        reported: BaseException = exc.exc or MaxRetriesExceededError(
+            f"task {task.name!r} asked to retry, but it has no retries left"
+        )
     else:
         log.info("task %s (%s) raised %s: %s", task.key, task.name, type(exc).__name__, exc)
         fields = _failure_fields(task, "remote", exc)

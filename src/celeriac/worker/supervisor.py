@@ -80,6 +80,7 @@ class Supervisor:
             while not self._stopping:
                 self._reap()
                 self._reporter.poll()
+                self._reporter.vouch([c.identity for c in self._children.values()])
                 if self._parent is not None and os.getppid() != self._parent:
                     log.warning("parent process exited; stopping workers")
                     break
@@ -212,9 +213,13 @@ def _describe_exit(code: int) -> str:
 
 
 class DeathReporter:
-    """The supervisor's line to the scheduler: it only reports dead children."""
+    """The supervisor's line to the scheduler: dead children, and live ones."""
+
+    #: Seconds between ``workers-alive`` messages.
+    VOUCH_INTERVAL = 0.25
 
     def __init__(self, address: str) -> None:
+        self._next_vouch = 0.0
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 1000)
@@ -226,6 +231,15 @@ class DeathReporter:
         if key is not None:
             fields["key"] = key
         msg = Message("worker-died", fields)
+        self._socket.send_multipart(protocol.encode([msg]))
+
+    def vouch(self, identities: list[bytes]) -> None:
+        """Say these children are alive (their own heartbeats may be stuck behind the GIL)."""
+        now = time.monotonic()
+        if now < self._next_vouch:
+            return
+        self._next_vouch = now + self.VOUCH_INTERVAL
+        msg = Message("workers-alive", {"workers": [i.hex() for i in identities]})
         self._socket.send_multipart(protocol.encode([msg]))
 
     def poll(self) -> None:

@@ -1,0 +1,339 @@
+"""The Celery-style front door: ``App``, ``@app.task``, ``.delay()``, ``apply_async``.
+
+An :class:`App` holds one :class:`~celeriac.client.Client` connection, opened
+on first use (so importing a module that defines tasks connects nowhere) and
+reopened in a forked child (gunicorn pre-forks).  Tasks are *detached*: no
+future holds them; the scheduler keeps each outcome for ``result_ttl`` so
+an :class:`AsyncResult` can look it up by id from any process.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+import cloudpickle
+
+from celeriac.addresses import DEFAULT_PORT, normalize
+from celeriac.context import TaskRequest, current_request
+from celeriac.errors import Retry
+from celeriac.protocol import Message
+from celeriac.scheduler.policies import parse_rate
+
+if TYPE_CHECKING:
+    from celeriac.canvas import Signature
+    from celeriac.client import Client
+    from celeriac.result import AsyncResult
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_ADDRESS = f"tcp://127.0.0.1:{DEFAULT_PORT}"
+ONE_DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """Per-task settings, as given to ``@app.task``; ``apply_async`` may override some."""
+
+    queue: str = "default"
+    priority: int = 0
+    retries: int = 3
+    retry_backoff: bool = False  # exponential from 1 s, capped at retry_backoff_max
+    retry_backoff_max: float = 600.0
+    retry_jitter: bool = True
+    autoretry_for: tuple[type[BaseException], ...] = ()
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    ignore_result: bool = False
+    result_ttl: float | None = None  # None: the app's default
+    rate_limit: str | None = None
+    bind: bool = False
+
+
+class App:
+    """A Celeriac application: where tasks are registered and sent.
+
+    ``address`` defaults to ``$CELERIAC_ADDRESS``, then ``tcp://127.0.0.1:8786``.
+    ``timeout`` bounds how long ``.delay()`` waits for the scheduler to accept
+    a task before raising :class:`~celeriac.errors.SchedulerUnavailable`: a web
+    request never hangs on a dead scheduler.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        timeout: float = 5.0,
+        result_ttl: float = ONE_DAY,
+    ) -> None:
+        self.address = normalize(address or os.environ.get("CELERIAC_ADDRESS") or DEFAULT_ADDRESS)
+        self.timeout = timeout
+        self.result_ttl = result_ttl
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self._client: Client | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> Client:
+        """The connection, opened on first use."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    from celeriac.client import Client
+
+                    self._client = Client(self.address, timeout=self.timeout)
+        return self._client
+
+    def task(
+        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None, **options: Any
+    ) -> Any:
+        """Decorator: ``@app.task`` or ``@app.task(retries=3, queue="emails", ...)``."""
+
+        def register(fn: Callable[..., Any]) -> Task[Any, Any]:
+            task: Task[Any, Any] = Task(
+                self, fn, name or _qualified_name(fn), TaskOptions(**options)
+            )
+            self.tasks[task.name] = task
+            return task
+
+        return register(fn) if fn is not None else register
+
+    def AsyncResult(self, task_id: str) -> AsyncResult[Any]:
+        from celeriac.result import AsyncResult
+
+        return AsyncResult(task_id, app=self)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<App {self.address} tasks={len(self.tasks)}>"
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Travels inside task functions (a task that sends tasks): settings only.
+        return {"address": self.address, "timeout": self.timeout, "result_ttl": self.result_ttl}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["address"], timeout=state["timeout"], result_ttl=state["result_ttl"])  # type: ignore[misc]
+
+
+class Task(Generic[P, R]):
+    """A registered task.  Calling it runs the function here; ``delay`` runs it on a worker."""
+
+    def __init__(self, app: App, fn: Callable[..., R], name: str, options: TaskOptions) -> None:
+        if options.rate_limit is not None:
+            parse_rate(options.rate_limit)  # a clear error now, not on the scheduler later
+        self.app = app
+        self.fn = fn
+        self.name = name
+        self.options = options
+        self._call = _TaskCall(fn, options.bind, options.autoretry_for)
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        if self.options.bind:
+            return self.fn(BoundTask(self.name, current_request()), *args, **kwargs)
+        return self.fn(*args, **kwargs)
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
+        """Send the task; return once the scheduler has accepted it."""
+        return self.apply_async(args, kwargs)
+
+    def apply_async(
+        self,
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        task_id: str | None = None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        expires: datetime | float | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        retries: int | None = None,
+    ) -> AsyncResult[R]:
+        """Send the task with per-call options (Celery's names and meanings).
+
+        ``eta`` and a ``datetime`` ``expires`` are moments (a naive datetime is
+        UTC); ``countdown`` and a number for ``expires`` are seconds from now.
+        A ``task_id`` makes sending idempotent: the same id runs once.
+        """
+        from celeriac.result import AsyncResult
+
+        message = self.message(
+            tuple(args),
+            kwargs or {},
+            task_id=task_id,
+            not_before=_moment(eta, countdown),
+            expires=_moment(expires, None, relative=True),
+            queue=queue,
+            priority=priority,
+            retries=retries,
+        )
+        self.app.client._submit_detached([message], self.app.timeout)
+        return AsyncResult(message.fields["key"], app=self.app)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
+        """A signature: this task with (partial) arguments, for chains, groups and chords."""
+        from celeriac.canvas import Signature
+
+        return Signature(self, args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature[R]:
+        """An immutable signature: a chain will not prepend the previous result."""
+        from celeriac.canvas import Signature
+
+        return Signature(self, args, kwargs, immutable=True)
+
+    def message(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        task_id: str | None = None,
+        not_before: float | None = None,
+        expires: float | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        retries: int | None = None,
+    ) -> Message:
+        """The ``submit`` message for one call (arguments may hold TaskRefs)."""
+        opts = self.options
+        client = self.app.client
+        key = task_id or client._new_key(self.name)
+        fields: dict[str, Any] = {
+            "priority": opts.priority if priority is None else priority,
+            "retries": opts.retries if retries is None else retries,
+            "queue": queue or opts.queue,
+            "detached": True,
+            "ack": True,
+            "retry_on_error": False,  # Celery semantics: only autoretry_for or self.retry
+            "retry_jitter": opts.retry_jitter,
+            "backoff_max": float(opts.retry_backoff_max),
+            "result_ttl": float(
+                self.app.result_ttl if opts.result_ttl is None else opts.result_ttl
+            ),
+        }
+        if opts.retry_backoff:
+            fields["retry_backoff"] = True
+        optional = {
+            "eta": not_before,
+            "expires": expires,
+            "time_limit": opts.time_limit,
+            "soft_time_limit": opts.soft_time_limit,
+            "rate_limit": opts.rate_limit,
+        }
+        fields.update(
+            {k: float(v) if k != "rate_limit" else v for k, v in optional.items() if v is not None}
+        )
+        if opts.ignore_result:
+            fields["ignore_result"] = True
+        return client._task_message(self._call, args, kwargs, key, self.name, fields)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+
+class _TaskCall:
+    """What travels to the worker: the function, plus ``bind`` and ``autoretry_for``."""
+
+    def __init__(
+        self, fn: Callable[..., Any], bind: bool, autoretry_for: tuple[type[BaseException], ...]
+    ) -> None:
+        self.fn = fn
+        self.bind = bind
+        self.autoretry_for = autoretry_for
+        self.__name__ = getattr(fn, "__name__", "task")
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """By name when the worker can import the task's module; else by value."""
+        module_name = getattr(self.fn, "__module__", None) or "__main__"
+        if (
+            module_name != "__main__"
+            and module_name not in cloudpickle.list_registry_pickle_by_value()
+        ):
+            module = sys.modules.get(module_name)
+            target = _lookup(module, self.fn.__qualname__) if module else None
+            if isinstance(target, Task) and target.fn is self.fn:
+                return _task_call_by_name, (module_name, self.fn.__qualname__)
+        return _TaskCall, (self.fn, self.bind, self.autoretry_for)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            if self.bind:
+                request = current_request()
+                return self.fn(BoundTask(self.__name__, request), *args, **kwargs)
+            return self.fn(*args, **kwargs)
+        except Retry:
+            raise
+        except self.autoretry_for as exc:
+            raise Retry(exc) from exc
+
+
+def _lookup(module: Any, qualname: str) -> Any:
+    target = module
+    for part in qualname.split("."):
+        target = getattr(target, part, None)
+    return target
+
+
+def _task_call_by_name(module_name: str, qualname: str) -> _TaskCall:
+    """On the worker: the task as its module defines it (``-A module`` imports it)."""
+    task = _lookup(importlib.import_module(module_name), qualname)
+    if not isinstance(task, Task):
+        raise LookupError(f"{module_name}.{qualname} is not a celeriac task on this worker")
+    return task._call
+
+
+class BoundTask:
+    """``self`` of a ``bind=True`` task: its request, and ``retry``."""
+
+    def __init__(self, name: str, request: TaskRequest | None) -> None:
+        self.name = name
+        self.request = request or TaskRequest("local", name, 0)
+
+    def retry(
+        self, exc: BaseException | None = None, countdown: float | None = None, **_: Any
+    ) -> Retry:
+        """Raise :class:`Retry`: the scheduler runs the task again if retries are left."""
+        raise Retry(exc, countdown)
+
+
+def _qualified_name(fn: Callable[..., Any]) -> str:
+    module = getattr(fn, "__module__", None) or "__main__"
+    return f"{module}.{getattr(fn, '__qualname__', getattr(fn, '__name__', 'task'))}"
+
+
+def _moment(
+    when: datetime | float | None, seconds: float | None, *, relative: bool = False
+) -> float | None:
+    """A UNIX time from a datetime (naive = UTC) or, when relative, seconds from now."""
+    if isinstance(when, datetime):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return when.timestamp()
+    if when is not None:
+        return time.time() + float(when) if relative else float(when)
+    if seconds is not None:
+        return time.time() + float(seconds)
+    return None
+
+
+__all__ = ["App", "BoundTask", "Task", "TaskOptions"]

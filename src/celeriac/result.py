@@ -1,0 +1,122 @@
+"""Looking up Celery-style tasks by id, from any process."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from celeriac.errors import FutureLostError
+from celeriac.futures import Future
+from celeriac.protocol import Message
+from celeriac.serialize import format_traceback
+
+if TYPE_CHECKING:
+    from celeriac.app import App
+
+R = TypeVar("R")
+
+READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED", "EXPIRED"})
+
+
+class AsyncResult(Generic[R]):
+    """A task's outcome by id: store ``result.id``, rebuild it anywhere with the same app.
+
+    ``status`` is one of ``PENDING``, ``STARTED``, ``RETRY``, ``SUCCESS``,
+    ``FAILURE``, ``REVOKED``, ``EXPIRED`` or ``UNKNOWN``.  ``UNKNOWN`` means
+    the scheduler holds no record of the id (never sent, or kept past its
+    ``result_ttl``): unlike Celery, an unknown id never pretends to be pending.
+    """
+
+    def __init__(self, id: str, app: App) -> None:
+        self.id = id
+        self.app = app
+
+    @property
+    def status(self) -> str:
+        return self.app.client.status([self.id])[self.id]
+
+    state = status
+
+    def ready(self) -> bool:
+        return self.status in READY_STATES
+
+    def successful(self) -> bool:
+        return self.status == "SUCCESS"
+
+    def failed(self) -> bool:
+        return self.status == "FAILURE"
+
+    def get(self, timeout: float | None = None, propagate: bool = True) -> R:
+        """Wait for the outcome; raise the task's exception (or return it, if not ``propagate``)."""
+        future = self._future()
+        exc = future.exception(timeout)
+        if exc is None:
+            return future.result()
+        if isinstance(exc, FutureLostError):
+            exc = FutureLostError(
+                f"task id {self.id!r} is unknown to the scheduler "
+                "(never sent, forgotten, or kept past its result_ttl)"
+            )
+        if propagate:
+            raise exc
+        return exc  # type: ignore[return-value]
+
+    wait = get
+
+    @property
+    def result(self) -> R | BaseException | None:
+        """The value (or exception) once ready; ``None`` before."""
+        if not self.ready():
+            return None
+        return self.get(propagate=False)
+
+    @property
+    def traceback(self) -> str | None:
+        """The remote traceback as text, for a failed task."""
+        if self.status != "FAILURE":
+            return None
+        exc = self._future().exception()
+        return format_traceback(exc) if exc is not None else None
+
+    def revoke(self, terminate: bool = False) -> None:
+        """Cancel cluster-wide; with ``terminate``, kill the worker process running it."""
+        client = self.app.client
+        client._conn.send(Message("revoke", {"key": self.id, "terminate": terminate}))
+
+    def forget(self) -> None:
+        """Drop the stored outcome now instead of at the end of its TTL."""
+        self.app.client._conn.send(Message("forget", {"key": self.id}))
+
+    def _future(self) -> Future[R]:
+        return self.app.client._want(self.id)
+
+    def __repr__(self) -> str:
+        return f"<AsyncResult {self.id}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AsyncResult) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+
+class GroupResult:
+    """The results of a group, in order."""
+
+    def __init__(self, results: list[AsyncResult[Any]]) -> None:
+        self.results = results
+
+    def get(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
+        return [r.get(timeout, propagate) for r in self.results]
+
+    def ready(self) -> bool:
+        return all(r.ready() for r in self.results)
+
+    def completed_count(self) -> int:
+        states = self.results[0].app.client.status([r.id for r in self.results])
+        return sum(1 for s in states.values() if s == "SUCCESS")
+
+    def __iter__(self) -> Any:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
