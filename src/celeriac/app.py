@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 import cloudpickle
 
@@ -93,15 +93,25 @@ class App:
                     self._client = Client(self.address, timeout=self.timeout)
         return self._client
 
-    def task(
-        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None, **options: Any
-    ) -> Any:
-        """Decorator: ``@app.task`` or ``@app.task(retries=3, queue="emails", ...)``."""
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
 
-        def register(fn: Callable[..., Any]) -> Task[Any, Any]:
-            task: Task[Any, Any] = Task(
-                self, fn, name or _qualified_name(fn), TaskOptions(**options)
-            )
+    @overload
+    def task(
+        self, fn: None = None, /, *, name: str | None = None, **options: Any
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(
+        self, fn: Callable[P, R] | None = None, /, *, name: str | None = None, **options: Any
+    ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+        """Decorator: ``@app.task`` or ``@app.task(retries=3, queue="emails", ...)``.
+
+        The task keeps the function's signature: ``send.delay(42)`` is checked
+        by mypy against ``def send(user_id: int)`` and returns ``AsyncResult[R]``.
+        """
+
+        def register(fn: Callable[P, R]) -> Task[P, R]:
+            task: Task[P, R] = Task(self, fn, name or _qualified_name(fn), TaskOptions(**options))
             self.tasks[task.name] = task
             return task
 
@@ -145,7 +155,7 @@ class Task(Generic[P, R]):
         self.name = name
         self.options = options
         self._call = _TaskCall(fn, options.bind, options.autoretry_for)
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         if self.options.bind:

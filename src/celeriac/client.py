@@ -25,7 +25,7 @@ from celeriac.futures import (
     Future,
     FutureState,
 )
-from celeriac.protocol import Message, nbytes
+from celeriac.protocol import Message, Payload, nbytes
 from celeriac.serialize import FunctionCache, dumps, dumps_plain
 
 log = logging.getLogger("celeriac.client")
@@ -173,7 +173,7 @@ class Client:
         else:
             args, kwargs = refs.replace((args, kwargs), lambda obj: self._to_ref(obj, deps))
             arguments = dumps((args, kwargs))
-        payloads = [[self._functions.dumps(fn)], arguments]
+        payloads: list[Payload] = [[self._functions.dumps(fn)], arguments]
         size = sum(nbytes(frame) for payload in payloads for frame in payload)
         if size > self._conn.max_message_bytes:
             raise ValueError(
@@ -245,11 +245,13 @@ class Client:
 
     def scheduler_info(self, timeout: float | None = None) -> dict[str, Any]:
         """Counts of tasks by state, workers and queues, as the scheduler sees them."""
-        return self._request("info", {}, timeout)["info"]  # type: ignore[no-any-return]
+        info: dict[str, Any] = self._request("info", {}, timeout)["info"]
+        return info
 
     def status(self, keys: list[str], timeout: float | None = None) -> dict[str, str]:
         """Celery-style status of each key (``PENDING`` ... ``UNKNOWN``)."""
-        return self._request("status", {"keys": keys}, timeout)["states"]  # type: ignore
+        states: dict[str, str] = self._request("status", {"keys": keys}, timeout)["states"]
+        return states
 
     def _request(self, op: str, fields: dict[str, Any], timeout: float | None) -> Message:
         """Send a message that carries a request id; wait for the reply with that id."""

@@ -101,7 +101,7 @@ class Connection:
         next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL
         try:
             while not self._closing:
-                ready = dict(poller.poll(1000 * HEARTBEAT_INTERVAL))
+                ready = dict(poller.poll(int(1000 * HEARTBEAT_INTERVAL)))
                 if socket in ready:
                     self._read_available()
                 self._waker.clear()
@@ -153,7 +153,7 @@ class Connection:
         if self._before_flush is not None:
             self._outbox.extend(self._before_flush())
         while self._outbox:
-            batch = []
+            batch: list[Message] = []
             while self._outbox and len(batch) < BATCH:
                 batch.append(self._outbox.popleft())
             self._send(batch)

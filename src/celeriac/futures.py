@@ -155,7 +155,8 @@ class Future(Generic[R]):
         state = self._wait(timeout)
         if state.status != FINISHED:
             raise state.exception()
-        return state.value()  # type: ignore[no-any-return]
+        value: R = state.value()
+        return value
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         state = self._wait(timeout)

@@ -231,10 +231,9 @@ def validate(head: Any) -> Message:
     if type(head) is not dict:
         raise ProtocolError("each message must be a map")
     op = head.get("op")
-    schema = SCHEMAS.get(op) if type(op) is str else None
-    if schema is None:
+    if type(op) is not str or op not in SCHEMAS:
         raise ProtocolError(f"unknown op {op!r}")
-    required, optional, npayloads = schema
+    required, optional, npayloads = SCHEMAS[op]
     fields = {}
     for name, value in head.items():
         if name == "op" or name == "p":

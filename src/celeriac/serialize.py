@@ -16,6 +16,7 @@ import threading
 import traceback
 import weakref
 from collections import OrderedDict
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
@@ -78,7 +79,7 @@ def dumps_plain(obj: Any) -> list[Frame]:
     return [pickle.dumps(obj, protocol=5)]
 
 
-def loads(payload: list[Frame] | tuple[Frame, ...]) -> Any:
+def loads(payload: Sequence[Frame]) -> Any:
     """Inverse of :func:`dumps`; frames may be bytes, memoryviews or zmq Frames."""
     if not payload:
         raise SerializationError("empty payload")
@@ -159,7 +160,7 @@ def dumps_exception(exc: BaseException) -> list[Frame]:
         return dumps((fallback, None))
 
 
-def loads_exception(payload: list[Frame] | tuple[Frame, ...]) -> BaseException:
+def loads_exception(payload: Sequence[Frame]) -> BaseException:
     """The exception from :func:`dumps_exception`, with its remote traceback attached."""
     exc, tb = loads(payload)
     if tb is not None:

@@ -71,7 +71,7 @@ class SchedulerServer:
         try:
             while self._running:
                 deadline = min(next_tick, self.state.next_deadline() or next_tick)
-                if poller.poll(max(0.0, deadline - time.time()) * 1000):
+                if poller.poll(int(max(0.0, deadline - time.time()) * 1000)):
                     self._send(self._read_available())
                 now = time.time()
                 if now >= deadline:

@@ -123,7 +123,7 @@ class WorkerProcess:
         handed_back = False
         while True:
             wake_at = min(next_heartbeat, self._soft_limits.next_deadline() or next_heartbeat)
-            ready = dict(poller.poll(max(0.0, wake_at - time.monotonic()) * 1000))
+            ready = dict(poller.poll(int(max(0.0, wake_at - time.monotonic()) * 1000)))
             if socket in ready:
                 self._read_available(socket)
             self._waker.clear()
