@@ -121,3 +121,12 @@ def cleanup_on_soft_limit(seconds: float) -> str:
 
 def total_of(values: list[int]) -> int:
     return sum(values)
+
+
+def record_request_id(path: str) -> str:
+    """Append the running task's id: a periodic run's id names its tick."""
+    from celeriac.context import current_request
+
+    request = current_request()
+    assert request is not None
+    return str(record(path, request.id))

@@ -19,6 +19,7 @@ from celeriac.errors import (
 )
 from celeriac.futures import Future, as_completed, fire_and_forget, wait
 from celeriac.result import AsyncResult, GroupResult
+from celeriac.schedules import at, crontab, every
 from celeriac.serialize import RemoteError, SerializationError
 
 __version__ = "0.1.0"
@@ -45,8 +46,11 @@ __all__ = [
     "TimeLimitExceeded",
     "TimeoutError",
     "as_completed",
+    "at",
     "chain",
     "chord",
+    "crontab",
+    "every",
     "fire_and_forget",
     "group",
     "wait",

@@ -6,6 +6,7 @@ import ipaddress
 import re
 
 DEFAULT_PORT = 8786
+DEFAULT_ADDRESS = f"tcp://127.0.0.1:{DEFAULT_PORT}"
 
 _TCP = re.compile(r"^tcp://(?P<host>\[[^\]]+\]|[^:/\s]+):(?P<port>\d{1,5})$")
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 import cloudpickle
 
-from celeriac.addresses import DEFAULT_PORT, normalize
+from celeriac.addresses import DEFAULT_ADDRESS, normalize
 from celeriac.context import TaskRequest, current_request
 from celeriac.errors import Retry
 from celeriac.protocol import Message
@@ -32,11 +32,11 @@ if TYPE_CHECKING:
     from celeriac.canvas import Signature
     from celeriac.client import Client
     from celeriac.result import AsyncResult
+    from celeriac.schedules import Schedule
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-DEFAULT_ADDRESS = f"tcp://127.0.0.1:{DEFAULT_PORT}"
 ONE_DAY = 86400.0
 
 
@@ -116,6 +116,29 @@ class App:
             return task
 
         return register(fn) if fn is not None else register
+
+    def add_periodic_task(
+        self,
+        schedule: Schedule,
+        signature: Signature[Any],
+        name: str | None = None,
+        *,
+        misfire: str = "skip",
+        grace: float = 1.0,
+        allow_overlap: bool = False,
+    ) -> str:
+        """Have the scheduler run ``signature`` on ``schedule``; the same name updates it.
+
+        ``misfire`` says what to do with runs missed while the scheduler was
+        down: ``skip`` (default), ``run_once`` (coalesce) or ``catch_up``; a
+        run up to ``grace`` seconds late still counts as on time.  A tick is
+        skipped while the previous run is still going, unless ``allow_overlap``.
+        """
+        name = name or signature.task.name
+        submit = signature.message()
+        submit.fields["key"] = name
+        self.client._set_periodic(submit, schedule, misfire, grace, allow_overlap)
+        return name
 
     def AsyncResult(self, task_id: str) -> AsyncResult[Any]:
         from celeriac.result import AsyncResult

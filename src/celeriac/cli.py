@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import signal
 import sys
+import time
 
-from celeriac.addresses import DEFAULT_PORT
+from celeriac.addresses import DEFAULT_ADDRESS, DEFAULT_PORT
 
 log = logging.getLogger("celeriac")
 
@@ -35,7 +38,29 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common()
     _add_scheduler(commands, common)
     _add_worker(commands, common)
+    _add_periodic(commands, common)
     return parser
+
+
+def _add_periodic(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = commands.add_parser(
+        "periodic",
+        parents=[common],
+        help="list and manage periodic jobs",
+        description="List the scheduler's periodic jobs, or pause, resume, remove or run one now.",
+    )
+    p.add_argument(
+        "action", choices=["list", "pause", "resume", "remove", "run-now"], help="what to do"
+    )
+    p.add_argument("name", nargs="?", help="the job (all actions but list)")
+    p.add_argument(
+        "--scheduler",
+        default=os.environ.get("CELERIAC_ADDRESS", DEFAULT_ADDRESS),
+        help="scheduler address (default: $CELERIAC_ADDRESS or %(default)s)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the scheduler")
+    p.set_defaults(run=run_periodic)
 
 
 def _add_scheduler(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -78,6 +103,11 @@ def _add_scheduler(commands: argparse._SubParsersAction, common: argparse.Argume
         type=int,
         default=1 << 30,
         help="largest message accepted, in bytes",
+    )
+    p.add_argument(
+        "--schedule",
+        metavar="TOML",
+        help="file of periodic jobs to install at start (see docs/periodic.md)",
     )
     p.set_defaults(run=run_scheduler)
 
@@ -140,6 +170,15 @@ def run_scheduler(args: argparse.Namespace) -> int:
     except Exception as exc:  # e.g. address in use
         log.error("cannot start the scheduler on %s:%s: %s", args.host, args.port, exc)
         return 1
+    if args.schedule:
+        from celeriac.schedule_file import load_schedule_file
+
+        try:
+            server.state.load_periodic(load_schedule_file(args.schedule), time.time())
+        except ValueError as exc:
+            log.error("%s", exc)
+            server.close()
+            return 2
     _on_stop_signals(server.stop)
     log.info("scheduler listening at %s", server.address)
     print(f"{LISTENING}{server.address}", flush=True)
@@ -170,6 +209,35 @@ def run_worker(args: argparse.Namespace) -> int:
     supervisor = Supervisor(options, exit_with_parent=args.exit_with_parent)
     _on_stop_signals(supervisor.request_stop)
     return supervisor.run()
+
+
+def run_periodic(args: argparse.Namespace) -> int:
+    from celeriac.client import Client
+    from celeriac.errors import SchedulerUnavailable
+
+    if args.action != "list" and not args.name:
+        log.error("periodic %s needs a job name", args.action)
+        return 2
+    try:
+        with Client(args.scheduler, timeout=args.timeout) as client:
+            jobs = client.periodic(args.action, args.name)
+    except SchedulerUnavailable as exc:
+        log.error("%s", exc)
+        return 1
+    except LookupError as exc:
+        log.error("%s", exc)
+        return 2
+    if args.json:
+        print(json.dumps(jobs, indent=2))
+    else:
+        print(_table(jobs, ["name", "schedule", "next_run", "last_run", "last_status", "paused"]))
+    return 0
+
+
+def _table(rows: list[dict[str, object]], columns: list[str]) -> str:
+    cells = [columns] + [[str(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells)
 
 
 def _on_stop_signals(stop: object) -> None:

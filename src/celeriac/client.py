@@ -26,6 +26,7 @@ from celeriac.futures import (
     FutureState,
 )
 from celeriac.protocol import Message, Payload, nbytes
+from celeriac.schedules import Schedule
 from celeriac.serialize import FunctionCache, dumps, dumps_plain
 
 log = logging.getLogger("celeriac.client")
@@ -155,6 +156,7 @@ class Client:
         return self._new_future(key), self._task_message(fn, args, kwargs, key, name, fields)
 
     def _new_key(self, name: str) -> str:
+        self._check_fork()  # a forked child must not reuse its parent's key sequence
         return f"{name}-{self._key_prefix}{next(self._key_counter):x}"
 
     def _task_message(
@@ -189,7 +191,8 @@ class Client:
         even if this process exits.
         """
         self._check_fork()
-        waiter = _AckWaiter({m.fields["key"] for m in messages})
+        # a task is acknowledged by its key, a periodic job by its name
+        waiter = _AckWaiter({m.fields.get("key") or m.fields["name"] for m in messages})
         with self._lock:
             for key in waiter.pending:
                 self._ack_waiters.setdefault(key, []).append(waiter)
@@ -202,6 +205,61 @@ class Client:
                 f"the scheduler at {self.address} did not accept {len(waiter.pending)} "
                 f"task(s) within {timeout:g} s"
             )
+
+    # -- periodic jobs ------------------------------------------------------------
+
+    def add_periodic_task(
+        self,
+        schedule: Schedule,
+        fn: Callable[..., Any],
+        *args: Any,
+        name: str | None = None,
+        misfire: str = "skip",
+        grace: float = 1.0,
+        allow_overlap: bool = False,
+        queue: str = "default",
+        priority: int = 0,
+        retries: int = 0,
+        **kwargs: Any,
+    ) -> str:
+        """Run ``fn(*args, **kwargs)`` on ``schedule`` (``every``, ``crontab``, ``at``).
+
+        The scheduler runs it: no beat process.  The same ``name`` again
+        updates the job.  Returns the job's name.
+        """
+        name = name or str(getattr(fn, "__name__", "job"))
+        fields = {"priority": priority, "retries": retries, "queue": queue}
+        submit = self._task_message(fn, args, kwargs, name, name, fields)
+        self._set_periodic(submit, schedule, misfire, grace, allow_overlap)
+        return name
+
+    def periodic(self, action: str = "list", name: str | None = None) -> list[dict[str, Any]]:
+        """Periodic jobs: ``list``, or ``pause``/``resume``/``remove``/``run-now`` one by name."""
+        fields: dict[str, Any] = {"action": action}
+        if name is not None:
+            fields["name"] = name
+        reply = self._request("periodic", fields, None)
+        if "error" in reply.fields:
+            raise LookupError(reply["error"])
+        jobs: list[dict[str, Any]] = reply["jobs"]
+        return jobs
+
+    def _set_periodic(
+        self, submit: Message, schedule: Schedule, misfire: str, grace: float, overlap: bool
+    ) -> None:
+        """Turn a submit message into a periodic job; wait until the scheduler has it."""
+        reserved = ("key", "name", "deps", "detached", "ack")
+        options = {k: v for k, v in submit.fields.items() if k not in reserved}
+        fields = {
+            "name": submit.fields["key"],
+            "schedule": schedule.to_dict(),
+            "options": options,
+            "misfire": misfire,
+            "grace": float(grace),
+            "allow_overlap": overlap,
+            "ack": True,
+        }
+        self._submit_detached([Message("periodic-set", fields, submit.payloads)], self.timeout)
 
     def _to_ref(self, obj: Any, deps: dict[str, None]) -> Any:
         if isinstance(obj, refs.TaskRef):  # placed by the canvas: already a reference
@@ -348,7 +406,7 @@ class Client:
             state = self._states.get(msg["key"])
             if state is not None:
                 _KEYED[msg.op](state, msg)
-        elif msg.op in ("info-reply", "status-reply"):
+        elif msg.op in ("info-reply", "status-reply", "periodic-reply"):
             with self._replies_ready:
                 self._replies[msg["rid"]] = msg
                 self._replies_ready.notify_all()

@@ -101,6 +101,19 @@ SCHEMAS: dict[str, tuple[dict[str, Any], dict[str, Any], int | None]] = {
     "fetch": ({"key": _STR}, {}, 0),
     "cancel": ({"key": _STR}, {}, 0),
     "info": ({"rid": _INT}, {}, 0),
+    "periodic-set": (
+        {
+            "name": _STR,
+            "schedule": _DICT,
+            "options": _DICT,
+            "misfire": _STR,
+            "grace": _NUM,
+            "allow_overlap": _BOOL,
+        },
+        {"ack": _BOOL},
+        2,
+    ),
+    "periodic": ({"rid": _INT, "action": _STR}, {"name": _STR}, 0),
     "goodbye": ({}, {}, 0),
     # supervisor (connected as a client) -> scheduler
     "worker-died": ({"worker": _STR, "reason": _STR}, {"key": _STR}, 0),
@@ -132,6 +145,7 @@ SCHEMAS: dict[str, tuple[dict[str, Any], dict[str, Any], int | None]] = {
     "accepted": ({"key": _STR}, {}, 0),
     "status-reply": ({"rid": _INT, "states": _DICT}, {}, 0),
     "info-reply": ({"rid": _INT, "info": _DICT}, {}, 0),
+    "periodic-reply": ({"rid": _INT}, {"jobs": _LIST, "error": _STR}, 0),
     "error": ({"text": _STR}, {"key": _STR, "about": _STR}, 0),
     # scheduler -> worker
     "run": (
@@ -248,6 +262,16 @@ def validate(head: Any) -> Message:
             raise ProtocolError(f"{op!r} is missing field {name!r}")
     _check_payload_layout(op, head.get("p", []), npayloads)
     return Message(op, fields)
+
+
+def check_task_options(options: dict[str, Any]) -> None:
+    """Validate the per-run submit fields a periodic job carries."""
+    _, optional, _ = SCHEMAS["submit"]
+    allowed = {"priority": _INT, "retries": _INT, "queue": _STR, **optional}
+    for name, value in options.items():
+        if name in ("key", "deps", "detached", "ack") or name not in allowed:
+            raise ProtocolError(f"periodic job option {name!r} is not allowed")
+        _check_type("periodic-set", name, value, allowed[name])
 
 
 def _check_type(op: str, name: str, value: Any, kind: Any) -> None:

@@ -69,3 +69,32 @@ def replace(obj: Any, swap: Callable[[Any], Any]) -> Any:
 def resolve(obj: Any, values: Mapping[str, Any]) -> Any:
     """Replace each :class:`TaskRef` in ``obj`` with its value."""
     return replace(obj, lambda o: values[o.key] if type(o) is TaskRef else KEEP)
+
+
+def import_callable(path: str) -> Any:
+    """``"package.module:function"`` (or ``package.module.function``) -> the object."""
+    import importlib
+
+    module_name, _, attribute = path.partition(":") if ":" in path else path.rpartition(".")
+    if not module_name or not attribute:
+        raise ValueError(f"{path!r} must look like 'package.module:function'")
+    target: Any = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        target = getattr(target, part)
+    return target
+
+
+class CallableRef:
+    """A function named by its import path; it pickles as "import this on the worker".
+
+    Lets the scheduler build a task from a schedule file without importing
+    user code itself.
+    """
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Callable[[str], Any], tuple[str]]:
+        return import_callable, (self.path,)

@@ -19,7 +19,8 @@ import random
 from collections.abc import Iterable
 from typing import Any
 
-from celeriac.protocol import VERSION, Message, Payload, nbytes
+from celeriac.protocol import VERSION, Message, Payload, ProtocolError, nbytes
+from celeriac.scheduler.periodic import PeriodicJobs
 from celeriac.scheduler.policies import RateLimits, backoff_delay, parse_rate
 from celeriac.scheduler.queues import ReadyQueues
 from celeriac.scheduler.records import (
@@ -66,6 +67,9 @@ class SchedulerState:
         self.revoked: dict[str, float] = {}  # ids revoked before we knew them -> until
         self._ready = ReadyQueues(self._is_queued)
         self._timers = TimerQueue()
+        self.periodic = PeriodicJobs(
+            self._timers, self._enqueue_periodic_run, lambda key: self.tasks.get(key)
+        )
         self._rates = RateLimits()
         self._rng = random.Random(self.config.seed)
         self._seq = itertools.count()
@@ -99,6 +103,12 @@ class SchedulerState:
             self._remove_client(client)
         return self._flush()
 
+    def load_periodic(self, messages: Iterable[Message], now: float) -> None:
+        """Install periodic jobs from configuration (``periodic-set`` messages)."""
+        self._now = now
+        for msg in messages:
+            self.periodic.set(msg, now)
+
     def next_deadline(self) -> float | None:
         """When the earliest timer is due: the server need not tick before then."""
         return self._timers.next_deadline()
@@ -124,6 +134,7 @@ class SchedulerState:
             ],
             "clients": len(self.clients),
             "timers": len(self._timers),
+            "periodic": self.periodic.describe(),
             "counters": dict(self.counters),
         }
 
@@ -297,6 +308,32 @@ class SchedulerState:
     def _on_status(self, client: Client, msg: Message) -> None:
         states = {key: public_status(self.tasks.get(key)) for key in msg["keys"]}
         self._send(client.id, "status-reply", rid=msg["rid"], states=states)
+
+    def _on_periodic_set(self, client: Client, msg: Message) -> None:
+        try:
+            self.periodic.set(msg, self._now)
+        except (ValueError, ProtocolError) as exc:
+            self._reject(client.id, msg, str(exc))
+            return
+        if msg.get("ack", False):
+            self._send(client.id, "accepted", key=msg["name"])
+
+    def _on_periodic(self, client: Client, msg: Message) -> None:
+        try:
+            jobs = self.periodic.act(msg["action"], msg.get("name"), self._now)
+        except LookupError as exc:
+            self._send(client.id, "periodic-reply", rid=msg["rid"], error=str(exc.args[0]))
+            return
+        self._send(client.id, "periodic-reply", rid=msg["rid"], jobs=jobs)
+
+    def _enqueue_periodic_run(self, submit: Message) -> bool:
+        """Enqueue one run of a periodic job; False if that tick is already enqueued."""
+        if submit.fields["key"] in self.tasks:
+            return False
+        task = self._new_task(submit)
+        self._want(None, task)
+        self._link_dependencies(task)
+        return True
 
     def _on_info(self, client: Client, msg: Message) -> None:
         self._send(client.id, "info-reply", rid=msg["rid"], info=self.info())
@@ -506,6 +543,9 @@ class SchedulerState:
             if self.revoked.get(key, now + 1) <= now:
                 del self.revoked[key]
             return
+        if kind == "periodic":
+            self.periodic.fire(key, now)
+            return
         task = self.tasks.get(key)
         if task is None:
             return
@@ -591,6 +631,7 @@ class SchedulerState:
 
     def _finished(self, task: Task) -> None:
         task.wanted_by.discard(DETACHED)
+        self.periodic.run_finished(task)
         if task.result_ttl is not None and not task.ignore_result:
             task.keep_until = self._now + task.result_ttl
             self._timers.add(task.keep_until, task.key, "forget")
@@ -746,6 +787,8 @@ _CLIENT_HANDLERS = {
     "forget": SchedulerState._on_forget,
     "status": SchedulerState._on_status,
     "info": SchedulerState._on_info,
+    "periodic-set": SchedulerState._on_periodic_set,
+    "periodic": SchedulerState._on_periodic,
     "goodbye": SchedulerState._on_goodbye,
     "heartbeat": SchedulerState._on_client_heartbeat,
     "worker-died": SchedulerState._on_worker_died,

@@ -1,0 +1,241 @@
+"""Periodic jobs: which runs are due, as pure functions of a job and a time.
+
+The scheduler owns the schedule (no separate beat process): each due run
+becomes an ordinary task whose id is ``periodic:<job>:<scheduled time>``, so
+the same tick can never be enqueued twice, even across a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from celeriac.protocol import Message, Payload, check_task_options
+from celeriac.scheduler.records import Task, public_status
+from celeriac.scheduler.timers import TimerQueue
+from celeriac.schedules import Schedule, next_run, schedule_from_dict
+
+log = logging.getLogger("celeriac.scheduler")
+
+MISFIRE_POLICIES = ("skip", "run_once", "catch_up")
+#: Most runs one catch-up may enqueue, so a long outage cannot flood the queues.
+MAX_CATCH_UP = 1000
+
+
+@dataclass
+class PeriodicJob:
+    name: str
+    schedule: Schedule
+    function: Payload
+    args: Payload
+    #: Submit fields for each run (queue, priority, retries, options).
+    options: dict[str, Any]
+    misfire: str = "skip"
+    grace: float = 1.0  # seconds late a run may start and still count as on time
+    allow_overlap: bool = False
+    paused: bool = False
+    next_run: float | None = None
+    last_run: float | None = None  # scheduled time of the last run enqueued
+    last_key: str | None = None
+    last_status: str | None = None
+    runs: int = 0
+    skipped: int = 0
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "schedule": str(self.schedule),
+            "next_run": _iso(self.next_run),
+            "last_run": _iso(self.last_run),
+            "last_status": self.last_status,
+            "last_id": self.last_key,
+            "paused": self.paused,
+            "runs": self.runs,
+            "skipped": self.skipped,
+            "misfire": self.misfire,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything needed to rebuild the job (msgpack-friendly): what the journal stores."""
+        return {
+            "name": self.name,
+            "schedule": self.schedule.to_dict(),
+            "function": [bytes(f) for f in self.function],
+            "args": [bytes(f) for f in self.args],
+            "options": self.options,
+            "misfire": self.misfire,
+            "grace": self.grace,
+            "allow_overlap": self.allow_overlap,
+            "paused": self.paused,
+            "next_run": self.next_run,
+            "last_run": self.last_run,
+            "last_key": self.last_key,
+            "last_status": self.last_status,
+            "runs": self.runs,
+            "skipped": self.skipped,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PeriodicJob:
+        fields = dict(data)
+        fields["schedule"] = schedule_from_dict(fields["schedule"])
+        return cls(**fields)
+
+
+class PeriodicJobs:
+    """The scheduler's periodic jobs.
+
+    It decides which runs are due; the scheduler state gives it a timer queue
+    to wake it, ``enqueue`` to turn a run into a task, and ``lookup`` to read
+    a run's state.
+    """
+
+    def __init__(
+        self,
+        timers: TimerQueue,
+        enqueue: Callable[[Message], bool],
+        lookup: Callable[[str], Task | None],
+    ) -> None:
+        self.jobs: dict[str, PeriodicJob] = {}
+        self._timers = timers
+        self._enqueue = enqueue
+        self._lookup = lookup
+        self._run_of: dict[str, str] = {}  # key of a run -> its job's name
+
+    def set(self, msg: Message, now: float) -> PeriodicJob:
+        """Add or update a job from a ``periodic-set`` message; ValueError if invalid."""
+        schedule = schedule_from_dict(msg["schedule"])
+        check_task_options(msg["options"])
+        if msg["misfire"] not in MISFIRE_POLICIES:
+            raise ValueError(f"misfire must be one of {', '.join(MISFIRE_POLICIES)}")
+        job = PeriodicJob(
+            msg["name"],
+            schedule,
+            msg.payloads[0],
+            msg.payloads[1],
+            msg["options"],
+            misfire=msg["misfire"],
+            grace=msg["grace"],
+            allow_overlap=msg["allow_overlap"],
+        )
+        old = self.jobs.get(job.name)
+        if old is not None:  # an update keeps the job's history
+            job.paused, job.last_run, job.last_key = old.paused, old.last_run, old.last_key
+            job.last_status, job.runs, job.skipped = old.last_status, old.runs, old.skipped
+            if old.schedule == schedule:
+                job.next_run = old.next_run
+        self.jobs[job.name] = job
+        if job.next_run is None:
+            self._reschedule(job, max(now, job.last_run or 0.0))
+        elif not job.paused:
+            self._timers.add(job.next_run, job.name, "periodic")
+        log.info("periodic job %s: %s, next run %s", job.name, schedule, _iso(job.next_run))
+        return job
+
+    def act(self, action: str, name: str | None, now: float) -> list[dict[str, Any]]:
+        """``list``, ``pause``, ``resume``, ``remove`` or ``run-now``; LookupError if unknown."""
+        job = self.jobs.get(name) if name is not None else None
+        if action != "list" and job is None:
+            raise LookupError(f"no periodic job named {name!r}")
+        if action == "pause" and job is not None:
+            job.paused = True
+        elif action == "resume" and job is not None and job.paused:
+            job.paused = False
+            self._reschedule(job, now)  # no catch-up for time spent paused
+        elif action == "remove" and job is not None:
+            del self.jobs[job.name]
+        elif action == "run-now" and job is not None:
+            self._run(job, now, suffix=":manual")
+        elif action not in ("list", "resume"):
+            raise LookupError(f"unknown action {action!r}")
+        return self.describe()
+
+    def fire(self, name: str, now: float) -> None:
+        """A job's timer went off: enqueue what is due under its misfire policy."""
+        job = self.jobs.get(name)
+        if job is None or job.paused or job.next_run is None or job.next_run > now:
+            return  # removed, paused, or a stale timer
+        chosen, job.next_run = due_runs(job, now)
+        for when in chosen:
+            self._run(job, when)
+        if job.next_run is not None:
+            self._timers.add(job.next_run, job.name, "periodic")
+
+    def run_finished(self, task: Task) -> None:
+        name = self._run_of.pop(task.key, None)
+        if name is not None and name in self.jobs:
+            self.jobs[name].last_status = public_status(task)
+
+    def describe(self) -> list[dict[str, Any]]:
+        for job in self.jobs.values():
+            last = self._lookup(job.last_key) if job.last_key else None
+            if last is not None:
+                job.last_status = public_status(last)
+        return [job.describe() for job in self.jobs.values()]
+
+    def _reschedule(self, job: PeriodicJob, after: float) -> None:
+        job.next_run = first_run(job.schedule, after)
+        if job.next_run is not None and not job.paused:
+            self._timers.add(job.next_run, job.name, "periodic")
+
+    def _run(self, job: PeriodicJob, when: float, suffix: str = "") -> None:
+        key = run_key(job.name, when) + suffix
+        previous = self._lookup(job.last_key) if job.last_key else None
+        if not job.allow_overlap and previous is not None and not previous.state.finished:
+            job.skipped += 1
+            log.info("periodic job %s: skipping a run, the previous one is still going", job.name)
+            return
+        fields = {"priority": 0, "retries": 0, "queue": "default", **job.options}
+        fields.update(key=key, name=job.name, deps=[], detached=True)
+        if self._enqueue(Message("submit", fields, [job.function, job.args])):
+            self._run_of[key] = job.name
+            job.last_run, job.last_key, job.runs = when, key, job.runs + 1
+
+
+def first_run(schedule: Schedule, now: float) -> float | None:
+    """The first scheduled time strictly after ``now``."""
+    return _next(schedule, now)
+
+
+def due_runs(job: PeriodicJob, now: float) -> tuple[list[float], float | None]:
+    """The scheduled times to enqueue at ``now``, and the next time after ``now``.
+
+    Runs later than ``grace`` are *missed*: ``skip`` drops them, ``run_once``
+    coalesces everything due into one run (the latest), ``catch_up`` runs
+    each (up to :data:`MAX_CATCH_UP`).
+    """
+    due: list[float] = []
+    when = job.next_run
+    while when is not None and when <= now and len(due) < MAX_CATCH_UP:
+        due.append(when)
+        when = _next(job.schedule, when)
+    while when is not None and when <= now:  # beyond the cap: skip ahead
+        when = _next(job.schedule, when)
+    if not due:
+        return [], when
+    on_time = [t for t in due if now - t <= job.grace]
+    if job.misfire == "catch_up":
+        chosen = due
+    elif job.misfire == "run_once":
+        chosen = due[-1:]
+    else:
+        chosen = on_time
+    return chosen, when
+
+
+def run_key(name: str, when: float) -> str:
+    return f"periodic:{name}:{_iso(when)}"
+
+
+def _next(schedule: Schedule, after: float) -> float | None:
+    result = next_run(schedule, datetime.fromtimestamp(after, UTC))
+    return result.timestamp() if result is not None else None
+
+
+def _iso(when: float | None) -> str | None:
+    if when is None:
+        return None
+    return datetime.fromtimestamp(when, UTC).isoformat(timespec="microseconds")
