@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -16,6 +17,9 @@ from celeriac import Client, LocalCluster
 
 # Workers cannot import modules from tests/, so these functions travel by value.
 cloudpickle.register_pickle_by_value(tasks_for_tests)
+
+# Schedulers started by tests keep their default journals here, not in $HOME.
+os.environ.setdefault("XDG_STATE_HOME", tempfile.mkdtemp(prefix="celeriac-test-state-"))
 
 #: Short timeouts so fault tests detect a dead worker in about a second.
 FAST_SCHEDULER = ("--worker-timeout", "1.0", "--heartbeat-interval", "0.1")

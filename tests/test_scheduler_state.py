@@ -570,10 +570,13 @@ def test_worker_goodbye_requeues_without_counting_kills(sim: Sim) -> None:
     assert sim(W2, done("b")) == [inline_result(C, "b"), run(W2, "a")]
 
 
-def test_worker_hello_again_starts_over(sim: Sim) -> None:
+def test_repeated_worker_hello_keeps_its_assignments(sim: Sim) -> None:
+    # A worker that thought we forgot it says hello again; it still runs "a",
+    # so re-sending "a" would run it twice.
     sim.add_worker(W1)
     sim(C, submit("a"))
-    assert sim.add_worker(W1) == [run(W1, "a")]  # resent: the old assignment is void
+    assert sim.add_worker(W1) == []
+    assert list(sim.state.workers[W1].assigned) == ["a"]
     assert sim.state.tasks["a"].kills == 0
 
 

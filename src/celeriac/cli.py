@@ -9,8 +9,12 @@ import os
 import signal
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from celeriac.addresses import DEFAULT_ADDRESS, DEFAULT_PORT
+
+if TYPE_CHECKING:
+    from celeriac.scheduler.journal import Journal
 
 log = logging.getLogger("celeriac")
 
@@ -104,6 +108,24 @@ def _add_scheduler(commands: argparse._SubParsersAction, common: argparse.Argume
         default=1 << 30,
         help="largest message accepted, in bytes",
     )
+    journal = p.add_mutually_exclusive_group()
+    journal.add_argument(
+        "--journal",
+        metavar="PATH",
+        help="SQLite journal of accepted work, recovered on restart "
+        "(default: $XDG_STATE_HOME/celeriac/scheduler-PORT.sqlite3)",
+    )
+    journal.add_argument(
+        "--no-journal",
+        action="store_true",
+        help="keep everything in memory only: a restart loses queued work",
+    )
+    p.add_argument(
+        "--fsync",
+        choices=["always", "batch", "never"],
+        default="batch",
+        help="when journal commits reach the disk (see docs/reliability.md)",
+    )
     p.add_argument(
         "--schedule",
         metavar="TOML",
@@ -157,12 +179,14 @@ def run_scheduler(args: argparse.Namespace) -> int:
         max_message_bytes=args.max_message_size,
     )
     try:
+        journal = _open_journal(args)
         server = SchedulerServer(
             args.host,
             args.port,
             config,
             insecure=args.insecure,
             exit_with_parent=args.exit_with_parent,
+            journal=journal,
         )
     except InsecureBindError as exc:
         log.error("%s", exc)
@@ -185,6 +209,21 @@ def run_scheduler(args: argparse.Namespace) -> int:
     server.serve_forever()
     log.info("scheduler stopped")
     return 0
+
+
+def _open_journal(args: argparse.Namespace) -> Journal | None:
+    from celeriac.scheduler.journal import Journal, default_path
+
+    if args.no_journal:
+        return None
+    if args.journal:
+        path = args.journal
+    elif args.port == 0:
+        return None  # an ephemeral port has no stable identity to recover under
+    else:
+        path = default_path(args.port)
+    log.info("journal at %s (fsync %s)", path, args.fsync)
+    return Journal(path, args.fsync)
 
 
 def run_worker(args: argparse.Namespace) -> int:

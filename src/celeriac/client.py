@@ -84,6 +84,7 @@ class Client:
         self._replies: dict[int, Message] = {}
         self._replies_ready = threading.Condition(self._lock)
         self._ack_waiters: dict[str, list[_AckWaiter]] = {}
+        self._unacked: dict[str, Message] = {}  # sent, not yet accepted: resent after a restart
         self._rids = itertools.count()
         self._releases: deque[str] = deque()
         self._conn = Connection(self.address, self._on_message, self._pending_releases)
@@ -192,15 +193,18 @@ class Client:
         """
         self._check_fork()
         # a task is acknowledged by its key, a periodic job by its name
-        waiter = _AckWaiter({m.fields.get("key") or m.fields["name"] for m in messages})
+        by_key = {m.fields.get("key") or m.fields["name"]: m for m in messages}
+        waiter = _AckWaiter(set(by_key))
         with self._lock:
             for key in waiter.pending:
                 self._ack_waiters.setdefault(key, []).append(waiter)
+            self._unacked.update(by_key)
         self._conn.send_many(messages)
         if not waiter.event.wait(timeout):
             with self._lock:
                 for key in waiter.pending:
                     self._ack_waiters.pop(key, None)
+                    self._unacked.pop(key, None)
             raise SchedulerUnavailable(
                 f"the scheduler at {self.address} did not accept {len(waiter.pending)} "
                 f"task(s) within {timeout:g} s"
@@ -413,18 +417,32 @@ class Client:
         elif msg.op == "accepted":
             with self._lock:
                 waiters = self._ack_waiters.pop(msg["key"], [])
+                self._unacked.pop(msg["key"], None)
             for waiter in waiters:
                 waiter.accepted(msg["key"])
         elif msg.op == "reregister":
-            self._fail_pending("the scheduler restarted and lost this task")
+            self._after_scheduler_restart()
         elif msg.op == "error":
             log.error("scheduler error: %s", msg["text"])
 
-    def _fail_pending(self, why: str) -> None:
+    def _after_scheduler_restart(self) -> None:
+        """The scheduler forgot us: resend what it may not have, ask again for the rest.
+
+        Unacknowledged detached submissions are sent again (idempotent by
+        key).  Every pending future asks for its key again: a journaled task
+        answers when it finishes; anything else fails at once with
+        ``FutureLostError`` instead of hanging.
+        """
         with self._lock:
-            pending = [s for s in self._states.values() if s.status == PENDING]
-        for state in pending:
-            state.finish(LOST, error=("lost", why, ()))
+            unacked = list(self._unacked.values())
+            pending = [key for key, s in self._states.items() if s.status == PENDING]
+        log.warning(
+            "scheduler restarted: resending %d submissions, re-asking for %d results",
+            len(unacked),
+            len(pending),
+        )
+        self._conn.send_many(unacked)
+        self._conn.send_many(Message("want", {"key": key}) for key in pending)
 
 
 _SKIPPED = object()

@@ -48,6 +48,7 @@ class Connection:
         self._closing = False
         self._welcome = threading.Event()
         self._refusal: str | None = None
+        self._registering = True  # hello sent, no welcome yet
         self.max_message_bytes = protocol.DEFAULT_MAX_MESSAGE_BYTES
         try:
             self._socket.connect(address)
@@ -134,12 +135,16 @@ class Connection:
 
     def _dispatch(self, msg: Message) -> None:
         if msg.op == "welcome":
+            self._registering = False
             self.max_message_bytes = msg.get("max_message_bytes", self.max_message_bytes)
             self._welcome.set()
         elif msg.op == "error" and msg.get("about") == "hello-client":
             self._refusal = msg["text"]
             self._welcome.set()
         elif msg.op == "reregister":
+            if self._registering:
+                return  # one answer per restart, however many queued messages drew one
+            self._registering = True
             log.warning("the scheduler does not know this client (restarted?); reconnecting")
             self._send([Message("hello-client", {"version": protocol.VERSION})])
             self._on_message(msg)

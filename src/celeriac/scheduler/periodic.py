@@ -98,11 +98,13 @@ class PeriodicJobs:
         timers: TimerQueue,
         enqueue: Callable[[Message], bool],
         lookup: Callable[[str], Task | None],
+        journal: Callable[[str, PeriodicJob | None], None],
     ) -> None:
         self.jobs: dict[str, PeriodicJob] = {}
         self._timers = timers
         self._enqueue = enqueue
         self._lookup = lookup
+        self._journal = journal
         self._run_of: dict[str, str] = {}  # key of a run -> its job's name
 
     def set(self, msg: Message, now: float) -> PeriodicJob:
@@ -133,7 +135,14 @@ class PeriodicJobs:
         elif not job.paused:
             self._timers.add(job.next_run, job.name, "periodic")
         log.info("periodic job %s: %s, next run %s", job.name, schedule, _iso(job.next_run))
+        self._journal(job.name, job)
         return job
+
+    def restore(self, job: PeriodicJob) -> None:
+        """A job from the journal: its stored next run fires (late) under its misfire policy."""
+        self.jobs[job.name] = job
+        if job.next_run is not None and not job.paused:
+            self._timers.add(job.next_run, job.name, "periodic")
 
     def act(self, action: str, name: str | None, now: float) -> list[dict[str, Any]]:
         """``list``, ``pause``, ``resume``, ``remove`` or ``run-now``; LookupError if unknown."""
@@ -147,10 +156,14 @@ class PeriodicJobs:
             self._reschedule(job, now)  # no catch-up for time spent paused
         elif action == "remove" and job is not None:
             del self.jobs[job.name]
+            self._journal(job.name, None)
+            return self.describe()
         elif action == "run-now" and job is not None:
             self._run(job, now, suffix=":manual")
         elif action not in ("list", "resume"):
             raise LookupError(f"unknown action {action!r}")
+        if job is not None:
+            self._journal(job.name, job)
         return self.describe()
 
     def fire(self, name: str, now: float) -> None:
@@ -159,10 +172,15 @@ class PeriodicJobs:
         if job is None or job.paused or job.next_run is None or job.next_run > now:
             return  # removed, paused, or a stale timer
         chosen, job.next_run = due_runs(job, now)
-        for when in chosen:
+        if chosen and self._still_running(job):
+            job.skipped += len(chosen)
+            log.info("periodic job %s: skipping a run, the previous one is still going", job.name)
+            chosen = []
+        for when in chosen:  # a catch-up batch runs whole: overlap is about earlier runs
             self._run(job, when)
         if job.next_run is not None:
             self._timers.add(job.next_run, job.name, "periodic")
+        self._journal(job.name, job)
 
     def run_finished(self, task: Task) -> None:
         name = self._run_of.pop(task.key, None)
@@ -181,13 +199,12 @@ class PeriodicJobs:
         if job.next_run is not None and not job.paused:
             self._timers.add(job.next_run, job.name, "periodic")
 
+    def _still_running(self, job: PeriodicJob) -> bool:
+        previous = self._lookup(job.last_key) if job.last_key else None
+        return not job.allow_overlap and previous is not None and not previous.state.finished
+
     def _run(self, job: PeriodicJob, when: float, suffix: str = "") -> None:
         key = run_key(job.name, when) + suffix
-        previous = self._lookup(job.last_key) if job.last_key else None
-        if not job.allow_overlap and previous is not None and not previous.state.finished:
-            job.skipped += 1
-            log.info("periodic job %s: skipping a run, the previous one is still going", job.name)
-            return
         fields = {"priority": 0, "retries": 0, "queue": "default", **job.options}
         fields.update(key=key, name=job.name, deps=[], detached=True)
         if self._enqueue(Message("submit", fields, [job.function, job.args])):

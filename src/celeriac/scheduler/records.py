@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from celeriac.protocol import Message, Payload
+from celeriac.protocol import Message, Payload, buffer_of
 from celeriac.scheduler.states import TaskState
 
 #: Who "wants" a detached task (fire-and-forget, Celery-style): nobody in
@@ -44,6 +44,8 @@ class SchedulerConfig:
     max_revoked: int = 100_000
     #: Seed for retry jitter; ``None`` draws from the OS.
     seed: int | None = None
+    #: Emit journal operations for durable work (the server writes them).
+    journal: bool = False
 
 
 @dataclass(slots=True, eq=False)
@@ -81,6 +83,72 @@ class Task:
     rate_limit: str | None = None
     time_limit: float | None = None
     soft_time_limit: float | None = None
+    durable: bool = False  # detached work: journaled, survives a scheduler restart
+
+
+#: Task options that a journal record carries, besides the fixed fields.
+OPTION_FIELDS = (
+    "not_before",
+    "expires",
+    "retry_on_error",
+    "retry_backoff",
+    "backoff_max",
+    "retry_jitter",
+    "result_ttl",
+    "keep_until",
+    "ignore_result",
+    "rate_limit",
+    "time_limit",
+    "soft_time_limit",
+)
+
+
+def task_record(task: Task) -> dict[str, Any]:
+    """A durable task as plain data (msgpack-friendly), for the journal."""
+    finished = task.state.finished
+    return {
+        "key": task.key,
+        "name": task.name,
+        "function": [bytes(buffer_of(f)) for f in task.function],
+        "args": [bytes(buffer_of(f)) for f in task.args],
+        "deps": list(task.deps),
+        "priority": task.priority,
+        "queue": task.queue,
+        "retries_left": task.retries_left,
+        "attempts": task.attempts,
+        "state": task.state.value if finished else "pending",
+        "result": [bytes(buffer_of(f)) for f in task.result] if task.result else None,
+        "error": [task.error[0], task.error[1], [bytes(buffer_of(f)) for f in task.error[2]]]
+        if task.error
+        else None,
+        "options": {name: getattr(task, name) for name in OPTION_FIELDS},
+    }
+
+
+def task_from_record(record: dict[str, Any], seq: int) -> Task:
+    task = Task(
+        key=record["key"],
+        name=record["name"],
+        function=record["function"],
+        args=record["args"],
+        deps=tuple(record["deps"]),
+        priority=record["priority"],
+        seq=seq,
+        queue=record["queue"],
+        retries_left=record["retries_left"],
+        attempts=record["attempts"],
+        durable=True,
+    )
+    for name, value in record["options"].items():
+        if name in OPTION_FIELDS:
+            setattr(task, name, value)
+    if record["state"] != "pending":
+        task.state = TaskState(record["state"])  # restored as it was, not transitioned
+        task.result = record["result"]
+        if record["error"] is not None:
+            kind, text, payload = record["error"]
+            task.error = (kind, text, payload)
+    return task
 
 
 @dataclass(eq=False)

@@ -17,6 +17,7 @@ import zmq
 from celeriac import protocol
 from celeriac.addresses import is_loopback, tcp_address
 from celeriac.protocol import Message, ProtocolError
+from celeriac.scheduler.journal import Journal
 from celeriac.scheduler.state import SchedulerConfig, SchedulerState, Send
 
 log = logging.getLogger("celeriac.scheduler")
@@ -38,6 +39,7 @@ class SchedulerServer:
         *,
         insecure: bool = False,
         exit_with_parent: bool = False,
+        journal: Journal | None = None,
     ) -> None:
         if not is_loopback(host) and not insecure:
             raise InsecureBindError(
@@ -45,7 +47,12 @@ class SchedulerServer:
                 "every worker. Bind a loopback address, or pass --insecure on a trusted network."
             )
         config = config or SchedulerConfig()
+        config.journal = journal is not None
         self.state = SchedulerState(config)
+        self.journal = journal
+        if journal is not None:
+            tasks, revoked, jobs = journal.load()
+            self.state.restore(tasks, revoked, jobs, time.time())
         self.max_message_bytes = config.max_message_bytes
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.ROUTER)
@@ -87,6 +94,8 @@ class SchedulerServer:
     def close(self) -> None:
         self._socket.close(linger=0)
         self._context.term()
+        if self.journal is not None:
+            self.journal.close()
 
     def _tick(self, now: float) -> list[Send]:
         try:
@@ -120,6 +129,9 @@ class SchedulerServer:
             return [Send(sender, Message("error", {"text": "internal scheduler error"}))]
 
     def _send(self, commands: Iterable[Send]) -> None:
+        # Journal first: a reply may say "accepted", which must mean "recorded".
+        if self.journal is not None and self.state.journal_ops:
+            self.journal.apply(self.state.take_journal())
         by_peer: dict[bytes, list[Message]] = defaultdict(list)
         for to, msg in commands:
             by_peer[to].append(msg)

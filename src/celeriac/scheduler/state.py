@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from celeriac.protocol import VERSION, Message, Payload, ProtocolError, nbytes
-from celeriac.scheduler.periodic import PeriodicJobs
+from celeriac.scheduler.periodic import PeriodicJob, PeriodicJobs
 from celeriac.scheduler.policies import RateLimits, backoff_delay, parse_rate
 from celeriac.scheduler.queues import ReadyQueues
 from celeriac.scheduler.records import (
@@ -31,6 +31,8 @@ from celeriac.scheduler.records import (
     Task,
     Worker,
     public_status,
+    task_from_record,
+    task_record,
 )
 from celeriac.scheduler.states import TaskState, check_transition
 from celeriac.scheduler.timers import TimerQueue
@@ -68,7 +70,10 @@ class SchedulerState:
         self._ready = ReadyQueues(self._is_queued)
         self._timers = TimerQueue()
         self.periodic = PeriodicJobs(
-            self._timers, self._enqueue_periodic_run, lambda key: self.tasks.get(key)
+            self._timers,
+            self._enqueue_periodic_run,
+            lambda key: self.tasks.get(key),
+            self._journal_job,
         )
         self._rates = RateLimits()
         self._rng = random.Random(self.config.seed)
@@ -78,6 +83,8 @@ class SchedulerState:
         self._now = 0.0
         self._durations: dict[str, float] = {}  # task name -> moving average run time
         self.counters = {"done": 0, "erred": 0, "submitted": 0}
+        #: (table, key, record or None to delete), written by the server before it sends.
+        self.journal_ops: list[tuple[str, str, Any]] = []
 
     # -- entry points ----------------------------------------------------
 
@@ -195,7 +202,9 @@ class SchedulerState:
             self._want(None if detached else client, task)
         else:
             task = self._new_task(msg)
+            task.durable = detached
             self._want(None if detached else client, task)
+            self._journal_task(task)
             if key in self.revoked:
                 self._cancel(task)
             else:
@@ -267,8 +276,10 @@ class SchedulerState:
 
     def _on_fire_and_forget(self, client: Client, msg: Message) -> None:
         task = self.tasks.get(msg["key"])
-        if task is not None:
+        if task is not None and not task.state.finished:
             self._want(None, task)
+            task.durable = True
+            self._journal_task(task)
 
     def _on_fetch(self, client: Client, msg: Message) -> None:
         task = self.tasks.get(msg["key"])
@@ -298,6 +309,7 @@ class SchedulerState:
         until = self._now + self.config.revoke_ttl
         self.revoked[key] = until
         self._timers.add(until, key, "unrevoke")
+        self._journal("revoked", key, until)
 
     def _on_forget(self, client: Client, msg: Message) -> None:
         task = self.tasks.get(msg["key"])
@@ -331,7 +343,9 @@ class SchedulerState:
         if submit.fields["key"] in self.tasks:
             return False
         task = self._new_task(submit)
+        task.durable = True
         self._want(None, task)
+        self._journal_task(task)
         self._link_dependencies(task)
         return True
 
@@ -394,8 +408,13 @@ class SchedulerState:
         if msg["version"] != VERSION:
             self._send(sender, "error", text=_version_error(msg["version"]), about="hello-worker")
             return
-        if sender in self.workers:  # reconnect of a known worker: start over clean
-            self._remove_worker(self.workers[sender], lost=False)
+        known = self.workers.get(sender)
+        if known is not None:
+            # A repeated hello (the worker thought we forgot it): it still runs
+            # what it has, so keep its assignments; just welcome it again.
+            known.last_seen = now
+            self._welcome_worker(known)
+            return
         worker = Worker(
             id=sender,
             name=msg["name"],
@@ -407,14 +426,17 @@ class SchedulerState:
         )
         self.workers[sender] = worker
         log.info("worker %s joined (pid %d, %d slots)", worker.name, worker.pid, worker.slots)
+        self._welcome_worker(worker)
+        self._dirty = True
+
+    def _welcome_worker(self, worker: Worker) -> None:
         self._send(
-            sender,
+            worker.id,
             "welcome",
             version=VERSION,
             heartbeat_interval=self.config.heartbeat_interval,
             worker_timeout=self.config.worker_timeout,
         )
-        self._dirty = True
 
     def _on_heartbeat(self, worker: Worker, msg: Message) -> None:
         worker.memory = msg.get("memory", worker.memory)
@@ -471,6 +493,7 @@ class SchedulerState:
         task.started = False
         task.not_before = self._now + (countdown or 0.0)
         self._make_ready(task)
+        self._journal_task(task)
         return True
 
     def _on_worker_leaving(self, worker: Worker, msg: Message) -> None:
@@ -542,6 +565,7 @@ class SchedulerState:
         if kind == "unrevoke":
             if self.revoked.get(key, now + 1) <= now:
                 del self.revoked[key]
+                self._journal("revoked", key, None)
             return
         if kind == "periodic":
             self.periodic.fire(key, now)
@@ -635,6 +659,7 @@ class SchedulerState:
         if task.result_ttl is not None and not task.ignore_result:
             task.keep_until = self._now + task.result_ttl
             self._timers.add(task.keep_until, task.key, "forget")
+        self._journal_task(task)
         self._release_dependencies(task)
         self._maybe_forget(task)
 
@@ -655,6 +680,8 @@ class SchedulerState:
         if task.keep_until > self._now:
             return  # kept for readers by id until its TTL runs out
         del self.tasks[task.key]
+        if task.durable:
+            self._journal("task", task.key, None)
         self._release_dependencies(task)
 
     def _notify(self, to: bytes, task: Task, inline_limit: int | None) -> None:
@@ -749,6 +776,62 @@ class SchedulerState:
             deps=list(task.deps),
             attempt=task.attempts,
             **limits,
+        )
+
+    # -- journal --------------------------------------------------------------------
+
+    def _journal(self, table: str, key: str, record: Any) -> None:
+        if self.config.journal:
+            self.journal_ops.append((table, key, record))
+
+    def _journal_task(self, task: Task) -> None:
+        if task.durable and self.config.journal:
+            self.journal_ops.append(("task", task.key, task_record(task)))
+
+    def _journal_job(self, name: str, job: PeriodicJob | None) -> None:
+        self._journal("periodic", name, job.to_dict() if job is not None else None)
+
+    def take_journal(self) -> list[tuple[str, str, Any]]:
+        ops, self.journal_ops = self.journal_ops, []
+        return ops
+
+    def restore(
+        self,
+        tasks: list[dict[str, Any]],
+        revoked: dict[str, float],
+        jobs: list[dict[str, Any]],
+        now: float,
+    ) -> None:
+        """Rebuild durable work from the journal after a restart.
+
+        Unfinished tasks run again (at least once); finished ones stay readable
+        until their TTL; revocations and periodic jobs (with their last runs)
+        hold as before.  Missed periodic ticks follow each job's misfire policy.
+        """
+        self._now = now
+        for key, until in revoked.items():
+            if until > now:
+                self.revoked[key] = until
+                self._timers.add(until, key, "unrevoke")
+        restored = [task_from_record(record, next(self._seq)) for record in tasks]
+        for task in restored:
+            self.tasks[task.key] = task
+            if task.state.finished:
+                self._timers.add(task.keep_until, task.key, "forget")
+        for task in restored:
+            if not task.state.finished:
+                task.wanted_by.add(DETACHED)
+                if task.expires is not None:
+                    self._timers.add(task.expires, task.key, "expire")
+                self._link_dependencies(task)
+        for record in jobs:
+            self.periodic.restore(PeriodicJob.from_dict(record))
+        log.info(
+            "restored %d tasks (%d unfinished), %d revocations, %d periodic jobs",
+            len(restored),
+            sum(1 for t in restored if not t.state.finished),
+            len(self.revoked),
+            len(jobs),
         )
 
     # -- output ----------------------------------------------------------------------

@@ -70,6 +70,7 @@ class WorkerProcess:
         self._scheduler_timeout = 5.0
         self._last_heard = time.monotonic()
         self._scheduler_silent = False
+        self._registering = True  # hello sent, no welcome yet
 
     # -- control -------------------------------------------------------------
 
@@ -190,11 +191,15 @@ class WorkerProcess:
         elif msg.op == "drop":
             self._drop(socket, msg["key"], msg.get("terminate", False))
         elif msg.op == "welcome":
+            self._registering = False
             self._heartbeat_interval = msg.get("heartbeat_interval", self._heartbeat_interval)
             self._scheduler_timeout = msg.get("worker_timeout", self._scheduler_timeout)
             log.info("worker %s registered with the scheduler", self.name)
-        elif msg.op == "reregister":
+        elif msg.op == "reregister" and not self._registering:
+            # Heartbeats queued while the scheduler was down each draw a
+            # "reregister": answer the first, until the welcome arrives.
             log.warning("scheduler does not know worker %s (restarted?); registering", self.name)
+            self._registering = True
             self._send(socket, [self._hello()])
         elif msg.op == "shutdown":
             self.request_close()
