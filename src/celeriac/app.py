@@ -74,10 +74,12 @@ class App:
         *,
         timeout: float = 5.0,
         result_ttl: float = ONE_DAY,
+        keys: str | None = None,
     ) -> None:
         self.address = normalize(address or os.environ.get("CELERIAC_ADDRESS") or DEFAULT_ADDRESS)
         self.timeout = timeout
         self.result_ttl = result_ttl
+        self.keys = keys
         self.tasks: dict[str, Task[Any, Any]] = {}
         self._client: Client | None = None
         self._lock = threading.Lock()
@@ -90,7 +92,7 @@ class App:
                 if self._client is None:
                     from celeriac.client import Client
 
-                    self._client = Client(self.address, timeout=self.timeout)
+                    self._client = Client(self.address, timeout=self.timeout, keys=self.keys)
         return self._client
 
     @overload
@@ -161,10 +163,20 @@ class App:
 
     def __getstate__(self) -> dict[str, Any]:
         # Travels inside task functions (a task that sends tasks): settings only.
-        return {"address": self.address, "timeout": self.timeout, "result_ttl": self.result_ttl}
+        return {
+            "address": self.address,
+            "timeout": self.timeout,
+            "result_ttl": self.result_ttl,
+            "keys": self.keys,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["address"], timeout=state["timeout"], result_ttl=state["result_ttl"])  # type: ignore[misc]
+        self.__init__(  # type: ignore[misc]
+            state["address"],
+            timeout=state["timeout"],
+            result_ttl=state["result_ttl"],
+            keys=state["keys"],
+        )
 
 
 class Task(Generic[P, R]):

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from celeriac.addresses import DEFAULT_ADDRESS, DEFAULT_PORT
@@ -43,7 +44,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scheduler(commands, common)
     _add_worker(commands, common)
     _add_periodic(commands, common)
+    _add_keys(commands, common)
     return parser
+
+
+def _add_keys(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = commands.add_parser(
+        "keys",
+        parents=[common],
+        help="create CURVE keys for the scheduler, workers and clients",
+        description="Create CURVE key pairs in DIR: scheduler.key_secret stays on the "
+        "scheduler; give scheduler.key and worker.key_secret to workers, scheduler.key and "
+        "client.key_secret to clients. DIR/authorized lists the public keys the scheduler "
+        "admits. See docs/security.md.",
+    )
+    p.add_argument("action", choices=["create"], help="what to do")
+    p.add_argument("directory", metavar="DIR", help="where to write the keys")
+    p.set_defaults(run=run_keys)
 
 
 def _add_periodic(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -83,6 +100,13 @@ def _add_scheduler(commands: argparse._SubParsersAction, common: argparse.Argume
         "--insecure",
         action="store_true",
         help="allow binding a non-loopback address without authentication",
+    )
+    p.add_argument(
+        "--keys",
+        metavar="DIR",
+        default=os.environ.get("CELERIAC_KEYS"),
+        help="CURVE key directory (celeriac keys create): encrypt, and admit only the "
+        "public keys in DIR/authorized (default: $CELERIAC_KEYS)",
     )
     p.add_argument(
         "--worker-timeout",
@@ -158,6 +182,13 @@ def _add_worker(commands: argparse._SubParsersAction, common: argparse.ArgumentP
         help="module to import in each worker process (repeatable)",
     )
     p.add_argument(
+        "--keys",
+        metavar="DIR",
+        default=os.environ.get("CELERIAC_KEYS"),
+        help="CURVE key directory with worker.key_secret and scheduler.key "
+        "(default: $CELERIAC_KEYS)",
+    )
+    p.add_argument(
         "--stop-timeout",
         type=float,
         default=30.0,
@@ -187,6 +218,7 @@ def run_scheduler(args: argparse.Namespace) -> int:
             insecure=args.insecure,
             exit_with_parent=args.exit_with_parent,
             journal=journal,
+            keys=Path(args.keys) if args.keys else None,
         )
     except InsecureBindError as exc:
         log.error("%s", exc)
@@ -244,10 +276,24 @@ def run_worker(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         imports=tuple(args.imports),
         stop_timeout=args.stop_timeout,
+        keys=Path(args.keys) if args.keys else None,
     )
     supervisor = Supervisor(options, exit_with_parent=args.exit_with_parent)
     _on_stop_signals(supervisor.request_stop)
     return supervisor.run()
+
+
+def run_keys(args: argparse.Namespace) -> int:
+    from celeriac.security import KeysError, create_keys
+
+    try:
+        written = create_keys(args.directory)
+    except KeysError as exc:
+        log.error("%s", exc)
+        return 1
+    for path in written:
+        print(path)
+    return 0
 
 
 def run_periodic(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from celeriac import refs
@@ -27,6 +28,7 @@ from celeriac.futures import (
 )
 from celeriac.protocol import Message, Payload, nbytes
 from celeriac.schedules import Schedule
+from celeriac.security import keys_from_env
 from celeriac.serialize import FunctionCache, dumps, dumps_plain
 
 log = logging.getLogger("celeriac.client")
@@ -50,6 +52,7 @@ class Client:
         n_workers: int | None = None,
         threads_per_worker: int = 1,
         timeout: float = DEFAULT_TIMEOUT,
+        keys: str | Path | None = None,
     ) -> None:
         from celeriac.cluster import LocalCluster  # only the embedded case needs it
 
@@ -63,6 +66,7 @@ class Client:
             address = self._cluster.address
         self.address = normalize(address)
         self.timeout = timeout
+        self.keys = keys_from_env(keys)
         self._functions = FunctionCache()
         self._closed = False
         try:
@@ -87,7 +91,9 @@ class Client:
         self._unacked: dict[str, Message] = {}  # sent, not yet accepted: resent after a restart
         self._rids = itertools.count()
         self._releases: deque[str] = deque()
-        self._conn = Connection(self.address, self._on_message, self._pending_releases)
+        self._conn = Connection(
+            self.address, self._on_message, self._pending_releases, keys=self.keys
+        )
         self._conn.start(self.timeout)
 
     def _check_fork(self) -> None:

@@ -14,12 +14,14 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import zmq
 
 from celeriac import protocol
 from celeriac.errors import SchedulerUnavailable
 from celeriac.protocol import Message, ProtocolError
+from celeriac.security import secure_client
 from celeriac.wakeup import Waker
 
 log = logging.getLogger("celeriac.client")
@@ -35,6 +37,7 @@ class Connection:
         address: str,
         on_message: Callable[[Message], None],
         before_flush: Callable[[], list[Message]] | None = None,
+        keys: Path | None = None,
     ) -> None:
         self.address = address
         self._on_message = on_message
@@ -51,8 +54,10 @@ class Connection:
         self._registering = True  # hello sent, no welcome yet
         self.max_message_bytes = protocol.DEFAULT_MAX_MESSAGE_BYTES
         try:
+            if keys is not None:
+                secure_client(self._socket, keys, "client")
             self._socket.connect(address)
-        except zmq.ZMQError as exc:
+        except (zmq.ZMQError, ValueError) as exc:
             self._socket.close(0)
             self._context.term()
             raise ValueError(f"cannot connect to {address!r}: {exc}") from None
@@ -66,7 +71,8 @@ class Connection:
             self.close()
             raise SchedulerUnavailable(
                 f"no Celeriac scheduler answered at {self.address} within {timeout:g} s; "
-                "is `celeriac scheduler` running there?"
+                "is `celeriac scheduler` running there (and, if it uses --keys, do we have "
+                "an authorized key)?"
             )
         if self._refusal is not None:
             self.close()

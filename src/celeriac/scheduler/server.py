@@ -11,6 +11,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Iterable
+from pathlib import Path
 
 import zmq
 
@@ -19,6 +20,7 @@ from celeriac.addresses import is_loopback, tcp_address
 from celeriac.protocol import Message, ProtocolError
 from celeriac.scheduler.journal import Journal
 from celeriac.scheduler.state import SchedulerConfig, SchedulerState, Send
+from celeriac.security import secure_server
 
 log = logging.getLogger("celeriac.scheduler")
 
@@ -40,11 +42,13 @@ class SchedulerServer:
         insecure: bool = False,
         exit_with_parent: bool = False,
         journal: Journal | None = None,
+        keys: Path | None = None,
     ) -> None:
-        if not is_loopback(host) and not insecure:
+        if not is_loopback(host) and not insecure and keys is None:
             raise InsecureBindError(
-                f"refusing to bind {host!r}: anyone who can reach this port can run code on "
-                "every worker. Bind a loopback address, or pass --insecure on a trusted network."
+                f"refusing to bind {host!r} without authentication: anyone who can reach this "
+                "port could run code on every worker. Create keys with `celeriac keys create "
+                "DIR` and pass --keys DIR, or pass --insecure on a network you trust."
             )
         config = config or SchedulerConfig()
         config.journal = journal is not None
@@ -60,6 +64,9 @@ class SchedulerServer:
         self._socket.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting peer takes its id back
         # libzmq drops a peer that sends a larger frame, before we could buffer it
         self._socket.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+        self._authenticator = None
+        if keys is not None:
+            self._authenticator = secure_server(self._socket, self._context, keys)
         self._socket.bind(tcp_address(host, "*" if port == 0 else port))
         self.address = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self._running = True
@@ -92,6 +99,8 @@ class SchedulerServer:
             self.close()
 
     def close(self) -> None:
+        if self._authenticator is not None:
+            self._authenticator.stop()
         self._socket.close(linger=0)
         self._context.term()
         if self.journal is not None:

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import signal
+from pathlib import Path
 
 from celeriac.logs import setup_logging
 from celeriac.worker.process import WorkerProcess
@@ -21,6 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--import", dest="imports", action="append", default=[])
     parser.add_argument("--identity", type=bytes.fromhex, help="routing id, in hex")
     parser.add_argument("--control-fd", type=int, help="pipe to the supervisor")
+    parser.add_argument("--keys", type=Path, help="CURVE key directory")
     parser.add_argument("--exit-with-parent", action="store_true")
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
@@ -33,6 +35,7 @@ def main(argv: list[str] | None = None) -> None:
         name=args.name,
         identity=args.identity,
         control_fd=args.control_fd,
+        keys=args.keys,
         exit_with_parent=args.exit_with_parent,
     )
     signal.signal(signal.SIGTERM, lambda *_: worker.request_close())

@@ -14,12 +14,14 @@ import threading
 import time
 import uuid
 from collections import deque
+from pathlib import Path
 
 import zmq
 
 from celeriac import protocol
 from celeriac.addresses import normalize
 from celeriac.protocol import Message, ProtocolError
+from celeriac.security import secure_client
 from celeriac.serialize import LoadedFunctions
 from celeriac.wakeup import Waker
 from celeriac.worker.execute import Assignment, run_task
@@ -47,6 +49,7 @@ class WorkerProcess:
         name: str | None = None,
         identity: bytes | None = None,
         control_fd: int | None = None,
+        keys: Path | None = None,
         exit_with_parent: bool = False,
     ) -> None:
         self.address = normalize(address)
@@ -54,6 +57,7 @@ class WorkerProcess:
         self.queues = queues
         self.name = name or f"{os.uname().nodename}-{os.getpid()}"
         self.identity = identity or uuid.uuid4().bytes
+        self.keys = keys
         self._parent = os.getppid() if exit_with_parent else None
         self._control = ControlChannel(control_fd)
         self._soft_limits = SoftLimits()
@@ -103,6 +107,8 @@ class WorkerProcess:
         socket = context.socket(zmq.DEALER)
         socket.setsockopt(zmq.LINGER, 2000)
         socket.setsockopt(zmq.ROUTING_ID, self.identity)
+        if self.keys is not None:
+            secure_client(socket, self.keys, "worker")
         socket.connect(self.address)
         try:
             self._io_loop(socket)

@@ -17,11 +17,13 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import zmq
 
 from celeriac import protocol
 from celeriac.protocol import Message, ProtocolError
+from celeriac.security import secure_client
 
 log = logging.getLogger("celeriac.worker")
 
@@ -40,6 +42,7 @@ class WorkerOptions:
     log_level: str = "INFO"
     imports: tuple[str, ...] = ()
     stop_timeout: float = 30.0
+    keys: Path | None = None
 
 
 @dataclass
@@ -62,7 +65,7 @@ class Supervisor:
         self._children: dict[int, _Child] = {}
         self._stopping = False
         self._parent = os.getppid() if exit_with_parent else None
-        self._reporter = DeathReporter(options.address)
+        self._reporter = DeathReporter(options.address, options.keys)
 
     def request_stop(self) -> None:
         self._stopping = True
@@ -104,6 +107,8 @@ class Supervisor:
             cmd += ["--import", module]
         if name:
             cmd += ["--name", name]
+        if opts.keys is not None:
+            cmd += ["--keys", str(opts.keys)]
         return cmd
 
     def _spawn(self, index: int, failures: int) -> _Child:
@@ -218,11 +223,13 @@ class DeathReporter:
     #: Seconds between ``workers-alive`` messages.
     VOUCH_INTERVAL = 0.25
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, keys: Path | None = None) -> None:
         self._next_vouch = 0.0
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 1000)
+        if keys is not None:
+            secure_client(self._socket, keys, "worker")
         self._socket.connect(address)
         self._hello()
 

@@ -1,0 +1,99 @@
+"""CURVE encryption and authentication for every connection to the scheduler.
+
+``celeriac keys create DIR`` writes one key pair per role::
+
+    DIR/scheduler.key_secret   the scheduler's pair (keep on the scheduler host)
+    DIR/scheduler.key          its public key (give to workers and clients)
+    DIR/worker.key_secret      workers' pair
+    DIR/client.key_secret      clients' pair
+    DIR/authorized/*.key       public keys the scheduler admits
+
+CURVE alone encrypts but admits *any* client key; the scheduler therefore
+also runs a ZAP authenticator that admits only the public keys in
+``DIR/authorized``.  An unlisted peer's handshake fails: none of its bytes
+reach the scheduler, let alone an unpickler.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+
+log = logging.getLogger("celeriac.security")
+
+ROLES = ("scheduler", "worker", "client")
+
+
+class KeysError(ValueError):
+    """A key directory that is missing or incomplete."""
+
+
+def create_keys(directory: str | Path) -> list[Path]:
+    """Create the key pairs and the allowlist; refuse to overwrite existing keys."""
+    directory = Path(directory)
+    if any((directory / f"{role}.key_secret").exists() for role in ROLES):
+        raise KeysError(f"{directory} already holds keys; remove them first to make new ones")
+    directory.mkdir(parents=True, exist_ok=True)
+    authorized = directory / "authorized"
+    authorized.mkdir(exist_ok=True)
+    written = []
+    for role in ROLES:
+        public, secret = zmq.auth.create_certificates(directory, role)
+        os.chmod(secret, 0o600)
+        written += [Path(public), Path(secret)]
+        if role != "scheduler":
+            shutil.copy(public, authorized / Path(public).name)
+    return written
+
+
+def secure_server(
+    socket: zmq.Socket, context: zmq.Context, directory: str | Path
+) -> ThreadAuthenticator:
+    """Make ``socket`` a CURVE server admitting only ``DIR/authorized`` keys.  Before bind."""
+    directory = Path(directory)
+    authorized = directory / "authorized"
+    if not authorized.is_dir() or not any(authorized.glob("*.key")):
+        raise KeysError(f"{authorized} lists no public keys: nobody could connect")
+    public, secret = _load(directory, "scheduler")
+    authenticator = ThreadAuthenticator(context, log=logging.getLogger("celeriac.security.zap"))
+    authenticator.start()
+    authenticator.configure_curve(domain="*", location=str(authorized))
+    socket.curve_secretkey = secret
+    socket.curve_publickey = public
+    socket.curve_server = True
+    return authenticator
+
+
+def secure_client(socket: zmq.Socket, directory: str | Path, role: str) -> None:
+    """Make ``socket`` a CURVE client with ``role``'s key pair.  Before connect."""
+    directory = Path(directory)
+    public, secret = _load(directory, role)
+    server_public, _ = zmq.auth.load_certificate(_existing(directory / "scheduler.key"))
+    socket.curve_secretkey = secret
+    socket.curve_publickey = public
+    socket.curve_serverkey = server_public
+
+
+def keys_from_env(explicit: str | Path | None) -> Path | None:
+    """The key directory: given explicitly, or ``$CELERIAC_KEYS``."""
+    value = explicit if explicit is not None else os.environ.get("CELERIAC_KEYS")
+    return Path(value) if value else None
+
+
+def _load(directory: Path, role: str) -> tuple[bytes, bytes]:
+    public, secret = zmq.auth.load_certificate(_existing(directory / f"{role}.key_secret"))
+    if secret is None:
+        raise KeysError(f"{directory / f'{role}.key_secret'} holds no secret key")
+    return public, secret
+
+
+def _existing(path: Path) -> Path:
+    if not path.exists():
+        raise KeysError(f"{path} does not exist; create keys with `celeriac keys create DIR`")
+    return path
