@@ -130,3 +130,12 @@ def record_request_id(path: str) -> str:
     request = current_request()
     assert request is not None
     return str(record(path, request.id))
+
+
+_LEAK: list[bytes] = []
+
+
+def leak(megabytes: int) -> int:
+    """Keep memory forever, as a leaky task would; returns this process's pid."""
+    _LEAK.append(b"x" * (megabytes << 20))
+    return os.getpid()

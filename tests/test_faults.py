@@ -244,3 +244,21 @@ def test_supervisor_reports_a_dead_child_before_heartbeats_would(cluster_factory
         kill(victim)
         touch(gate)
         assert held.result(timeout=15) != victim
+
+
+def test_max_tasks_per_child_recycles_processes_and_loses_nothing(cluster_factory) -> None:
+    cluster = cluster_factory(n_workers=1, worker_args=("--max-tasks-per-child", "5"))
+    with Client(cluster.address) as client:
+        futures = [client.submit(pid, key=f"pid-{i}") for i in range(20)]
+        pids = client.gather(futures, timeout=60)
+    assert len(pids) == 20
+    assert len(set(pids)) >= 4  # at most 5 tasks per process
+
+
+def test_max_memory_per_child_recycles_a_leaky_process(cluster_factory) -> None:
+    from tasks_for_tests import leak
+
+    cluster = cluster_factory(n_workers=1, worker_args=("--max-memory-per-child", "120MB"))
+    with Client(cluster.address) as client:
+        pids = [client.submit(leak, 40, key=f"leak-{i}").result(timeout=30) for i in range(8)]
+    assert len(set(pids)) >= 2  # 8 x 40 MB cannot fit under 120 MB in one process

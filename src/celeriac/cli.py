@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -189,6 +190,19 @@ def _add_worker(commands: argparse._SubParsersAction, common: argparse.ArgumentP
         "(default: $CELERIAC_KEYS)",
     )
     p.add_argument(
+        "--max-tasks-per-child",
+        type=int,
+        metavar="N",
+        help="replace a worker process after it ran N tasks (nothing is lost)",
+    )
+    p.add_argument(
+        "--max-memory-per-child",
+        type=_size,
+        metavar="SIZE",
+        help="replace a worker process, between tasks, once its resident memory "
+        "exceeds SIZE (e.g. 500MB, 2GB)",
+    )
+    p.add_argument(
         "--stop-timeout",
         type=float,
         default=30.0,
@@ -277,10 +291,24 @@ def run_worker(args: argparse.Namespace) -> int:
         imports=tuple(args.imports),
         stop_timeout=args.stop_timeout,
         keys=Path(args.keys) if args.keys else None,
+        max_tasks_per_child=args.max_tasks_per_child,
+        max_memory_per_child=args.max_memory_per_child,
     )
     supervisor = Supervisor(options, exit_with_parent=args.exit_with_parent)
     _on_stop_signals(supervisor.request_stop)
     return supervisor.run()
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]?)I?B?\s*$")
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _size(text: str) -> int:
+    """``"500MB"`` (or ``500MiB``, ``2G``, ``1024``) -> bytes, in binary units as ``top`` shows."""
+    match = _SIZE.match(text.upper())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size like 500MB or 2GB")
+    return int(float(match[1]) * _UNITS[match[2]])
 
 
 def run_keys(args: argparse.Namespace) -> int:

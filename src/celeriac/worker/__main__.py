@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--identity", type=bytes.fromhex, help="routing id, in hex")
     parser.add_argument("--control-fd", type=int, help="pipe to the supervisor")
     parser.add_argument("--keys", type=Path, help="CURVE key directory")
+    parser.add_argument("--max-tasks-per-child", type=int)
+    parser.add_argument("--max-memory-per-child", type=int, help="bytes")
     parser.add_argument("--exit-with-parent", action="store_true")
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
@@ -36,6 +38,8 @@ def main(argv: list[str] | None = None) -> None:
         identity=args.identity,
         control_fd=args.control_fd,
         keys=args.keys,
+        max_tasks=args.max_tasks_per_child,
+        max_memory=args.max_memory_per_child,
         exit_with_parent=args.exit_with_parent,
     )
     signal.signal(signal.SIGTERM, lambda *_: worker.request_close())

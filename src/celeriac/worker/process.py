@@ -50,6 +50,8 @@ class WorkerProcess:
         identity: bytes | None = None,
         control_fd: int | None = None,
         keys: Path | None = None,
+        max_tasks: int | None = None,
+        max_memory: int | None = None,
         exit_with_parent: bool = False,
     ) -> None:
         self.address = normalize(address)
@@ -58,6 +60,9 @@ class WorkerProcess:
         self.name = name or f"{os.uname().nodename}-{os.getpid()}"
         self.identity = identity or uuid.uuid4().bytes
         self.keys = keys
+        self.max_tasks = max_tasks
+        self.max_memory = max_memory
+        self._completed = 0
         self._parent = os.getppid() if exit_with_parent else None
         self._control = ControlChannel(control_fd)
         self._soft_limits = SoftLimits()
@@ -283,7 +288,8 @@ class WorkerProcess:
     def _next_task(self) -> Assignment | None:
         with self._todo_ready:
             while True:
-                while not self._todo and not self._stopped:
+                # Closing: start nothing new; the I/O thread hands the queue back.
+                while (not self._todo or self._closing) and not self._stopped:
                     self._todo_ready.wait()
                 if self._stopped:
                     return None
@@ -305,7 +311,24 @@ class WorkerProcess:
                 self._dropped.discard(task.key)
             if not dropped:
                 self._outbox.append(outcome)
+            self._check_recycle()
             self._waker.wake()
+
+    def _check_recycle(self) -> None:
+        """Retire this process between tasks once it did enough, or grew too big.
+
+        It closes like on SIGTERM (queued tasks handed back, nothing lost) and
+        the supervisor starts a fresh one: the cure for slow leaks.
+        """
+        self._completed += 1
+        if self._closing:
+            return
+        if self.max_tasks is not None and self._completed >= self.max_tasks:
+            log.info("worker %s: recycling after %d tasks", self.name, self._completed)
+            self.request_close()
+        elif self.max_memory is not None and (rss := rss_bytes()) > self.max_memory:
+            log.info("worker %s: recycling at %d MiB resident", self.name, rss >> 20)
+            self.request_close()
 
     def _run_with_limits(self, task: Assignment) -> Message:
         if task.time_limit is not None:

@@ -43,6 +43,8 @@ class WorkerOptions:
     imports: tuple[str, ...] = ()
     stop_timeout: float = 30.0
     keys: Path | None = None
+    max_tasks_per_child: int | None = None
+    max_memory_per_child: int | None = None  # bytes
 
 
 @dataclass
@@ -109,6 +111,10 @@ class Supervisor:
             cmd += ["--name", name]
         if opts.keys is not None:
             cmd += ["--keys", str(opts.keys)]
+        if opts.max_tasks_per_child:
+            cmd += ["--max-tasks-per-child", str(opts.max_tasks_per_child)]
+        if opts.max_memory_per_child:
+            cmd += ["--max-memory-per-child", str(opts.max_memory_per_child)]
         return cmd
 
     def _spawn(self, index: int, failures: int) -> _Child:
@@ -144,7 +150,7 @@ class Supervisor:
             self._reporter.report(child.identity, why, key)
         else:
             self._reporter.report(child.identity, reason)
-        crashed = now - child.started < CRASH_WINDOW and child.killed_for is None
+        crashed = code != 0 and now - child.started < CRASH_WINDOW and child.killed_for is None
         child.failures = child.failures + 1 if crashed else 0
         delay = min(MAX_BACKOFF, 0.1 * 2**child.failures) if crashed else 0.0
         log.warning(
