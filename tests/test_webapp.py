@@ -145,9 +145,16 @@ def gunicorn(tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
-def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalCluster]:
+def welcome_log(tmp_path: Path) -> Path:
+    """Where ``send_welcome`` appends a line per run (``$WELCOME_LOG`` on the workers)."""
+    return tmp_path / "welcome.log"
+
+
+@pytest.fixture
+def cluster(monkeypatch: pytest.MonkeyPatch, welcome_log: Path) -> Iterator[LocalCluster]:
     """A scheduler and two worker processes that import the example's ``tasks`` module."""
     monkeypatch.setenv("PYTHONPATH", webapp_env()["PYTHONPATH"])  # for the workers' -A tasks
+    monkeypatch.setenv("WELCOME_LOG", str(welcome_log))
     worker_args = ("-A", "tasks", "--queues", "default,emails")
     with LocalCluster(2, worker_args=worker_args) as cluster:
         yield cluster
@@ -156,15 +163,14 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalCluster]:
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("master_connected", [False, True], ids=["lazy", "master-connected"])
 def test_concurrent_requests_each_run_their_task_once(
-    cluster: LocalCluster, gunicorn: Any, tmp_path: Path, master_connected: bool
+    cluster: LocalCluster, gunicorn: Any, tmp_path: Path, welcome_log: Path, master_connected: bool
 ) -> None:
-    welcome_log = tmp_path / "welcome.log"
     extra: tuple[str, ...] = ()
     if master_connected:
         conf = tmp_path / "gunicorn_conf.py"
         conf.write_text(WARM_MASTER)
         extra = ("--config", str(conf))
-    base = gunicorn(cluster.address, extra, WELCOME_LOG=str(welcome_log))
+    base = gunicorn(cluster.address, extra)
 
     with ThreadPoolExecutor(32) as pool:
         replies = list(

@@ -68,6 +68,12 @@ class Chain:
     def __init__(self, *steps: Signature[Any]) -> None:
         if not steps:
             raise ValueError("a chain needs at least one signature")
+        for step in steps:
+            if not isinstance(step, Signature):
+                raise TypeError(
+                    f"a chain takes signatures, not {type(step).__name__}: "
+                    "for a group followed by a task use chord(group, task)"
+                )
         self.steps = steps
 
     def apply_async(self) -> AsyncResult[Any]:

@@ -30,8 +30,8 @@ def _common() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="logging threshold (default: %(default)s)",
     )
-    # Used by the embedded cluster: exit when the process that started us does.
-    common.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
+    # Used by the embedded cluster: exit when this process (the one that started us) does.
+    common.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
     return common
 
 
@@ -230,7 +230,7 @@ def run_scheduler(args: argparse.Namespace) -> int:
             args.port,
             config,
             insecure=args.insecure,
-            exit_with_parent=args.exit_with_parent,
+            parent_pid=args.parent_pid,
             journal=journal,
             keys=Path(args.keys) if args.keys else None,
         )
@@ -294,7 +294,7 @@ def run_worker(args: argparse.Namespace) -> int:
         max_tasks_per_child=args.max_tasks_per_child,
         max_memory_per_child=args.max_memory_per_child,
     )
-    supervisor = Supervisor(options, exit_with_parent=args.exit_with_parent)
+    supervisor = Supervisor(options, parent_pid=args.parent_pid)
     _on_stop_signals(supervisor.request_stop)
     return supervisor.run()
 

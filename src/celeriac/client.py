@@ -77,7 +77,6 @@ class Client:
             raise
 
     def _connect(self) -> None:
-        self._pid = os.getpid()
         # Keys: unique across clients and forked children (a random prefix
         # made per process), cheap per task (a counter).
         self._key_prefix = uuid.uuid4().hex[:16]
@@ -95,13 +94,21 @@ class Client:
             self.address, self._on_message, self._pending_releases, keys=self.keys
         )
         self._conn.start(self.timeout)
+        self._pid = os.getpid()  # last: other threads use the connection once this says so
 
     def _check_fork(self) -> None:
         """A process forked after the client was made gets its own connection."""
-        if os.getpid() != self._pid:
-            log.info("client used in a forked process; opening a fresh connection")
-            self._cluster = None  # the parent owns it
-            self._connect()
+        if os.getpid() == self._pid:
+            return
+        with _FORK_LOCK:  # several threads of the child may arrive at once
+            if os.getpid() != self._pid:
+                log.info("client used in a forked process; opening a fresh connection")
+                self._cluster = None  # the parent owns it
+                self._connect()
+
+    def _send(self, msg: Message) -> None:
+        self._check_fork()
+        self._conn.send(msg)
 
     # -- submitting ----------------------------------------------------------
 
@@ -452,6 +459,7 @@ class Client:
 
 
 _SKIPPED = object()
+_FORK_LOCK = threading.Lock()
 
 
 def _on_result(state: FutureState, msg: Message) -> None:

@@ -40,7 +40,16 @@ class LocalCluster:
         base = [sys.executable, "-m", "celeriac"]
         level = ["--log-level", log_level]
         self._scheduler = subprocess.Popen(
-            [*base, "scheduler", *level, "--port", "0", "--exit-with-parent", *scheduler_args],
+            [
+                *base,
+                "scheduler",
+                *level,
+                "--port",
+                "0",
+                "--parent-pid",
+                str(os.getpid()),
+                *scheduler_args,
+            ],
             stdout=subprocess.PIPE,
         )
         self._workers: subprocess.Popen[bytes] | None = None
@@ -56,7 +65,8 @@ class LocalCluster:
                     str(self.n_workers),
                     "--nthreads",
                     str(threads_per_worker),
-                    "--exit-with-parent",
+                    "--parent-pid",
+                    str(os.getpid()),
                     *worker_args,
                 ]
             )

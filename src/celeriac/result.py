@@ -79,12 +79,11 @@ class AsyncResult(Generic[R]):
 
     def revoke(self, terminate: bool = False) -> None:
         """Cancel cluster-wide; with ``terminate``, kill the worker process running it."""
-        client = self.app.client
-        client._conn.send(Message("revoke", {"key": self.id, "terminate": terminate}))
+        self.app.client._send(Message("revoke", {"key": self.id, "terminate": terminate}))
 
     def forget(self) -> None:
         """Drop the stored outcome now instead of at the end of its TTL."""
-        self.app.client._conn.send(Message("forget", {"key": self.id}))
+        self.app.client._send(Message("forget", {"key": self.id}))
 
     def _future(self) -> Future[R]:
         return self.app.client._want(self.id)

@@ -40,7 +40,7 @@ class SchedulerServer:
         config: SchedulerConfig | None = None,
         *,
         insecure: bool = False,
-        exit_with_parent: bool = False,
+        parent_pid: int | None = None,
         journal: Journal | None = None,
         keys: Path | None = None,
     ) -> None:
@@ -70,7 +70,9 @@ class SchedulerServer:
         self._socket.bind(tcp_address(host, "*" if port == 0 else port))
         self.address = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self._running = True
-        self._parent = os.getppid() if exit_with_parent else None
+        # The spawner names itself: if it died before we started, getppid() is
+        # already someone else and the check below fires at once.
+        self._parent = parent_pid
 
     def stop(self) -> None:
         """Ask the loop to end; safe from a signal handler."""

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keys", type=Path, help="CURVE key directory")
     parser.add_argument("--max-tasks-per-child", type=int)
     parser.add_argument("--max-memory-per-child", type=int, help="bytes")
-    parser.add_argument("--exit-with-parent", action="store_true")
+    parser.add_argument("--parent-pid", type=int)
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     for module in args.imports:
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         keys=args.keys,
         max_tasks=args.max_tasks_per_child,
         max_memory=args.max_memory_per_child,
-        exit_with_parent=args.exit_with_parent,
+        parent_pid=args.parent_pid,
     )
     signal.signal(signal.SIGTERM, lambda *_: worker.request_close())
     signal.signal(signal.SIGINT, lambda *_: worker.request_close())

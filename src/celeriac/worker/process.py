@@ -52,7 +52,7 @@ class WorkerProcess:
         keys: Path | None = None,
         max_tasks: int | None = None,
         max_memory: int | None = None,
-        exit_with_parent: bool = False,
+        parent_pid: int | None = None,
     ) -> None:
         self.address = normalize(address)
         self.slots = max(1, slots)
@@ -63,7 +63,7 @@ class WorkerProcess:
         self.max_tasks = max_tasks
         self.max_memory = max_memory
         self._completed = 0
-        self._parent = os.getppid() if exit_with_parent else None
+        self._parent = parent_pid  # exit when it does (checked with each heartbeat)
         self._control = ControlChannel(control_fd)
         self._soft_limits = SoftLimits()
         self._functions = LoadedFunctions()

@@ -62,11 +62,11 @@ class _Child:
 
 
 class Supervisor:
-    def __init__(self, options: WorkerOptions, *, exit_with_parent: bool = False) -> None:
+    def __init__(self, options: WorkerOptions, *, parent_pid: int | None = None) -> None:
         self.options = options
         self._children: dict[int, _Child] = {}
         self._stopping = False
-        self._parent = os.getppid() if exit_with_parent else None
+        self._parent = parent_pid
         self._reporter = DeathReporter(options.address, options.keys)
 
     def request_stop(self) -> None:
@@ -104,7 +104,7 @@ class Supervisor:
         cmd = [sys.executable, "-m", "celeriac.worker", opts.address, "--identity", identity.hex()]
         cmd += ["--control-fd", str(control_fd), "--nthreads"]
         cmd += [str(opts.nthreads), "--queues", ",".join(opts.queues)]
-        cmd += ["--log-level", opts.log_level, "--exit-with-parent"]
+        cmd += ["--log-level", opts.log_level, "--parent-pid", str(os.getpid())]
         for module in opts.imports:
             cmd += ["--import", module]
         if name:
