@@ -27,6 +27,8 @@ def scheduler() -> Iterator[tuple[subprocess.Popen[str], str]]:
     )
     assert popen.stdout is not None
     line = popen.stdout.readline()
+    if line.startswith("celeriac dashboard at "):
+        line = popen.stdout.readline()
     assert line.startswith(LISTENING), line
     yield popen, line[len(LISTENING) :].strip()
     _stop(popen)

@@ -41,6 +41,10 @@ def normalize(address: str) -> str:
     return text
 
 
+class InsecureBindError(ValueError):
+    """Refusal to expose the scheduler or its dashboard without authentication."""
+
+
 def is_loopback(host: str) -> bool:
     host = host.strip("[]")
     if host == "localhost":

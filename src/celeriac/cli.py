@@ -13,7 +13,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from celeriac.addresses import DEFAULT_ADDRESS, DEFAULT_PORT
+from celeriac.addresses import DEFAULT_ADDRESS, DEFAULT_PORT, InsecureBindError, is_loopback
+
+DASHBOARD_PORT = 8787
+
 
 if TYPE_CHECKING:
     from celeriac.scheduler.journal import Journal
@@ -151,6 +154,15 @@ def _add_scheduler(commands: argparse._SubParsersAction, common: argparse.Argume
         default="batch",
         help="when journal commits reach the disk (see docs/reliability.md)",
     )
+    dashboard = p.add_mutually_exclusive_group()
+    dashboard.add_argument(
+        "--dashboard-port",
+        type=int,
+        help="port of the web dashboard, on --dashboard-host (default: 8787; with --port 0, "
+        "a free one)",
+    )
+    dashboard.add_argument("--no-dashboard", action="store_true", help="serve no dashboard")
+    p.add_argument("--dashboard-host", default="127.0.0.1", help="address the dashboard binds")
     p.add_argument(
         "--schedule",
         metavar="TOML",
@@ -212,8 +224,8 @@ def _add_worker(commands: argparse._SubParsersAction, common: argparse.ArgumentP
 
 
 def run_scheduler(args: argparse.Namespace) -> int:
-    from celeriac.cluster import LISTENING
-    from celeriac.scheduler.server import InsecureBindError, SchedulerServer
+    from celeriac.cluster import DASHBOARD_AT, LISTENING
+    from celeriac.scheduler.server import SchedulerServer
     from celeriac.scheduler.state import SchedulerConfig
 
     config = SchedulerConfig(
@@ -233,6 +245,7 @@ def run_scheduler(args: argparse.Namespace) -> int:
             parent_pid=args.parent_pid,
             journal=journal,
             keys=Path(args.keys) if args.keys else None,
+            dashboard=_dashboard(args),
         )
     except InsecureBindError as exc:
         log.error("%s", exc)
@@ -250,11 +263,26 @@ def run_scheduler(args: argparse.Namespace) -> int:
             server.close()
             return 2
     _on_stop_signals(server.stop)
+    if server.dashboard is not None:  # first: the listening line means "ready"
+        print(f"{DASHBOARD_AT}{server.dashboard.address}", flush=True)
     log.info("scheduler listening at %s", server.address)
     print(f"{LISTENING}{server.address}", flush=True)
     server.serve_forever()
     log.info("scheduler stopped")
     return 0
+
+
+def _dashboard(args: argparse.Namespace) -> tuple[str, int] | None:
+    if args.no_dashboard:
+        return None
+    if not is_loopback(args.dashboard_host) and not args.insecure:
+        raise InsecureBindError(
+            f"refusing to serve the dashboard on {args.dashboard_host!r}: it shows task "
+            "names and tracebacks; keep it on loopback or pass --insecure"
+        )
+    if args.dashboard_port is not None:
+        return args.dashboard_host, args.dashboard_port
+    return args.dashboard_host, (0 if args.port == 0 else DASHBOARD_PORT)
 
 
 def _open_journal(args: argparse.Namespace) -> Journal | None:

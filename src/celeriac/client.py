@@ -366,6 +366,11 @@ class Client:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    @property
+    def dashboard_link(self) -> str | None:
+        """The embedded scheduler's dashboard page (``None`` for a remote scheduler)."""
+        return self._cluster.dashboard_address if self._cluster is not None else None
+
     def __repr__(self) -> str:
         kind = "embedded" if self._cluster is not None else "remote"
         return f"<Client {kind} scheduler={self.address!r}>"

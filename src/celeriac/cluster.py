@@ -19,6 +19,7 @@ from typing import IO
 log = logging.getLogger("celeriac.cluster")
 
 LISTENING = "celeriac scheduler listening at "
+DASHBOARD_AT = "celeriac dashboard at "
 
 
 class ClusterStartError(RuntimeError):
@@ -54,7 +55,7 @@ class LocalCluster:
         )
         self._workers: subprocess.Popen[bytes] | None = None
         try:
-            self.address = _read_address(self._scheduler, timeout)
+            self.address, self.dashboard_address = _read_addresses(self._scheduler, timeout)
             self._workers = subprocess.Popen(
                 [
                     *base,
@@ -95,20 +96,27 @@ class LocalCluster:
         self.close()
 
 
-def _read_address(popen: subprocess.Popen[bytes], timeout: float) -> str:
-    """The address the scheduler prints once it is bound."""
+def _read_addresses(popen: subprocess.Popen[bytes], timeout: float) -> tuple[str, str | None]:
+    """The scheduler's address (and dashboard's, if any), as it prints them once bound."""
     stream: IO[bytes] | None = popen.stdout
     assert stream is not None
     deadline = time.monotonic() + timeout
+    dashboard, pending = None, b""
     with selectors.DefaultSelector() as selector:
         selector.register(stream, selectors.EVENT_READ)
+        # Raw reads: a buffered readline could hide a second line from select().
         while time.monotonic() < deadline:
-            if selector.select(max(0.0, deadline - time.monotonic())):
-                line = stream.readline().decode()
-                if line.startswith(LISTENING):
-                    return line[len(LISTENING) :].strip()
-                if not line:
-                    break
+            if not selector.select(max(0.0, deadline - time.monotonic())):
+                continue
+            chunk = os.read(stream.fileno(), 4096)
+            if not chunk:
+                break
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in (raw.decode() for raw in lines):
+                if line.startswith(DASHBOARD_AT):
+                    dashboard = line[len(DASHBOARD_AT) :].strip()
+                elif line.startswith(LISTENING):
+                    return line[len(LISTENING) :].strip(), dashboard
     code = popen.poll()
     raise ClusterStartError(
         f"the embedded scheduler did not start within {timeout:g} s"

@@ -19,6 +19,7 @@ validated, because every byte of it arrives from the network.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -282,6 +283,9 @@ def _check_type(op: str, name: str, value: Any, kind: Any) -> None:
     if type(value) not in kind:
         names = " or ".join(k.__name__ for k in kind)
         raise ProtocolError(f"{op!r} field {name!r} must be {names}")
+    if type(value) is float and not math.isfinite(value):
+        # NaN never compares: one in a timer heap would stall every timer.
+        raise ProtocolError(f"{op!r} field {name!r} must be a finite number")
 
 
 def _check_payload_layout(op: str, layout: Any, expected: int | None) -> None:

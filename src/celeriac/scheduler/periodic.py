@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from celeriac.protocol import Message, Payload, check_task_options
+from celeriac.scheduler.policies import parse_rate
 from celeriac.scheduler.records import Task, public_status
 from celeriac.scheduler.timers import TimerQueue
 from celeriac.schedules import Schedule, next_run, schedule_from_dict
@@ -109,8 +110,13 @@ class PeriodicJobs:
 
     def set(self, msg: Message, now: float) -> PeriodicJob:
         """Add or update a job from a ``periodic-set`` message; ValueError if invalid."""
-        schedule = schedule_from_dict(msg["schedule"])
+        try:
+            schedule = schedule_from_dict(msg["schedule"])
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ValueError(f"bad schedule: {exc}") from None
         check_task_options(msg["options"])
+        if "rate_limit" in msg["options"]:
+            parse_rate(msg["options"]["rate_limit"])
         if msg["misfire"] not in MISFIRE_POLICIES:
             raise ValueError(f"misfire must be one of {', '.join(MISFIRE_POLICIES)}")
         job = PeriodicJob(

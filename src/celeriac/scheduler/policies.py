@@ -26,7 +26,7 @@ def backoff_delay(
     With jitter, a uniform draw in [0, delay] ("full jitter"), so a burst of
     failures does not retry in lockstep.
     """
-    delay = min(cap, base * 2 ** max(0, attempt - 1))
+    delay = min(cap, base * 2 ** min(max(0, attempt - 1), 64))
     return rng.uniform(0, delay) if jitter else delay
 
 

@@ -9,14 +9,15 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import zmq
 
 from celeriac import protocol
-from celeriac.addresses import is_loopback, tcp_address
+from celeriac.addresses import InsecureBindError, is_loopback, tcp_address
 from celeriac.protocol import Message, ProtocolError
 from celeriac.scheduler.journal import Journal
 from celeriac.scheduler.state import SchedulerConfig, SchedulerState, Send
@@ -26,10 +27,6 @@ log = logging.getLogger("celeriac.scheduler")
 
 #: Messages read per loop iteration before we act on them and send replies.
 MAX_READS_PER_ITERATION = 1000
-
-
-class InsecureBindError(ValueError):
-    """Refusal to serve pickles to the network without authentication."""
 
 
 class SchedulerServer:
@@ -43,6 +40,7 @@ class SchedulerServer:
         parent_pid: int | None = None,
         journal: Journal | None = None,
         keys: Path | None = None,
+        dashboard: tuple[str, int] | None = None,
     ) -> None:
         if not is_loopback(host) and not insecure and keys is None:
             raise InsecureBindError(
@@ -69,7 +67,20 @@ class SchedulerServer:
             self._authenticator = secure_server(self._socket, self._context, keys)
         self._socket.bind(tcp_address(host, "*" if port == 0 else port))
         self.address = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.state.about = {"pid": os.getpid(), "address": self.address}
         self._running = True
+        self._next_snapshot = 0.0
+        #: What the dashboard shows: rebuilt by the loop once a second and swapped
+        #: in whole, so the HTTP thread never reads the state machine itself.
+        self.snapshot: dict[str, Any] = {}
+        self._history: deque[dict[str, float]] = deque(maxlen=600)  # ten minutes
+        self.dashboard = None
+        if dashboard is not None:
+            from celeriac.scheduler.dashboard import Dashboard
+
+            self._take_snapshot(time.time())
+            self.dashboard = Dashboard(dashboard[0], dashboard[1], lambda: self.snapshot)
+            self.dashboard.start()
         # The spawner names itself: if it died before we started, getppid() is
         # already someone else and the check below fires at once.
         self._parent = parent_pid
@@ -94,13 +105,29 @@ class SchedulerServer:
                     self._send(self._tick(now))
                 if now >= next_tick:
                     next_tick = now + tick_every
+                    if self.dashboard is not None and now >= self._next_snapshot:
+                        self._take_snapshot(now)
                     if self._parent is not None and os.getppid() != self._parent:
                         log.warning("parent process exited; stopping")
                         break
         finally:
             self.close()
 
+    def _take_snapshot(self, now: float) -> None:
+        counters = self.state.counters
+        self._history.append({"time": now, "done": counters["done"], "erred": counters["erred"]})
+        self.snapshot = {
+            "time": now,
+            "address": self.address,
+            "info": self.state.info(),
+            "history": list(self._history),
+            "failures": list(self.state.recent_failures),
+        }
+        self._next_snapshot = now + 1.0
+
     def close(self) -> None:
+        if self.dashboard is not None:
+            self.dashboard.stop()
         if self._authenticator is not None:
             self._authenticator.stop()
         self._socket.close(linger=0)

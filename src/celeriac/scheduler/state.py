@@ -16,6 +16,7 @@ import itertools
 import logging
 import pickle
 import random
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -83,6 +84,10 @@ class SchedulerState:
         self._now = 0.0
         self._durations: dict[str, float] = {}  # task name -> moving average run time
         self.counters = {"done": 0, "erred": 0, "submitted": 0}
+        #: Facts about the process around us (pid, address), set by the server.
+        self.about: dict[str, Any] = {}
+        #: The last failures, with their tracebacks, for inspection and the dashboard.
+        self.recent_failures: deque[dict[str, Any]] = deque(maxlen=50)
         #: (table, key, record or None to delete), written by the server before it sends.
         self.journal_ops: list[tuple[str, str, Any]] = []
 
@@ -100,6 +105,7 @@ class SchedulerState:
         self._now = now
         for timer in self._timers.due(now):
             self._fire(timer.kind, timer.key, now)
+        self._expire_revocations(now)
         limit = now - self.config.worker_timeout
         for worker in [w for w in self.workers.values() if w.last_seen < limit]:
             log.warning("worker %s (pid %d) missed its heartbeats", worker.name, worker.pid)
@@ -125,6 +131,7 @@ class SchedulerState:
         for task in self.tasks.values():
             by_state[task.state.value] = by_state.get(task.state.value, 0) + 1
         return {
+            "scheduler": self.about,
             "tasks": len(self.tasks),
             "by_state": by_state,
             "queues": self._ready.depths(),
@@ -305,11 +312,22 @@ class SchedulerState:
 
     def _remember_revoked(self, key: str) -> None:
         if len(self.revoked) >= self.config.max_revoked:
-            del self.revoked[next(iter(self.revoked))]  # the oldest
+            oldest = next(iter(self.revoked))
+            del self.revoked[oldest]
+            self._journal("revoked", oldest, None)
+        self.revoked.pop(key, None)  # re-insert at the end: the dict stays in expiry order
         until = self._now + self.config.revoke_ttl
         self.revoked[key] = until
-        self._timers.add(until, key, "unrevoke")
         self._journal("revoked", key, until)
+
+    def _expire_revocations(self, now: float) -> None:
+        """Drop revocations past their TTL: the oldest come first, so this stops early."""
+        while self.revoked:
+            key, until = next(iter(self.revoked.items()))
+            if until > now:
+                return
+            del self.revoked[key]
+            self._journal("revoked", key, None)
 
     def _on_forget(self, client: Client, msg: Message) -> None:
         task = self.tasks.get(msg["key"])
@@ -562,11 +580,6 @@ class SchedulerState:
     # -- timers -------------------------------------------------------------------
 
     def _fire(self, kind: str, key: str, now: float) -> None:
-        if kind == "unrevoke":
-            if self.revoked.get(key, now + 1) <= now:
-                del self.revoked[key]
-                self._journal("revoked", key, None)
-            return
         if kind == "periodic":
             self.periodic.fire(key, now)
             return
@@ -623,6 +636,8 @@ class SchedulerState:
 
     def _fail(self, task: Task, kind: str, text: str, payload: Payload = ()) -> None:
         self._transition(task, TaskState.ERRED)
+        failure = {"key": task.key, "name": task.name, "kind": kind, "text": text}
+        self.recent_failures.append({**failure, "time": self._now})
         task.error = (kind, text, payload)
         task.function = task.args = ()
         self.counters["erred"] += 1
@@ -809,10 +824,9 @@ class SchedulerState:
         hold as before.  Missed periodic ticks follow each job's misfire policy.
         """
         self._now = now
-        for key, until in revoked.items():
+        for key, until in sorted(revoked.items(), key=lambda item: item[1]):
             if until > now:
                 self.revoked[key] = until
-                self._timers.add(until, key, "unrevoke")
         restored = [task_from_record(record, next(self._seq)) for record in tasks]
         for task in restored:
             self.tasks[task.key] = task

@@ -35,6 +35,7 @@ class SoftLimits:
         self._deadlines: dict[str, tuple[float, int]] = {}  # key -> (deadline, thread id)
         self._lock = threading.Lock()
         self._main = threading.main_thread().ident
+        self._main_running: str | None = None  # the task now on the main thread
         self._interrupt_main_for: str | None = None
 
     def install(self) -> None:
@@ -44,10 +45,14 @@ class SoftLimits:
     def start(self, key: str, seconds: float) -> None:
         with self._lock:
             self._deadlines[key] = (time.monotonic() + seconds, threading.get_ident())
+            if threading.get_ident() == self._main:
+                self._main_running = key
 
     def stop(self, key: str) -> None:
         with self._lock:
             self._deadlines.pop(key, None)
+            if self._main_running == key:
+                self._main_running = None
             if self._interrupt_main_for == key:
                 self._interrupt_main_for = None
 
@@ -60,12 +65,13 @@ class SoftLimits:
         now = time.monotonic()
         with self._lock:
             due = [(k, t) for k, (d, t) in self._deadlines.items() if d <= now]
-            for key, _ in due:
+            for key, thread_id in due:
                 del self._deadlines[key]
+                if thread_id == self._main:
+                    self._interrupt_main_for = key
         for key, thread_id in due:
             log.warning("task %s passed its soft time limit; interrupting it", key)
             if thread_id == self._main:
-                self._interrupt_main_for = key
                 signal.pthread_kill(thread_id, SOFT_LIMIT_SIGNAL)
             else:
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(
@@ -73,7 +79,9 @@ class SoftLimits:
                 )
 
     def _on_signal(self, signum: int, frame: object) -> None:
-        if self._interrupt_main_for is not None:
+        target = self._interrupt_main_for
+        # Raise only into the task it was meant for, never into the next one.
+        if target is not None and target == self._main_running:
             self._interrupt_main_for = None
             raise SoftTimeLimitExceeded("soft time limit exceeded")
 

@@ -20,9 +20,10 @@ import zmq
 
 from celeriac import protocol
 from celeriac.addresses import normalize
+from celeriac.errors import SoftTimeLimitExceeded
 from celeriac.protocol import Message, ProtocolError
 from celeriac.security import secure_client
-from celeriac.serialize import LoadedFunctions
+from celeriac.serialize import LoadedFunctions, dumps_exception
 from celeriac.wakeup import Waker
 from celeriac.worker.execute import Assignment, run_task
 from celeriac.worker.limits import ControlChannel, SoftLimits
@@ -156,7 +157,10 @@ class WorkerProcess:
     def _heartbeat(self, socket: zmq.Socket) -> bool:
         """Send a heartbeat; False when this process should stop (its parent died)."""
         message = Message("heartbeat", {"memory": rss_bytes(), "running": len(self._running)})
-        self._send(socket, [message])
+        try:  # never block on a heartbeat: a long-gone scheduler must not freeze this loop
+            socket.send_multipart(protocol.encode([message]), zmq.NOBLOCK)
+        except zmq.Again:
+            pass
         self._check_scheduler()
         if self._parent is not None and os.getppid() != self._parent:
             log.warning("worker %s: parent process exited; stopping", self.name)
@@ -176,7 +180,10 @@ class WorkerProcess:
                 continue
             self._heard_from_scheduler()
             for msg in messages:
-                self._on_message(socket, msg)
+                try:
+                    self._on_message(socket, msg)
+                except Exception:  # one bad message must not stop the worker
+                    log.exception("worker %s: could not handle %r", self.name, msg.op)
 
     def _heard_from_scheduler(self) -> None:
         self._last_heard = time.monotonic()
@@ -203,8 +210,8 @@ class WorkerProcess:
             self._drop(socket, msg["key"], msg.get("terminate", False))
         elif msg.op == "welcome":
             self._registering = False
-            self._heartbeat_interval = msg.get("heartbeat_interval", self._heartbeat_interval)
-            self._scheduler_timeout = msg.get("worker_timeout", self._scheduler_timeout)
+            self._heartbeat_interval = _clamp(msg.get("heartbeat_interval"), 0.01, 60.0, 0.5)
+            self._scheduler_timeout = _clamp(msg.get("worker_timeout"), 0.1, 3600.0, 5.0)
             log.info("worker %s registered with the scheduler", self.name)
         elif msg.op == "reregister" and not self._registering:
             # Heartbeats queued while the scheduler was down each draw a
@@ -221,6 +228,13 @@ class WorkerProcess:
                 os._exit(78)  # EX_CONFIG
 
     def _queue_task(self, msg: Message) -> None:
+        if len(msg.payloads) != 2 + len(msg["deps"]):
+            text = f"'run' carries {len(msg.payloads)} payloads for {len(msg['deps'])} deps"
+            log.error("worker %s: %s", self.name, text)
+            error = dumps_exception(ProtocolError(text))
+            fields = {"key": msg["key"], "kind": "serialize", "text": text}
+            self._outbox.append(Message("task-failed", fields, [error]))
+            return
         deps = dict(zip(msg["deps"], msg.payloads[2:], strict=True))
         task = Assignment(
             key=msg["key"],
@@ -301,18 +315,30 @@ class WorkerProcess:
                 return task
 
     def _execute_loop(self) -> None:
-        while (task := self._next_task()) is not None:
-            # No wake-up: the notice rides along with the next batch or heartbeat.
-            self._outbox.append(Message("started", {"key": task.key}))
-            outcome = self._run_with_limits(task)
-            with self._todo_ready:
-                del self._running[task.key]
-                dropped = task.key in self._dropped
-                self._dropped.discard(task.key)
-            if not dropped:
-                self._outbox.append(outcome)
-            self._check_recycle()
-            self._waker.wake()
+        while True:
+            try:
+                if not self._execute_next():
+                    return
+            except SoftTimeLimitExceeded:  # a limit that fired as its task ended
+                log.warning("worker %s: a late soft time limit was ignored", self.name)
+
+    def _execute_next(self) -> bool:
+        """Run the next task; False once the worker stops."""
+        task = self._next_task()
+        if task is None:
+            return False
+        # No wake-up: the notice rides along with the next batch or heartbeat.
+        self._outbox.append(Message("started", {"key": task.key}))
+        outcome = self._run_with_limits(task)
+        with self._todo_ready:
+            self._running.pop(task.key, None)
+            dropped = task.key in self._dropped
+            self._dropped.discard(task.key)
+        if not dropped:
+            self._outbox.append(outcome)
+        self._check_recycle()
+        self._waker.wake()
+        return True
 
     def _check_recycle(self) -> None:
         """Retire this process between tasks once it did enough, or grew too big.
@@ -333,16 +359,27 @@ class WorkerProcess:
     def _run_with_limits(self, task: Assignment) -> Message:
         if task.time_limit is not None:
             self._control.deadline(task.key, task.time_limit)
-        if task.soft_time_limit is not None:
-            self._soft_limits.start(task.key, task.soft_time_limit)
-            self._waker.wake()  # the I/O thread must wake up for the new deadline
         try:
+            if task.soft_time_limit is not None:
+                self._soft_limits.start(task.key, task.soft_time_limit)
+                self._waker.wake()  # the I/O thread must wake up for the new deadline
             return run_task(task, self._functions)
+        except SoftTimeLimitExceeded as exc:
+            # Landed outside the task's own code (a limit of zero, or a signal
+            # racing the task's end): still the task's failure, not the worker's.
+            text = "soft time limit exceeded"
+            fields = {"key": task.key, "kind": "remote", "text": text}
+            return Message("task-failed", fields, [dumps_exception(exc)])
         finally:
             if task.soft_time_limit is not None:
                 self._soft_limits.stop(task.key)
             if task.time_limit is not None:
                 self._control.clear(task.key)
+
+
+def _clamp(value: float | None, low: float, high: float, default: float) -> float:
+    """A timing from the network, kept sane (the protocol already refuses NaN and inf)."""
+    return default if value is None else min(high, max(low, float(value)))
 
 
 def _drop_redundant_started(batch: list[Message]) -> list[Message]:

@@ -244,7 +244,7 @@ class DeathReporter:
         if key is not None:
             fields["key"] = key
         msg = Message("worker-died", fields)
-        self._socket.send_multipart(protocol.encode([msg]))
+        self._send(msg)
 
     def vouch(self, identities: list[bytes]) -> None:
         """Say these children are alive (their own heartbeats may be stuck behind the GIL)."""
@@ -253,7 +253,7 @@ class DeathReporter:
             return
         self._next_vouch = now + self.VOUCH_INTERVAL
         msg = Message("workers-alive", {"workers": [i.hex() for i in identities]})
-        self._socket.send_multipart(protocol.encode([msg]))
+        self._send(msg)
 
     def poll(self) -> None:
         """Answer a restarted scheduler's ``reregister``; ignore the rest."""
@@ -271,10 +271,18 @@ class DeathReporter:
                 self._hello()
 
     def close(self) -> None:
-        self._socket.send_multipart(protocol.encode([Message("goodbye")]))
+        self._send(Message("goodbye"))
         self._socket.close()
         self._context.term()
 
+    def _send(self, msg: Message) -> None:
+        """Never block: with the scheduler gone, a full queue must not freeze the
+        supervisor (it still has children to restart and signals to obey)."""
+        try:
+            self._socket.send_multipart(protocol.encode([msg]), zmq.NOBLOCK)
+        except zmq.Again:
+            log.debug("scheduler unreachable; dropped %r", msg.op)
+
     def _hello(self) -> None:
         hello = Message("hello-client", {"version": protocol.VERSION})
-        self._socket.send_multipart(protocol.encode([hello]))
+        self._send(hello)

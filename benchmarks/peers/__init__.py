@@ -1,0 +1,1 @@
+"""One module per system compared by ``benchmarks/compare.py``; see benchmarks/README.md."""
