@@ -18,6 +18,7 @@ from celeriac.errors import (
     TimeoutError,
 )
 from celeriac.futures import Future, as_completed, fire_and_forget, wait
+from celeriac.progress import progress
 from celeriac.result import AsyncResult, GroupResult
 from celeriac.schedules import at, crontab, every
 from celeriac.serialize import RemoteError, SerializationError
@@ -53,5 +54,6 @@ __all__ = [
     "every",
     "fire_and_forget",
     "group",
+    "progress",
     "wait",
 ]
