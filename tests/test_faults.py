@@ -216,6 +216,7 @@ def test_workers_reregister_after_scheduler_restart() -> None:
     port = str(_free_port())
     base = [sys.executable, "-m", "celeriac"]
     scheduler_cmd = [*base, "scheduler", "--port", port, "--heartbeat-interval", "0.1"]
+    scheduler_cmd += ["--no-dashboard", "--no-journal"]
     scheduler = subprocess.Popen(scheduler_cmd, stdout=subprocess.DEVNULL)
     worker = subprocess.Popen([*base, "worker", f"tcp://127.0.0.1:{port}"])
     try:

@@ -46,6 +46,7 @@ class Deployment:
 
     def start_scheduler(self) -> None:
         cmd = [*CELERIAC, "scheduler", "--port", str(self.port), "--journal", str(self.journal)]
+        cmd += ["--dashboard-port", "0"]  # tests run side by side: no fixed dashboard port
         cmd += ["--worker-timeout", "2", "--heartbeat-interval", "0.2", "--log-level", "WARNING"]
         self.scheduler = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
 

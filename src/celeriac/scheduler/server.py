@@ -79,7 +79,14 @@ class SchedulerServer:
             from celeriac.scheduler.dashboard import Dashboard
 
             self._take_snapshot(time.time())
-            self.dashboard = Dashboard(dashboard[0], dashboard[1], lambda: self.snapshot)
+            try:
+                self.dashboard = Dashboard(dashboard[0], dashboard[1], lambda: self.snapshot)
+            except OSError as exc:
+                self._socket.close(linger=0)
+                raise OSError(
+                    f"cannot serve the dashboard on {dashboard[0]}:{dashboard[1]} ({exc}); "
+                    "choose another --dashboard-port, or --no-dashboard"
+                ) from None
             self.dashboard.start()
         # The spawner names itself: if it died before we started, getppid() is
         # already someone else and the check below fires at once.
