@@ -20,8 +20,9 @@ import zmq
 
 from celeriac import protocol
 from celeriac.errors import SchedulerUnavailable
-from celeriac.protocol import Message, ProtocolError
+from celeriac.protocol import Message
 from celeriac.security import secure_client
+from celeriac.transport import drain
 from celeriac.wakeup import Waker
 
 log = logging.getLogger("celeriac.client")
@@ -126,16 +127,7 @@ class Connection:
             self._waker.close()
 
     def _read_available(self) -> None:
-        while True:
-            try:
-                frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            try:
-                messages = protocol.decode(frames)
-            except ProtocolError as exc:
-                log.error("bad message from the scheduler: %s", exc)
-                continue
+        for messages in drain(self._socket):
             for msg in messages:
                 self._dispatch(msg)
 

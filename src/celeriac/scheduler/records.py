@@ -86,21 +86,22 @@ class Task:
     durable: bool = False  # detached work: journaled, survives a scheduler restart
 
 
-#: Task options that a journal record carries, besides the fixed fields.
-OPTION_FIELDS = (
-    "not_before",
+#: Submit fields that set the task option of the same name.
+SUBMIT_OPTIONS = (
     "expires",
     "retry_on_error",
     "retry_backoff",
     "backoff_max",
     "retry_jitter",
     "result_ttl",
-    "keep_until",
     "ignore_result",
     "rate_limit",
     "time_limit",
     "soft_time_limit",
 )
+
+#: Task options that a journal record carries, besides the fixed fields.
+OPTION_FIELDS = ("not_before", "keep_until", *SUBMIT_OPTIONS)
 
 
 def task_record(task: Task) -> dict[str, Any]:

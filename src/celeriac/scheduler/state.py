@@ -26,6 +26,7 @@ from celeriac.scheduler.policies import RateLimits, backoff_delay, parse_rate
 from celeriac.scheduler.queues import ReadyQueues
 from celeriac.scheduler.records import (
     DETACHED,
+    SUBMIT_OPTIONS,
     Client,
     SchedulerConfig,
     Send,
@@ -45,20 +46,6 @@ log = logging.getLogger("celeriac.scheduler")
 #: The payload of ``None``, for tasks whose result is ignored.  Making a
 #: constant pickle is not unpickling anything: the rule holds.
 _NONE = (pickle.dumps(None, protocol=5),)
-
-#: Submit fields that set a task option of the same name.
-_OPTIONS = (
-    "expires",
-    "retry_on_error",
-    "retry_backoff",
-    "backoff_max",
-    "retry_jitter",
-    "result_ttl",
-    "ignore_result",
-    "rate_limit",
-    "time_limit",
-    "soft_time_limit",
-)
 
 
 class SchedulerState:
@@ -232,7 +219,7 @@ class SchedulerState:
             retries_left=max(0, msg["retries"]),
             not_before=msg.get("eta", 0.0),
         )
-        for option in _OPTIONS:
+        for option in SUBMIT_OPTIONS:
             if option in msg.fields:
                 setattr(task, option, msg.fields[option])
         if task.expires is not None:

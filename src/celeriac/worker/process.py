@@ -24,6 +24,7 @@ from celeriac.errors import SoftTimeLimitExceeded
 from celeriac.protocol import Message, ProtocolError
 from celeriac.security import secure_client
 from celeriac.serialize import LoadedFunctions, dumps_exception
+from celeriac.transport import drain
 from celeriac.wakeup import Waker
 from celeriac.worker.execute import Assignment, run_task
 from celeriac.worker.limits import ControlChannel, SoftLimits
@@ -168,16 +169,7 @@ class WorkerProcess:
         return True
 
     def _read_available(self, socket: zmq.Socket) -> None:
-        while True:
-            try:
-                frames = socket.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            try:
-                messages = protocol.decode(frames)
-            except ProtocolError as exc:
-                log.error("bad message from the scheduler: %s", exc)
-                continue
+        for messages in drain(socket):
             self._heard_from_scheduler()
             for msg in messages:
                 try:

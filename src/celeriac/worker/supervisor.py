@@ -22,8 +22,9 @@ from pathlib import Path
 import zmq
 
 from celeriac import protocol
-from celeriac.protocol import Message, ProtocolError
+from celeriac.protocol import Message
 from celeriac.security import secure_client
+from celeriac.transport import drain
 
 log = logging.getLogger("celeriac.worker")
 
@@ -257,16 +258,7 @@ class DeathReporter:
 
     def poll(self) -> None:
         """Answer a restarted scheduler's ``reregister``; ignore the rest."""
-        while True:
-            try:
-                frames = self._socket.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                messages = protocol.decode(frames)
-            except ProtocolError as exc:
-                log.error("bad message from the scheduler: %s", exc)
-                continue
+        for messages in drain(self._socket, copy=True):
             if any(msg.op == "reregister" for msg in messages):
                 self._hello()
 
