@@ -832,6 +832,9 @@ class FakeScheduler:
         self.router = context.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.SNDTIMEO, 10_000)
+        # A ROUTER silently drops messages for a peer whose queue is full: the
+        # "after" task must not be one of them while the worker is busy failing junk.
+        self.router.setsockopt(zmq.SNDHWM, 0)
         port = self.router.bind_to_random_port("tcp://127.0.0.1")
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in close()

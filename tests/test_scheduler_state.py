@@ -653,7 +653,9 @@ def test_info_counts(sim: Sim) -> None:
             "slots": 1,
             "queues": ["default", "emails"],
             "assigned": 1,
+            "running": 0,
             "memory": 123,
+            "last_seen": 0.0,
         }
     ]
     assert info["clients"] == 1

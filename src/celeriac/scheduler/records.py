@@ -161,6 +161,7 @@ class Worker:
     pid: int
     last_seen: float
     memory: int = 0
+    running: int = 0  # as the worker last said in a heartbeat
     queued_work: float = 0.0  # sum of the estimates of the assigned tasks
     closing: bool = False  # finishing what it runs; gets nothing new
     #: Keys in the order they were sent; the worker runs them in that order.

@@ -60,6 +60,10 @@ class SchedulerServer:
         self._socket = self._context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting peer takes its id back
+        # A ROUTER silently drops what it cannot queue for a slow peer; a dropped
+        # result or task would hang someone forever.  Queue instead: prefetch
+        # bounds what a worker is sent, and a client asked for its results.
+        self._socket.setsockopt(zmq.SNDHWM, 0)
         # libzmq drops a peer that sends a larger frame, before we could buffer it
         self._socket.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
         self._authenticator = None

@@ -129,7 +129,9 @@ class SchedulerState:
                     "slots": w.slots,
                     "queues": list(w.queues),
                     "assigned": len(w.assigned),
+                    "running": w.running,
                     "memory": w.memory,
+                    "last_seen": w.last_seen,
                 }
                 for w in self.workers.values()
             ],
@@ -137,6 +139,10 @@ class SchedulerState:
             "timers": len(self._timers),
             "periodic": self.periodic.describe(),
             "counters": dict(self.counters),
+            "failures": [
+                {**failure, "text": failure["text"][-2000:]}
+                for failure in list(self.recent_failures)[-20:]
+            ],
         }
 
     # -- dispatch ----------------------------------------------------------
@@ -445,6 +451,7 @@ class SchedulerState:
 
     def _on_heartbeat(self, worker: Worker, msg: Message) -> None:
         worker.memory = msg.get("memory", worker.memory)
+        worker.running = msg.get("running", worker.running)
         self._send(worker.id, "heartbeat-ack")
 
     def _on_started(self, worker: Worker, msg: Message) -> None:

@@ -1,0 +1,295 @@
+"""Configuration: TOML file, CELERIAC_* variables and flags, in that order of strength."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from celeriac.cli import build_parser
+from celeriac.config import ConfigError, Resolved, parse
+
+CELERIAC = [sys.executable, "-m", "celeriac"]
+
+
+def resolve(argv: list[str], env: dict[str, str] | None = None) -> Resolved:
+    return parse(build_parser(), argv, environ=env or {})
+
+
+def write(tmp_path: Path, text: str, name: str = "celeriac.toml") -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CELERIAC_")}
+    environ.update(env or {})
+    return subprocess.run(
+        [*CELERIAC, *args], capture_output=True, text=True, timeout=30, env=environ
+    )
+
+
+# -- precedence: flag > environment > file > default ------------------------------------------
+
+FILE = "[scheduler]\nworker-timeout = 7.0\n"
+
+
+@pytest.mark.parametrize(
+    ("in_file", "in_env", "flag", "expected", "source"),
+    [
+        (False, False, False, 5.0, "default"),
+        (True, False, False, 7.0, "[scheduler] worker-timeout"),
+        (False, True, False, 8.0, "CELERIAC_WORKER_TIMEOUT"),
+        (True, True, False, 8.0, "CELERIAC_WORKER_TIMEOUT"),
+        (False, False, True, 9.0, "flag"),
+        (True, False, True, 9.0, "flag"),
+        (False, True, True, 9.0, "flag"),
+        (True, True, True, 9.0, "flag"),
+    ],
+)
+def test_precedence(
+    tmp_path: Path, in_file: bool, in_env: bool, flag: bool, expected: float, source: str
+) -> None:
+    argv = ["scheduler"]
+    if in_file:
+        argv += ["--config", write(tmp_path, FILE)]
+    if flag:
+        argv += ["--worker-timeout", "9"]
+    env = {"CELERIAC_WORKER_TIMEOUT": "8"} if in_env else {}
+    resolved = resolve(argv, env)
+    assert resolved.args.worker_timeout == expected
+    assert resolved.sources["worker_timeout"].endswith(source)
+    assert resolved.args.port == 8786 and resolved.sources["port"] == "default"
+
+
+def test_config_path_from_the_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "[worker]\nnprocs = 3\n")
+    assert resolve(["worker"], {"CELERIAC_CONFIG": path}).args.nprocs == 3
+    other = write(tmp_path, "[worker]\nnprocs = 4\n", "other.toml")
+    flagged = resolve(["worker", "--config", other], {"CELERIAC_CONFIG": path})
+    assert flagged.args.nprocs == 4  # --config beats $CELERIAC_CONFIG
+
+
+def test_dashes_or_underscores_and_typed_values(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        [worker]
+        address = "127.0.0.1:9999"
+        max_tasks_per_child = 100
+        max-memory-per-child = "1GB"
+        queues = ["default", "emails"]
+        import = ["json", "os.path"]
+        log-level = "debug"
+        keys = "keys"
+        """.replace("        ", ""),
+    )
+    args = resolve(["worker", "--config", path]).args
+    assert args.address == "127.0.0.1:9999"
+    assert args.max_tasks_per_child == 100
+    assert args.max_memory_per_child == 1 << 30
+    assert args.queues == ("default", "emails")
+    assert args.imports == ["json", "os.path"]
+    assert args.log_level == "DEBUG"
+    assert args.keys == str(tmp_path / "keys")  # relative to the file
+
+
+def test_environment_values_are_converted_like_flags() -> None:
+    env = {
+        "CELERIAC_ADDRESS": "tcp://127.0.0.1:9000",
+        "CELERIAC_NPROCS": "2",
+        "CELERIAC_QUEUES": "a, b",
+        "CELERIAC_IMPORTS": "json,os",
+        "CELERIAC_LOG_LEVEL": "warning",
+    }
+    args = resolve(["worker"], env).args
+    assert (args.address, args.nprocs, args.queues) == ("tcp://127.0.0.1:9000", 2, ("a", "b"))
+    assert args.imports == ["json", "os"] and args.log_level == "WARNING"
+    assert resolve(["scheduler"], {"CELERIAC_NO_DASHBOARD": "yes"}).args.no_dashboard is True
+    assert resolve(["inspect"], env).args.address == "tcp://127.0.0.1:9000"
+    assert resolve(["periodic", "list"], env).args.address == "tcp://127.0.0.1:9000"
+
+
+def test_a_positional_address_beats_the_environment() -> None:
+    env = {"CELERIAC_ADDRESS": "tcp://127.0.0.1:9000"}
+    assert resolve(["worker", "tcp://127.0.0.1:9001"], env).args.address.endswith(":9001")
+
+
+def test_client_section_is_shared_by_periodic_and_inspect(tmp_path: Path) -> None:
+    path = write(tmp_path, '[client]\naddress = "tcp://127.0.0.1:9002"\ntimeout = 1.5\n')
+    for argv in (["inspect"], ["status"], ["periodic", "list"]):
+        args = resolve([*argv, "--config", path]).args
+        assert (args.address, args.timeout) == ("tcp://127.0.0.1:9002", 1.5)
+
+
+def test_exclusive_options_follow_precedence(tmp_path: Path) -> None:
+    path = write(tmp_path, '[scheduler]\njournal = "/tmp/j.sqlite3"\n')
+    args = resolve(["scheduler", "--config", path, "--no-journal"]).args
+    assert args.no_journal and args.journal is None
+    args = resolve(["scheduler", "--config", path], {"CELERIAC_NO_JOURNAL": "1"}).args
+    assert args.no_journal and args.journal is None
+    path = write(tmp_path, "[scheduler]\nno-dashboard = true\n")
+    args = resolve(["scheduler", "--config", path, "--dashboard-port", "9999"]).args
+    assert args.dashboard_port == 9999 and not args.no_dashboard
+    both = write(tmp_path, "[scheduler]\nno-journal = true\njournal = 'x'\n", "both.toml")
+    with pytest.raises(ConfigError, match="exclude each other"):
+        resolve(["scheduler", "--config", both])
+
+
+def test_the_embedded_cluster_ignores_file_and_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "[worker]\nqueues = ['emails']\n")
+    env = {"CELERIAC_CONFIG": path, "CELERIAC_NPROCS": "7", "CELERIAC_KEYS": "/k"}
+    args = resolve(["worker", "tcp://127.0.0.1:9000", "--parent-pid", "1"], env).args
+    assert (args.queues, args.nprocs, args.keys) == (("default",), 1, "/k")
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "[worker]\nnproc = 2\n",
+            "unknown key 'nproc' in section [worker] (did you mean 'nprocs'?)",
+        ),
+        ("[scheduler]\nnprocs = 2\n", "unknown key 'nprocs' in section [scheduler]"),
+        ("[client]\njson = true\n", "unknown key 'json' in section [client]"),
+        ("[workers]\nnprocs = 2\n", "unknown section 'workers' (did you mean 'worker'?)"),
+        ("port = 1\n", "unknown key 'port'"),
+    ],
+)
+def test_unknown_keys_are_errors_naming_key_and_section(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match="unknown") as info:
+        resolve(["scheduler", "--config", write(tmp_path, text)])
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[scheduler]\nport = "http"\n', "[scheduler] port: --port takes an integer, not 'http'"),
+        ("[scheduler]\nport = 1.5\n", "--port takes an integer, not 1.5"),
+        ("[scheduler]\nworker-timeout = true\n", "--worker-timeout takes a number, not True"),
+        ("[scheduler]\ninsecure = 'yes'\n", "--insecure takes true or false, not 'yes'"),
+        ('[scheduler]\nfsync = "sometimes"\n', "--fsync must be one of always, batch, never"),
+        ("[scheduler]\nhost = 127\n", "--host takes a string, not 127"),
+        ("[worker]\nqueues = [1, 2]\n", "--queues takes a list of strings"),
+        ('[worker]\nmax-memory-per-child = "lots"\n', "'lots' is not a size like 500MB"),
+        ("[worker]\nnprocs = 2\nnprocs = 3\n", "not valid TOML"),
+        ("[worker]\nnprocs = 2\n[worker.x]\n", "unknown key 'x' in section [worker]"),
+    ],
+)
+def test_bad_values_are_clear_errors(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve(["worker", "--config", write(tmp_path, text)])
+    assert message in str(info.value)
+    assert str(tmp_path) in str(info.value)  # names the file
+
+
+def test_bad_environment_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="CELERIAC_NPROCS: --nprocs takes an integer"):
+        resolve(["worker"], {"CELERIAC_NPROCS": "many"})
+    with pytest.raises(ConfigError, match="CELERIAC_NO_JOURNAL: --no-journal takes true or"):
+        resolve(["scheduler"], {"CELERIAC_NO_JOURNAL": "perhaps"})
+
+
+def test_misspelt_environment_variable_is_a_warning() -> None:
+    resolved = resolve(["worker"], {"CELERIAC_NPROC": "2"})
+    assert resolved.warnings == [
+        "ignoring unknown environment variable CELERIAC_NPROC (did you mean 'CELERIAC_NPROCS'?)"
+    ]
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        resolve(["worker", "--config", str(tmp_path / "nope.toml")])
+
+
+# -- the real command line -------------------------------------------------------------------
+
+
+def test_config_on_every_command(tmp_path: Path) -> None:
+    """Every command accepts --config and refuses a bad file before doing anything."""
+    bad = write(tmp_path, "[worker]\nnproc = 2\n", "bad.toml")
+    commands = [
+        ["scheduler", "--check"],
+        ["worker", "--check"],
+        ["periodic", "list"],
+        ["inspect"],
+        ["status"],
+        ["keys", "create", str(tmp_path / "keys")],
+    ]
+    for command in commands:
+        result = run(*command, "--config", bad)
+        assert result.returncode == 2, (command, result.stderr)
+        assert "unknown key 'nproc' in section [worker]" in result.stderr, command
+    assert not (tmp_path / "keys").exists()
+
+    good = write(
+        tmp_path,
+        """
+        [scheduler]
+        port = 0
+        worker-timeout = 3.0
+        [worker]
+        address = "tcp://127.0.0.1:1"
+        nprocs = 3
+        [client]
+        address = "tcp://127.0.0.1:1"
+        timeout = 0.2
+        """.replace("        ", ""),
+    )
+    result = run("scheduler", "--check", "--config", good)
+    assert result.returncode == 0, result.stderr
+    assert f"worker-timeout     = 3.0{' ' * 28}# {good} [scheduler] worker-timeout" in result.stdout
+    result = run("worker", "--check", "--config", good, env={"CELERIAC_NPROCS": "5"})
+    assert result.returncode == 0, result.stderr
+    assert "CELERIAC_NPROCS" in result.stdout and "nprocs               = 5" in result.stdout
+    for command in (["periodic", "list"], ["inspect"]):  # the [client] address is used
+        result = run(*command, "--config", good)
+        assert result.returncode != 0
+        assert "tcp://127.0.0.1:1 within 0.2 s" in result.stderr, result.stderr
+    result = run("keys", "create", str(tmp_path / "keys"), "--config", good)
+    assert result.returncode == 0, result.stderr
+
+
+def test_check_reports_problems_without_starting(tmp_path: Path) -> None:
+    schedule = write(tmp_path, "[[job]]\nname = 1\n", "jobs.toml")
+    result = run(
+        "scheduler", "--check", "--host", "0.0.0.0", "--port", "70000", "--schedule", schedule,
+        "--keys", str(tmp_path / "nokeys"), "--heartbeat-interval", "9",
+    )  # fmt: skip
+    assert result.returncode == 2
+    for message in (
+        "--port 70000 is out of range",
+        "nokeys is not a directory",
+        "--schedule:",
+        "--heartbeat-interval must be shorter than --worker-timeout",
+    ):
+        assert message in result.stderr, message
+    result = run("scheduler", "--check", "--host", "0.0.0.0", "--port", "0")
+    assert result.returncode == 2 and "--insecure" in result.stderr
+    result = run("worker", "--check", "http://x", "--nprocs", "0", "-A", "no_such_module_here")
+    assert result.returncode == 2
+    for message in ("only tcp:// is supported", "--nprocs must be positive", "no such module"):
+        assert message in result.stderr, message
+
+
+def test_check_validates_the_journal_directory(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    journal = str(tmp_path / "state" / "j.sqlite3")
+    result = run("scheduler", "--check", "--journal", journal)
+    assert result.returncode == 0, result.stderr
+    assert f"# journal file: {journal}" in result.stdout
+    assert not (tmp_path / "state").exists()  # nothing created
+    result = run("scheduler", "--check", "--journal", str(blocker / "j.sqlite3"))
+    assert result.returncode == 2 and "cannot create it" in result.stderr
