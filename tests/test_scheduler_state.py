@@ -208,9 +208,13 @@ def test_submit_runs_on_worker(sim: Sim) -> None:
 
 
 def test_submit_before_any_worker_waits_in_queue(sim: Sim) -> None:
+    sim.now = 5.0
     assert sim(C, submit("a")) == []
-    assert sim.states() == {"a": "queued"}
-    assert sim.add_worker(W1) == [run(W1, "a")]
+    sim.now = 9.0
+    assert sim(C, submit("b")) == []
+    assert sim.states() == {"a": "queued", "b": "queued"}
+    assert sim.state.info()["queue_oldest"] == {"default": 5.0}  # how long "a" has waited
+    assert sim.add_worker(W1)[0] == run(W1, "a")
 
 
 def test_priority_first_then_submission_order() -> None:

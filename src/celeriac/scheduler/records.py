@@ -68,6 +68,7 @@ class Task:
     kills: int = 0
     attempts: int = 0  # retries so far
     estimate: float = 0.0  # expected run time, counted in its worker's queued work
+    queued_at: float = 0.0  # when it last entered its ready queue
     result: Payload | None = None
     error: tuple[str, str, Payload] | None = None  # kind, text, exception payload
     # Options (Celery-style tasks); the defaults are the futures API's behaviour.

@@ -115,13 +115,17 @@ class SchedulerState:
 
     def info(self) -> dict[str, Any]:
         by_state: dict[str, int] = {}
+        oldest: dict[str, float] = {}  # queue -> when its longest-waiting task was queued
         for task in self.tasks.values():
             by_state[task.state.value] = by_state.get(task.state.value, 0) + 1
+            if task.state is TaskState.QUEUED:
+                oldest[task.queue] = min(oldest.get(task.queue, task.queued_at), task.queued_at)
         return {
             "scheduler": self.about,
             "tasks": len(self.tasks),
             "by_state": by_state,
             "queues": self._ready.depths(),
+            "queue_oldest": oldest,
             "workers": [
                 {
                     "name": w.name,
@@ -613,6 +617,7 @@ class SchedulerState:
             self._timers.add(task.not_before, task.key, "ready")
         else:
             self._transition(task, TaskState.QUEUED)
+            task.queued_at = self._now
             self._ready.push(task.queue, task.priority, task.seq, task.key)
             self._dirty = True
 

@@ -64,6 +64,9 @@ def run_task(task: Assignment, functions: LoadedFunctions) -> Message:
 def _raised(task: Assignment, exc: BaseException, duration: float) -> Message:
     """The task raised: a failure, or (``Retry``) a request to run again."""
     if isinstance(exc, Retry):
+        log.info(
+            "task asks to retry%s: %r", f" in {exc.countdown} s" if exc.countdown else "", exc.exc
+        )
         fields = _failure_fields(task, "retry", exc)
         if exc.countdown is not None:
             fields["countdown"] = float(exc.countdown)
