@@ -84,13 +84,14 @@ def _add_inspect(commands: argparse._SubParsersAction, common: argparse.Argument
         default=DEFAULT_ADDRESS,
         help="scheduler address (default: $CELERIAC_ADDRESS, [client] address, or %(default)s)",
     )
-    p.add_argument("--json", action="store_true", help="print the raw JSON, for scripts")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the scheduler")
-    _client_keys(p)
+    _client_options(p)
     p.set_defaults(run=run_inspect, config_section="client")
 
 
-def _client_keys(p: argparse.ArgumentParser) -> None:
+def _client_options(p: argparse.ArgumentParser) -> None:
+    """Options of the commands that connect to a scheduler as a client."""
+    p.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the scheduler")
     p.add_argument(
         "--keys",
         metavar="DIR",
@@ -133,9 +134,7 @@ def _add_periodic(commands: argparse._SubParsersAction, common: argparse.Argumen
         default=DEFAULT_ADDRESS,
         help="scheduler address (default: $CELERIAC_ADDRESS, [client] address, or %(default)s)",
     )
-    p.add_argument("--json", action="store_true", help="print JSON for scripts")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the scheduler")
-    _client_keys(p)
+    _client_options(p)
     p.set_defaults(run=run_periodic, config_section="client")
 
 
