@@ -102,15 +102,21 @@ def test_cancel_queued_task(client: Client, tmp_path) -> None:
     assert all(isinstance(b.result(timeout=20), int) for b in blockers)
 
 
-def test_priority_runs_first(client: Client, tmp_path) -> None:
-    gate = str(tmp_path / "gate")
-    blockers = [client.submit(wait_for_file, gate) for _ in range(6)]
-    wait_until(lambda: client.scheduler_info()["by_state"].get("processing", 0) == 6)
-    order_file = tmp_path / "order"
-    low = client.submit(append_line, str(order_file), "low", priority=0)
-    high = client.submit(append_line, str(order_file), "high", priority=10)
-    touch(gate)
-    client.gather([low, high, *blockers], timeout=20)
+def test_priority_runs_first(cluster_factory, tmp_path) -> None:
+    # One worker process with one slot: execution order is assignment order
+    # (with two, both tasks could start at once and race to the file).
+    cluster = cluster_factory(n_workers=1)
+    with Client(cluster.address) as client:
+        client.wait_for_workers(1)
+        gate = str(tmp_path / "gate")
+        blockers = [client.submit(wait_for_file, gate) for _ in range(3)]  # slot + prefetch
+        wait_until(lambda: client.scheduler_info()["by_state"].get("processing", 0) == 3)
+        order_file = tmp_path / "order"
+        low = client.submit(append_line, str(order_file), "low", priority=0)
+        high = client.submit(append_line, str(order_file), "high", priority=10)
+        wait_until(lambda: client.scheduler_info()["by_state"].get("queued", 0) == 2)
+        touch(gate)
+        client.gather([low, high, *blockers], timeout=20)
     assert order_file.read_text().split() == ["high", "low"]
 
 
