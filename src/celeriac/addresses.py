@@ -45,6 +45,17 @@ class InsecureBindError(ValueError):
     """Refusal to expose the scheduler or its dashboard without authentication."""
 
 
+def bind_refusal(host: str, *, insecure: bool, keys: object) -> str | None:
+    """Why the scheduler must not bind ``host`` as configured, or ``None`` if it may."""
+    if is_loopback(host) or insecure or keys:
+        return None
+    return (
+        f"refusing to bind {host!r} without authentication: anyone who can reach this "
+        "port could run code on every worker. Create keys with `celeriac keys create "
+        "DIR` and pass --keys DIR, or pass --insecure on a network you trust."
+    )
+
+
 def is_loopback(host: str) -> bool:
     host = host.strip("[]")
     if host == "localhost":

@@ -262,6 +262,7 @@ class Task(Generic[P, R]):
         """The ``submit`` message for one call (arguments may hold TaskRefs)."""
         opts = self.options
         client = self.app.client
+        client._check_fork()  # before drawing a key: a forked child has its own sequence
         key = task_id or client._new_key(self.name)
         fields: dict[str, Any] = {
             "priority": opts.priority if priority is None else priority,

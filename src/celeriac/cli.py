@@ -13,7 +13,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from celeriac.addresses import DEFAULT_ADDRESS, DEFAULT_PORT, InsecureBindError, is_loopback
+from celeriac.addresses import (
+    DEFAULT_ADDRESS,
+    DEFAULT_PORT,
+    InsecureBindError,
+    bind_refusal,
+    is_loopback,
+)
 from celeriac.config import comma_list, path_arg
 
 DASHBOARD_PORT = 8787
@@ -347,16 +353,11 @@ def _dashboard(args: argparse.Namespace) -> tuple[str, int] | None:
 
 
 def _open_journal(args: argparse.Namespace) -> Journal | None:
-    from celeriac.scheduler.journal import Journal, default_path
+    from celeriac.scheduler.journal import Journal
 
-    if args.no_journal:
+    path = _journal_path(args)
+    if path is None:
         return None
-    if args.journal:
-        path = args.journal
-    elif args.port == 0:
-        return None  # an ephemeral port has no stable identity to recover under
-    else:
-        path = default_path(args.port)
     log.info("journal at %s (fsync %s)", path, args.fsync)
     return Journal(path, args.fsync)
 
@@ -592,11 +593,9 @@ def check_scheduler(args: argparse.Namespace) -> list[str]:
     if args.heartbeat_interval >= args.worker_timeout > 0:
         errors.append("--heartbeat-interval must be shorter than --worker-timeout")
     errors += _host_error(args.host, "--host") + _port_error(args.port, "--port")
-    if not is_loopback(args.host) and not args.insecure and not args.keys:
-        errors.append(
-            f"--host {args.host} is not loopback: pass --keys DIR (see docs/security.md) or "
-            "--insecure on a network you trust"
-        )
+    refusal = bind_refusal(args.host, insecure=args.insecure, keys=args.keys)
+    if refusal is not None:
+        errors.append(f"--host: {refusal}")
     if not args.no_dashboard:
         errors += _host_error(args.dashboard_host, "--dashboard-host")
         if args.dashboard_port is not None:
@@ -606,10 +605,11 @@ def check_scheduler(args: argparse.Namespace) -> list[str]:
         except InsecureBindError as exc:
             errors.append(str(exc))
     if args.keys:
+        from celeriac.security import allowlist_problem
+
         errors += _key_errors(Path(args.keys), ["scheduler.key_secret"])
-        authorized = Path(args.keys) / "authorized"
-        if not authorized.is_dir() or not any(authorized.glob("*.key")):
-            errors.append(f"--keys: {authorized} lists no public keys: nobody could connect")
+        if (problem := allowlist_problem(args.keys)) is not None:
+            errors.append(f"--keys: {problem}")
     errors += _journal_errors(args)
     if args.schedule:
         from celeriac.schedule_file import load_schedule_file
@@ -697,6 +697,7 @@ def _journal_path(args: argparse.Namespace) -> Path | None:
         return None
     if args.journal:
         return Path(args.journal)
+    # an ephemeral port (0) has no stable identity to recover under
     return default_path(args.port) if args.port else None
 
 

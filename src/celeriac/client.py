@@ -170,7 +170,8 @@ class Client:
         return self._new_future(key), self._task_message(fn, args, kwargs, key, name, fields)
 
     def _new_key(self, name: str) -> str:
-        self._check_fork()  # a forked child must not reuse its parent's key sequence
+        # Callers run _check_fork() first: a forked child must not reuse its
+        # parent's key sequence.
         return f"{name}-{self._key_prefix}{next(self._key_counter):x}"
 
     def _task_message(

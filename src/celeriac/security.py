@@ -57,9 +57,10 @@ def secure_server(
 ) -> ThreadAuthenticator:
     """Make ``socket`` a CURVE server admitting only ``DIR/authorized`` keys.  Before bind."""
     directory = Path(directory)
+    problem = allowlist_problem(directory)
+    if problem is not None:
+        raise KeysError(problem)
     authorized = directory / "authorized"
-    if not authorized.is_dir() or not any(authorized.glob("*.key")):
-        raise KeysError(f"{authorized} lists no public keys: nobody could connect")
     public, secret = _load(directory, "scheduler")
     authenticator = ThreadAuthenticator(context, log=logging.getLogger("celeriac.security.zap"))
     authenticator.start()
@@ -68,6 +69,14 @@ def secure_server(
     socket.curve_publickey = public
     socket.curve_server = True
     return authenticator
+
+
+def allowlist_problem(directory: str | Path) -> str | None:
+    """Why the scheduler could admit nobody with these keys, or ``None``."""
+    authorized = Path(directory) / "authorized"
+    if not authorized.is_dir() or not any(authorized.glob("*.key")):
+        return f"{authorized} lists no public keys: nobody could connect"
+    return None
 
 
 def secure_client(socket: zmq.Socket, directory: str | Path, role: str) -> None:

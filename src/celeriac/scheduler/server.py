@@ -17,7 +17,7 @@ from typing import Any
 import zmq
 
 from celeriac import protocol
-from celeriac.addresses import InsecureBindError, is_loopback, tcp_address
+from celeriac.addresses import InsecureBindError, bind_refusal, tcp_address
 from celeriac.protocol import Message, ProtocolError
 from celeriac.scheduler.journal import Journal
 from celeriac.scheduler.state import SchedulerConfig, SchedulerState, Send
@@ -42,12 +42,9 @@ class SchedulerServer:
         keys: Path | None = None,
         dashboard: tuple[str, int] | None = None,
     ) -> None:
-        if not is_loopback(host) and not insecure and keys is None:
-            raise InsecureBindError(
-                f"refusing to bind {host!r} without authentication: anyone who can reach this "
-                "port could run code on every worker. Create keys with `celeriac keys create "
-                "DIR` and pass --keys DIR, or pass --insecure on a network you trust."
-            )
+        refusal = bind_refusal(host, insecure=insecure, keys=keys)
+        if refusal is not None:
+            raise InsecureBindError(refusal)
         config = config or SchedulerConfig()
         config.journal = journal is not None
         self.state = SchedulerState(config)
