@@ -32,14 +32,20 @@ class Waker:
             pass  # closed during shutdown
 
     def clear(self) -> None:
-        """Called by the I/O thread *before* it drains its queue."""
-        with self._lock:
-            self._pending = False
+        """Called by the I/O thread *before* it drains its queue.
+
+        The pipe is emptied before the flag is lowered: the other way round, a
+        byte written by a ``wake()`` that slips in between would be swallowed
+        with the flag left up, and every later ``wake()`` would be a no-op
+        until something else woke the loop (a lost wake-up: seconds of delay).
+        """
         try:
             while os.read(self.fd, 4096):
                 pass
         except (BlockingIOError, OSError):
             pass
+        with self._lock:
+            self._pending = False
 
     def close(self) -> None:
         for fd in (self.fd, self._write_fd):
