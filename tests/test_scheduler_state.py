@@ -7,12 +7,14 @@ passed with each event.  Expected output is spelled out as whole lists of
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pytest
 
 from celeriac.protocol import VERSION, Message, decode, encode
+from celeriac.scheduler.policies import TokenBucket
 from celeriac.scheduler.state import SchedulerConfig, SchedulerState, Send
 from celeriac.scheduler.states import (
     FINISHED,
@@ -269,6 +271,45 @@ def test_idempotent_submit_with_same_key(sim: Sim) -> None:
     # a later submit of the finished key is answered at once, not rerun
     sim(C2, msg("hello-client", version=VERSION))
     assert sim(C2, submit("a")) == [inline_result(C2, "a")]
+
+
+def test_rate_limit_on_a_wall_clock_spaces_runs_and_never_stalls() -> None:
+    """Refills computed from epoch-sized floats land a hair under a whole token.
+
+    A wait shorter than the float spacing of ``now`` once made ``now + wait ==
+    now``, and the task was re-queued while already queued (a crash in the loop).
+    """
+    sim = Sim(prefetch=0)
+    sim.now = start = 1_795_000_000.123
+    sim.add_worker(W1, slots=4)
+    started: dict[str, float] = {}
+
+    def record(sends: list[Send]) -> None:
+        for send in sends:
+            if send.msg.op == "run":
+                started[send.msg["key"]] = sim.now
+                record(sim(W1, done(send.msg["key"])))
+
+    for i in range(6):
+        fields = {"key": f"r{i}", "deps": [], "priority": 0, "retries": 0, "queue": "default"}
+        record(sim(C, msg("submit", [FN, args(f"r{i}")], name="rec", rate_limit="10/s", **fields)))
+    for step in range(1, 200):
+        if len(started) == 6:
+            break
+        record(sim.tick(start + step * 0.01))
+    assert sorted(started) == [f"r{i}" for i in range(6)]
+    times = sorted(started.values())
+    assert all(b - a >= 0.1 - 1e-6 for a, b in itertools.pairwise(times))
+    assert times[-1] - times[0] < 0.6
+
+
+def test_token_bucket_counts_a_refill_a_rounding_error_short_as_a_token() -> None:
+    bucket = TokenBucket(rate=10.0, per=1.0, tokens=1.0, updated=0.0)
+    now = 1_795_000_000.123
+    bucket.updated = now
+    assert bucket.take(now) == 0.0
+    assert bucket.take(now + 0.1) == 0.0  # (now + 0.1) - now is a hair under 0.1
+    assert bucket.take(now + 0.1) > 0.09
 
 
 # -- dependencies ------------------------------------------------------------------------

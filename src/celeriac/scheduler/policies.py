@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*([smh])\s*$")
 _PER = {"s": 1.0, "m": 60.0, "h": 3600.0}
+#: Epoch seconds as floats are spaced ~0.2 µs apart: a refill computed from
+#: them can land a hair under a whole token.  Shorter waits are rounding.
+_CLOCK_RESOLUTION = 1e-6
 
 
 def parse_rate(text: str) -> tuple[float, float]:
@@ -42,10 +45,11 @@ class TokenBucket:
         refill = (now - self.updated) * self.rate / self.per
         self.tokens = min(self.rate, self.tokens + max(0.0, refill))
         self.updated = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        wait = (1.0 - self.tokens) * self.per / self.rate
+        if wait < _CLOCK_RESOLUTION:
+            self.tokens = max(0.0, self.tokens - 1.0)
             return 0.0
-        return (1.0 - self.tokens) * self.per / self.rate
+        return wait
 
 
 class RateLimits:

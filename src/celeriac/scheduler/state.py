@@ -613,13 +613,17 @@ class SchedulerState:
         if task.expires is not None and task.expires <= self._now:
             self._expire(task)
         elif task.not_before > self._now:
-            self._transition(task, TaskState.SCHEDULED)
-            self._timers.add(task.not_before, task.key, "ready")
+            self._defer(task, task.not_before)
         else:
             self._transition(task, TaskState.QUEUED)
             task.queued_at = self._now
             self._ready.push(task.queue, task.priority, task.seq, task.key)
             self._dirty = True
+
+    def _defer(self, task: Task, until: float) -> None:
+        task.not_before = until
+        self._transition(task, TaskState.SCHEDULED)
+        self._timers.add(until, task.key, "ready")
 
     def _is_queued(self, key: str) -> bool:
         task = self.tasks.get(key)
@@ -759,8 +763,9 @@ class SchedulerState:
             if task.rate_limit is not None:
                 wait = self._rates.wait_time(task.name, task.rate_limit, self._now)
                 if wait > 0:
-                    task.not_before = self._now + wait
-                    self._make_ready(task)
+                    # Deferred explicitly: on a wall clock, a wait shorter than the
+                    # float spacing of ``now`` would leave ``now + wait == now``.
+                    self._defer(task, self._now + wait)
                     continue
             return task
         return None
