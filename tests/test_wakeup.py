@@ -35,26 +35,27 @@ def test_a_wake_makes_the_fd_readable_once_per_burst() -> None:
 
 
 def test_a_wake_racing_with_clear_is_never_lost(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Another thread wakes while the I/O thread is in the middle of ``clear()``."""
+    """Another thread wakes while the polling thread is in the middle of ``clear()``."""
     waker = Waker()
     real_read = os.read
-    raced = []
+    racers: list[threading.Thread] = []
 
     def read_while_another_thread_wakes(fd: int, n: int) -> Any:
-        if not raced:
-            raced.append(True)
-            thread = threading.Thread(target=waker.wake)
-            thread.start()
-            thread.join()
+        if not racers:
+            racers.append(threading.Thread(target=waker.wake))
+            racers[0].start()
         return real_read(fd, n)
 
     try:
         waker.wake()
         monkeypatch.setattr(wakeup.os, "read", read_while_another_thread_wakes)
-        waker.clear()  # the loop then drains its queue, which holds the racing item
+        waker.clear()
         monkeypatch.setattr(wakeup.os, "read", real_read)
-        assert raced
-        waker.wake()  # the next item must wake the loop again
+        racers[0].join()
+        assert readable(waker)  # the racing wake counts: the loop polls again
+        waker.clear()
+        assert not readable(waker)
+        waker.wake()  # and later wakes still work
         assert readable(waker)
     finally:
         waker.close()

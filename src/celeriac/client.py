@@ -85,7 +85,6 @@ class Client:
         self._states: dict[str, FutureState] = {}
         self._refcounts: dict[str, int] = {}
         self._replies: dict[int, Message] = {}
-        self._replies_ready = threading.Condition(self._lock)
         self._ack_waiters: dict[str, list[_AckWaiter]] = {}
         self._unacked: dict[str, Message] = {}  # sent, not yet accepted: resent after a restart
         self._rids = itertools.count()
@@ -213,8 +212,8 @@ class Client:
             for key in waiter.pending:
                 self._ack_waiters.setdefault(key, []).append(waiter)
             self._unacked.update(by_key)
-        self._conn.send_many(messages)
-        if not waiter.event.wait(timeout):
+        self._conn.send_now(messages)
+        if not self._conn.wait_until(waiter.done, timeout):
             with self._lock:
                 for key in waiter.pending:
                     self._ack_waiters.pop(key, None)
@@ -333,12 +332,10 @@ class Client:
         """Send a message that carries a request id; wait for the reply with that id."""
         self._check_fork()
         rid = next(self._rids)
-        self._conn.send(Message(op, {"rid": rid, **fields}))
-        with self._replies_ready:
-            if not self._replies_ready.wait_for(
-                lambda: rid in self._replies, timeout or self.timeout
-            ):
-                raise SchedulerUnavailable(f"the scheduler did not answer {op!r} in time")
+        self._conn.send_now([Message(op, {"rid": rid, **fields})])
+        if not self._conn.wait_until(lambda: rid in self._replies, timeout or self.timeout):
+            raise SchedulerUnavailable(f"the scheduler did not answer {op!r} in time")
+        with self._lock:
             return self._replies.pop(rid)
 
     def wait_for_workers(self, n: int = 1, timeout: float | None = None) -> None:
@@ -413,6 +410,11 @@ class Client:
         self._conn.send(Message("want", {"key": key}))
         return future
 
+    def _wait_until(self, ready: Callable[[], bool], timeout: float | None) -> bool:
+        """Block until ``ready()``, reading the scheduler's messages on this thread."""
+        self._check_fork()
+        return self._conn.wait_until(ready, timeout)
+
     def _fetch(self, key: str) -> None:
         state = self._states.get(key)
         if state is not None:
@@ -430,9 +432,8 @@ class Client:
             if state is not None:
                 _KEYED[msg.op](state, msg)
         elif msg.op in ("info-reply", "status-reply", "periodic-reply"):
-            with self._replies_ready:
+            with self._lock:
                 self._replies[msg["rid"]] = msg
-                self._replies_ready.notify_all()
         elif msg.op == "accepted":
             with self._lock:
                 waiters = self._ack_waiters.pop(msg["key"], [])
@@ -494,11 +495,11 @@ class _AckWaiter:
 
     def __init__(self, keys: set[str]) -> None:
         self.pending = keys
-        self.event = threading.Event()
         self._lock = threading.Lock()
 
     def accepted(self, key: str) -> None:
         with self._lock:
             self.pending.discard(key)
-            if not self.pending:
-                self.event.set()
+
+    def done(self) -> bool:
+        return not self.pending

@@ -1,14 +1,18 @@
-"""A client's link to the scheduler: one DEALER socket, one I/O thread.
+"""A client's link to the scheduler: one DEALER socket, shared by every thread.
 
-ZeroMQ sockets are not thread-safe, so user threads never touch the socket:
-they append messages to an outbox and wake the I/O thread, which sends
-everything that piled up as one batch (opportunistic batching: nothing waits
-on a timer).  Incoming messages are handed to ``on_message`` on the I/O thread.
+ZeroMQ sockets are not thread-safe, but behind a lock any thread may use one
+(:class:`SharedSocket`).  So a caller that waits for an answer sends its
+request and reads the reply itself: no hand-off to another thread and back,
+which would cost more than the network does.  A background thread covers
+everything nobody waits on: the batches that plain ``submit`` calls pile up
+in the outbox (opportunistic batching: nothing waits on a timer),
+heartbeats, and reading while no caller is.
 """
 
 from __future__ import annotations
 
 import logging
+import select
 import threading
 import time
 import uuid
@@ -22,7 +26,7 @@ from celeriac import protocol
 from celeriac.errors import SchedulerUnavailable
 from celeriac.protocol import Message
 from celeriac.security import secure_client
-from celeriac.transport import drain
+from celeriac.transport import SharedSocket
 from celeriac.wakeup import Waker
 
 log = logging.getLogger("celeriac.client")
@@ -30,6 +34,12 @@ log = logging.getLogger("celeriac.client")
 #: Messages per multipart send: big enough to amortize, small enough to pipeline.
 BATCH = 1000
 HEARTBEAT_INTERVAL = 5.0
+#: A waiting caller re-checks this often even if no wake-up came (a safety net).
+RECHECK_MS = 1000
+#: After a caller read for itself, the I/O thread leaves the socket alone this
+#: long: callers that wait again and again (a loop of round trips) would
+#: otherwise race it for every reply and lose half of them to a hand-off.
+HANDBACK = 0.05
 
 
 class Connection:
@@ -46,29 +56,35 @@ class Connection:
         self._outbox: deque[Message] = deque()
         self._waker = Waker()
         self._context = zmq.Context()
-        self._socket = self._context.socket(zmq.DEALER)
-        self._socket.setsockopt(zmq.LINGER, 1000)
-        self._socket.setsockopt(zmq.ROUTING_ID, uuid.uuid4().bytes)
+        socket = self._context.socket(zmq.DEALER)
+        socket.setsockopt(zmq.LINGER, 1000)
+        socket.setsockopt(zmq.ROUTING_ID, uuid.uuid4().bytes)
         self._closing = False
+        self._closed = False  # the socket is gone: nobody reads any more
         self._welcome = threading.Event()
         self._refusal: str | None = None
         self._registering = True  # hello sent, no welcome yet
+        self._waiting: set[Waker] = set()  # callers reading the socket themselves
+        self._waiting_lock = threading.Lock()
+        self._caller_read_at = 0.0
+        self._local = threading.local()
         self.max_message_bytes = protocol.DEFAULT_MAX_MESSAGE_BYTES
         try:
             if keys is not None:
-                secure_client(self._socket, keys, "client")
-            self._socket.connect(address)
+                secure_client(socket, keys, "client")
+            socket.connect(address)
         except (zmq.ZMQError, ValueError) as exc:
-            self._socket.close(0)
+            socket.close(0)
             self._context.term()
             raise ValueError(f"cannot connect to {address!r}: {exc}") from None
+        self._socket = SharedSocket(socket, self._on_batch)
         self._thread = threading.Thread(target=self._run, name="celeriac-client-io", daemon=True)
 
     def start(self, timeout: float) -> None:
         """Start the I/O thread and wait for the scheduler's welcome."""
         self._thread.start()
-        self.send(Message("hello-client", {"version": protocol.VERSION}))
-        if not self._welcome.wait(timeout):
+        self.send_now([Message("hello-client", {"version": protocol.VERSION})])
+        if not self.wait_until(self._welcome.is_set, timeout):
             self.close()
             raise SchedulerUnavailable(
                 f"no Celeriac scheduler answered at {self.address} within {timeout:g} s; "
@@ -80,6 +96,7 @@ class Connection:
             raise SchedulerUnavailable(f"scheduler at {self.address} refused us: {self._refusal}")
 
     def send(self, msg: Message) -> None:
+        """Queue for the next batch (the I/O thread sends it soon)."""
         self._outbox.append(msg)
         self._waker.wake()
 
@@ -87,9 +104,48 @@ class Connection:
         self._outbox.extend(msgs)
         self._waker.wake()
 
+    def send_now(self, msgs: list[Message]) -> None:
+        """Send on the calling thread, with whatever was queued before (order kept)."""
+        self._outbox.extend(msgs)
+        self._flush()
+
     def wake(self) -> None:
         """Have the I/O thread run ``before_flush`` and send soon."""
         self._waker.wake()
+
+    def wait_until(self, ready: Callable[[], bool], timeout: float | None) -> bool:
+        """Read the socket on this thread until ``ready()``; False at the timeout."""
+        if ready():
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        waker = self._thread_waker()
+        poller = select.poll()
+        poller.register(waker.fd, select.POLLIN)
+        polling_socket = not self._closed
+        if polling_socket:
+            poller.register(self._socket.fd, select.POLLIN)
+        with self._waiting_lock:
+            self._waiting.add(waker)
+        try:
+            while True:
+                if self._closed and polling_socket:
+                    poller.unregister(self._socket.fd)  # gone: wait out the timeout
+                    polling_socket = False
+                waker.clear()
+                self._flush()
+                if ready():
+                    return True
+                wait_ms = RECHECK_MS
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    wait_ms = min(wait_ms, int(remaining * 1000) + 1)
+                poller.poll(wait_ms)
+        finally:
+            with self._waiting_lock:
+                self._waiting.discard(waker)
+            self._caller_read_at = time.monotonic()
 
     def close(self) -> None:
         if self._closing:
@@ -99,37 +155,23 @@ class Connection:
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout=5)
 
-    # -- the I/O thread ------------------------------------------------------
+    # -- reading (on whichever thread holds the socket) ----------------------
 
-    def _run(self) -> None:
-        socket = self._socket
-        poller = zmq.Poller()
-        poller.register(socket, zmq.POLLIN)
-        poller.register(self._waker.fd, zmq.POLLIN)
-        next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL
-        try:
-            while not self._closing:
-                ready = dict(poller.poll(int(1000 * HEARTBEAT_INTERVAL)))
-                if socket in ready:
-                    self._read_available()
-                self._waker.clear()
-                self._flush()
-                if time.monotonic() >= next_heartbeat:
-                    self._send([Message("heartbeat")])
-                    next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL
-            self._flush()
-            self._send([Message("goodbye")])
-        except Exception:
-            log.exception("client I/O thread failed")
-        finally:
-            socket.close()
-            self._context.term()
-            self._waker.close()
+    def _thread_waker(self) -> Waker:
+        waker: Waker | None = getattr(self._local, "waker", None)
+        if waker is None:
+            waker = self._local.waker = Waker()  # closed when the thread ends
+        return waker
 
-    def _read_available(self) -> None:
-        for messages in drain(self._socket):
-            for msg in messages:
-                self._dispatch(msg)
+    def _on_batch(self, messages: list[Message]) -> None:
+        for msg in messages:
+            self._dispatch(msg)
+        # Callers blocked on the socket may have been waiting for this batch.
+        mine = getattr(self._local, "waker", None)
+        with self._waiting_lock:
+            others = [w for w in self._waiting if w is not mine]
+        for waker in others:
+            waker.wake()
 
     def _dispatch(self, msg: Message) -> None:
         if msg.op == "welcome":
@@ -144,7 +186,7 @@ class Connection:
                 return  # one answer per restart, however many queued messages drew one
             self._registering = True
             log.warning("the scheduler does not know this client (restarted?); reconnecting")
-            self._send([Message("hello-client", {"version": protocol.VERSION})])
+            self._socket.send([Message("hello-client", {"version": protocol.VERSION})])
             self._on_message(msg)
         else:
             try:
@@ -153,13 +195,54 @@ class Connection:
                 log.exception("failed to handle %r from the scheduler", msg.op)
 
     def _flush(self) -> None:
-        if self._before_flush is not None:
-            self._outbox.extend(self._before_flush())
-        while self._outbox:
-            batch: list[Message] = []
-            while self._outbox and len(batch) < BATCH:
-                batch.append(self._outbox.popleft())
-            self._send(batch)
+        """Send what piled up, in batches, then read what came in."""
+        with self._socket.lock:
+            if self._closed:
+                return
+            if self._before_flush is not None:
+                self._outbox.extend(self._before_flush())
+            if not self._outbox:
+                self._socket.read()
+            while self._outbox:
+                batch: list[Message] = []
+                while self._outbox and len(batch) < BATCH:
+                    batch.append(self._outbox.popleft())
+                self._socket.send(batch)
 
-    def _send(self, messages: list[Message]) -> None:
-        self._socket.send_multipart(protocol.encode(messages), copy=False)
+    # -- the I/O thread ------------------------------------------------------
+
+    def _run(self) -> None:
+        waker_only = select.poll()
+        waker_only.register(self._waker.fd, select.POLLIN)
+        with_socket = select.poll()
+        with_socket.register(self._waker.fd, select.POLLIN)
+        with_socket.register(self._socket.fd, select.POLLIN)
+        next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL
+        try:
+            while not self._closing:
+                wake_at = next_heartbeat
+                poller = with_socket
+                if self._waiting:  # a caller reads: racing it would only slow it down
+                    poller = waker_only
+                elif (handback := self._caller_read_at + HANDBACK) > time.monotonic():
+                    poller, wake_at = waker_only, min(wake_at, handback)
+                poller.poll(int(1000 * max(0.0, wake_at - time.monotonic())) + 1)
+                self._waker.clear()
+                self._flush()
+                if time.monotonic() >= next_heartbeat:
+                    self._socket.send([Message("heartbeat")])
+                    next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL
+            self._flush()
+            self._socket.send([Message("goodbye")])
+        except Exception:
+            log.exception("client I/O thread failed")
+        finally:
+            with self._socket.lock:
+                self._closed = True
+                self._socket.socket.close()
+            self._context.term()
+            self._waker.close()
+            with self._waiting_lock:
+                waiting = list(self._waiting)
+            for waker in waiting:  # stop polling a closed socket
+                waker.wake()

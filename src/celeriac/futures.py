@@ -35,7 +35,6 @@ class FutureState:
     """What the client knows of one key; shared by all Futures for that key."""
 
     __slots__ = (
-        "_event",
         "_settled",
         "_value",
         "callbacks",
@@ -54,13 +53,10 @@ class FutureState:
         self.lock = threading.Lock()
         self.callbacks: list[Callable[[], None]] = []
         self._value: Any = _NO_VALUE
-        # An Event costs more than the rest of a future together: make one
-        # only for futures somebody actually blocks on.
-        self._event: threading.Event | None = None
         self._settled = False
 
     def finish(self, status: str, payload: Payload | None = None, error: Any = None) -> None:
-        """Record the outcome (called from the I/O thread) and run callbacks."""
+        """Record the outcome (on whichever thread read it) and run callbacks."""
         with self.lock:
             self.status = status
             self.payload = payload
@@ -68,26 +64,17 @@ class FutureState:
             self._value = _NO_VALUE
             self._settled = True
             callbacks, self.callbacks = self.callbacks, []
-            if self._event is not None:
-                self._event.set()
         for callback in callbacks:
             _run_callback(callback)
 
-    def wait(self, timeout: float | None) -> bool:
-        with self.lock:
-            if self._settled:
-                return True
-            if self._event is None:
-                self._event = threading.Event()
-            event = self._event
-        return event.wait(timeout)
+    def settled(self) -> bool:
+        """An outcome is here (waiters poll this while they read the socket)."""
+        return self._settled
 
     def reset(self) -> None:
         """The result is known to exist but must be fetched; wait again."""
         with self.lock:
             self._settled = False
-            if self._event is not None:
-                self._event.clear()
 
     def has_value(self) -> bool:
         return self._value is not _NO_VALUE
@@ -170,7 +157,7 @@ class Future(Generic[R]):
         self._client.cancel([self])
 
     def add_done_callback(self, fn: Callable[[Future[R]], Any]) -> None:
-        """Call ``fn(future)`` when done (at once if it is); runs on the client's I/O thread."""
+        """Call ``fn(future)`` when done (at once if it is), on the thread that reads the result."""
         state = self._state
         with state.lock:
             if state.status == PENDING:
@@ -183,7 +170,7 @@ class Future(Generic[R]):
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not state.wait(remaining):
+            if not self._client._wait_until(state.settled, remaining):
                 raise TimeoutError(f"task {self.key!r} not done after {timeout} s")
             if state.status != FINISHED or state.payload is not None or state.has_value():
                 return state
@@ -229,7 +216,7 @@ def wait(
         if remaining is not None and remaining <= 0:
             raise TimeoutError(f"{len(futures) - len(done)} futures not done after {timeout} s")
         try:
-            future = done_queue.get(timeout=remaining)
+            future = _next_done(done_queue, futures, remaining)
         except queue.Empty:
             continue
         done.add(future)
@@ -252,10 +239,21 @@ def as_completed(
     for _ in range(len(futures)):
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            future = done_queue.get(timeout=remaining)
+            future = _next_done(done_queue, futures, remaining)
         except queue.Empty:
             raise TimeoutError(f"futures not done after {timeout} s") from None
         yield (future, future.result()) if with_results else future
+
+
+def _next_done(
+    done_queue: queue.SimpleQueue[Future[Any]],
+    futures: Iterable[Future[Any]],
+    timeout: float | None,
+) -> Future[Any]:
+    """The next future to finish; this thread reads the client's socket meanwhile."""
+    client = next(iter(futures)).client
+    client._wait_until(lambda: not done_queue.empty(), timeout)
+    return done_queue.get_nowait()
 
 
 def fire_and_forget(futures: Future[Any] | Iterable[Future[Any]]) -> None:

@@ -1,9 +1,11 @@
-"""Reading from a ZeroMQ socket: every batch waiting, decoded, bad ones logged."""
+"""Reading from a ZeroMQ socket (every batch waiting, decoded, bad ones logged), and
+sharing one socket between threads."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 
 import zmq
 
@@ -28,3 +30,56 @@ def drain(socket: zmq.Socket, *, copy: bool = False) -> Iterator[list[Message]]:
             yield protocol.decode(frames)
         except ProtocolError as exc:
             log.error("bad message from the scheduler: %s", exc)
+
+
+class SharedSocket:
+    """A ZeroMQ socket any thread may use, one thread at a time.
+
+    ZeroMQ sockets are not thread-safe, but they may move between threads
+    behind a lock.  So the thread with something to send sends it itself,
+    and a thread waiting for input polls :attr:`fd` (the socket's ``ZMQ_FD``,
+    a plain file descriptor that is safe to poll from any thread) and then
+    reads under the lock.  Handing work to a dedicated I/O thread instead
+    costs two thread wake-ups per message, which is most of a round trip.
+
+    ``ZMQ_FD`` is edge-triggered: any call on the socket may consume the
+    signal of a message that then sits unread.  So every method here reads
+    whatever is readable before it lets go of the lock; a message that
+    arrives after that raises the signal anew.
+    """
+
+    def __init__(self, socket: zmq.Socket, on_batch: Callable[[list[Message]], None]) -> None:
+        self.socket = socket
+        self.fd: int = socket.getsockopt(zmq.FD)
+        self.lock = threading.RLock()
+        self._on_batch = on_batch
+        self._reading = False
+
+    def send(self, messages: list[Message], flags: int = 0) -> None:
+        """Send one batch now (``zmq.Again`` with ``zmq.NOBLOCK`` when it cannot)."""
+        with self.lock:
+            try:
+                self.socket.send_multipart(protocol.encode(messages), flags, copy=False)
+            finally:
+                self._read()
+
+    def read(self) -> None:
+        """Hand every batch already received to ``on_batch``; never block."""
+        with self.lock:
+            self._read()
+
+    def _read(self) -> None:
+        if self._reading:  # on_batch sent a reply: the outer loop reads on
+            return
+        self._reading = True
+        try:
+            while self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                frames = self.socket.recv_multipart(copy=False)
+                try:
+                    messages = protocol.decode(frames)
+                except ProtocolError as exc:
+                    log.error("bad message from the scheduler: %s", exc)
+                    continue
+                self._on_batch(messages)
+        finally:
+            self._reading = False

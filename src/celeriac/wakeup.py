@@ -20,34 +20,41 @@ class Waker:
         os.set_blocking(self.fd, False)
         self._pending = False
         self._lock = threading.Lock()
+        self._closed = False
 
     def wake(self) -> None:
+        # The flag and the byte change together under the lock, so clear()
+        # never sees one without the other.
         with self._lock:
             if self._pending:
                 return
             self._pending = True
-        try:
-            os.write(self._write_fd, b"x")
-        except OSError:
-            pass  # closed during shutdown
+            try:
+                os.write(self._write_fd, b"x")
+            except OSError:
+                pass  # closed during shutdown
 
     def clear(self) -> None:
-        """Called by the I/O thread *before* it drains its queue.
-
-        The pipe is emptied before the flag is lowered: the other way round, a
-        byte written by a ``wake()`` that slips in between would be swallowed
-        with the flag left up, and every later ``wake()`` would be a no-op
-        until something else woke the loop (a lost wake-up: seconds of delay).
-        """
-        try:
-            while os.read(self.fd, 4096):
-                pass
-        except (BlockingIOError, OSError):
-            pass
+        """Called by the polling thread *before* it drains its queue."""
         with self._lock:
+            if not self._pending:
+                return  # nothing written since the last clear: no system call
+            try:
+                while os.read(self.fd, 4096):
+                    pass
+            except (BlockingIOError, OSError):
+                pass
             self._pending = False
 
     def close(self) -> None:
+        with self._lock:
+            if self._closed:  # never close a descriptor number twice: it may be reused
+                return
+            self._closed = True
+            self._pending = True  # later wake() calls write nothing
         for fd in (self.fd, self._write_fd):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()

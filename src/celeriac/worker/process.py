@@ -1,15 +1,19 @@
-"""One worker process: a DEALER socket on an I/O thread, and ``slots`` executors.
+"""One worker process: executors that do their own socket I/O, and a helper thread.
 
 Slot 0 runs tasks on the main thread (so a soft time limit can interrupt a
-blocking call with a signal); further slots are threads.  The I/O thread
-owns the socket: executors hand outcomes back through a deque and a
-:class:`Waker`, and the I/O thread sends whatever piled up as one batch.
+blocking call with a signal); further slots are threads.  The socket is a
+:class:`SharedSocket`: an idle main thread waits on it and reads its next
+task itself, and an executor sends its outcome itself, so a task costs no
+hand-off between threads.  The helper thread sends heartbeats, enforces
+soft time limits, and reads the socket while the main thread is busy, so a
+revoke with ``terminate`` still reaches a long task.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import select
 import threading
 import time
 import uuid
@@ -24,12 +28,17 @@ from celeriac.errors import SoftTimeLimitExceeded
 from celeriac.protocol import Message, ProtocolError
 from celeriac.security import secure_client
 from celeriac.serialize import LoadedFunctions, dumps_exception
-from celeriac.transport import drain
+from celeriac.transport import SharedSocket
 from celeriac.wakeup import Waker
 from celeriac.worker.execute import Assignment, run_task
 from celeriac.worker.limits import ControlChannel, SoftLimits
 
 log = logging.getLogger("celeriac.worker")
+
+#: Results held back while more prefetched work is queued go out at this many.
+RESULT_BATCH = 100
+#: An idle main thread re-checks its state this often even if no wake-up came.
+IDLE_RECHECK_MS = 1000
 
 
 def rss_bytes() -> int:
@@ -74,7 +83,10 @@ class WorkerProcess:
         self._dropped: set[str] = set()
         self._running: dict[str, int] = {}  # key -> executing thread's id
         self._outbox: deque[Message] = deque()
-        self._waker = Waker()
+        self._waker = Waker()  # wakes the helper thread
+        self._main_waker = Waker()  # wakes the main thread while it waits for work
+        self._main_waiting = False
+        self._main_thread = threading.main_thread().ident
         self._closing = False
         self._stopped = False
         self._heartbeat_interval = 0.5
@@ -89,27 +101,11 @@ class WorkerProcess:
         """Graceful stop (SIGTERM): hand back unstarted work, finish the rest."""
         self._closing = True
         self._waker.wake()
+        self._main_waker.wake()
 
     def run(self) -> None:
         """Serve until closed.  Call from the main thread."""
         self._soft_limits.install()
-        io_thread = threading.Thread(target=self._io_main, name="celeriac-io", daemon=True)
-        io_thread.start()
-        for i in range(1, self.slots):
-            threading.Thread(
-                target=self._execute_loop, name=f"celeriac-slot-{i}", daemon=True
-            ).start()
-        self._execute_loop()
-        io_thread.join()
-
-    def _stop_executors(self) -> None:
-        with self._todo_ready:
-            self._stopped = True
-            self._todo_ready.notify_all()
-
-    # -- I/O thread ----------------------------------------------------------------
-
-    def _io_main(self) -> None:
         context = zmq.Context()
         socket = context.socket(zmq.DEALER)
         socket.setsockopt(zmq.LINGER, 2000)
@@ -117,65 +113,86 @@ class WorkerProcess:
         if self.keys is not None:
             secure_client(socket, self.keys, "worker")
         socket.connect(self.address)
+        self._socket = SharedSocket(socket, self._on_batch)
+        helper = threading.Thread(target=self._helper_main, name="celeriac-helper", daemon=True)
+        helper.start()
+        for i in range(1, self.slots):
+            threading.Thread(target=self._slot_loop, name=f"celeriac-slot-{i}", daemon=True).start()
         try:
-            self._io_loop(socket)
-        except Exception:
-            log.exception("worker %s: I/O loop failed", self.name)
+            self._main_loop()
         finally:
-            self._stop_executors()
+            helper.join()
             socket.close()
             context.term()
             self._waker.close()
+            self._main_waker.close()
 
-    def _io_loop(self, socket: zmq.Socket) -> None:
-        self._send(socket, [self._hello()])
+    def _stop_executors(self) -> None:
+        with self._todo_ready:
+            self._stopped = True
+            self._todo_ready.notify_all()
+        self._main_waker.wake()
+
+    # -- helper thread -----------------------------------------------------------------
+
+    def _helper_main(self) -> None:
+        try:
+            self._helper_loop()
+        except Exception:
+            log.exception("worker %s: helper thread failed", self.name)
+        finally:
+            self._stop_executors()
+
+    def _helper_loop(self) -> None:
+        self._socket.send([self._hello()])
         log.info("worker %s connecting to %s with %d slots", self.name, self.address, self.slots)
-        poller = zmq.Poller()
-        poller.register(socket, zmq.POLLIN)
-        poller.register(self._waker.fd, zmq.POLLIN)
+        own_only = select.poll()
+        own_only.register(self._waker.fd, select.POLLIN)
+        with_socket = select.poll()
+        with_socket.register(self._waker.fd, select.POLLIN)
+        with_socket.register(self._socket.fd, select.POLLIN)
         next_heartbeat = time.monotonic() + self._heartbeat_interval
         handed_back = False
         while True:
             wake_at = min(next_heartbeat, self._soft_limits.next_deadline() or next_heartbeat)
-            ready = dict(poller.poll(int(max(0.0, wake_at - time.monotonic()) * 1000)))
-            if socket in ready:
-                self._read_available(socket)
+            # An idle main thread reads the socket itself: polling it here too
+            # would only race it for every message.
+            poller = own_only if self._main_waiting and self.slots == 1 else with_socket
+            poller.poll(max(0, int((wake_at - time.monotonic()) * 1000)))
             self._waker.clear()
             self._soft_limits.enforce()
             if self._closing and not handed_back:
                 self._hand_back()
                 handed_back = True
-            self._flush(socket)
+            self._flush()
             if handed_back and self._idle():
-                self._send(socket, [Message("goodbye")])
+                self._socket.send([Message("goodbye")])
                 log.info("worker %s closed", self.name)
                 return
             if time.monotonic() >= next_heartbeat:
-                if not self._heartbeat(socket):
-                    return
+                self._heartbeat()
                 next_heartbeat = time.monotonic() + self._heartbeat_interval
 
-    def _heartbeat(self, socket: zmq.Socket) -> bool:
-        """Send a heartbeat; False when this process should stop (its parent died)."""
+    def _heartbeat(self) -> None:
         message = Message("heartbeat", {"memory": rss_bytes(), "running": len(self._running)})
         try:  # never block on a heartbeat: a long-gone scheduler must not freeze this loop
-            socket.send_multipart(protocol.encode([message]), zmq.NOBLOCK)
+            self._socket.send([message], zmq.NOBLOCK)
         except zmq.Again:
             pass
         self._check_scheduler()
         if self._parent is not None and os.getppid() != self._parent:
             log.warning("worker %s: parent process exited; stopping", self.name)
             os._exit(1)  # a task may hold the main thread; do not wait for it
-        return True
 
-    def _read_available(self, socket: zmq.Socket) -> None:
-        for messages in drain(socket):
-            self._heard_from_scheduler()
-            for msg in messages:
-                try:
-                    self._on_message(socket, msg)
-                except Exception:  # one bad message must not stop the worker
-                    log.exception("worker %s: could not handle %r", self.name, msg.op)
+    # -- messages from the scheduler (on whichever thread reads) -----------------------
+
+    def _on_batch(self, messages: list[Message]) -> None:
+        self._heard_from_scheduler()
+        for msg in messages:
+            try:
+                self._on_message(msg)
+            except Exception:  # one bad message must not stop the worker
+                log.exception("worker %s: could not handle %r", self.name, msg.op)
 
     def _heard_from_scheduler(self) -> None:
         self._last_heard = time.monotonic()
@@ -195,11 +212,11 @@ class WorkerProcess:
             )
             self._scheduler_silent = True
 
-    def _on_message(self, socket: zmq.Socket, msg: Message) -> None:
+    def _on_message(self, msg: Message) -> None:
         if msg.op == "run":
             self._queue_task(msg)
         elif msg.op == "drop":
-            self._drop(socket, msg["key"], msg.get("terminate", False))
+            self._drop(msg["key"], msg.get("terminate", False))
         elif msg.op == "welcome":
             self._registering = False
             self._heartbeat_interval = _clamp(msg.get("heartbeat_interval"), 0.01, 60.0, 0.5)
@@ -210,7 +227,7 @@ class WorkerProcess:
             # "reregister": answer the first, until the welcome arrives.
             log.warning("scheduler does not know worker %s (restarted?); registering", self.name)
             self._registering = True
-            self._send(socket, [self._hello()])
+            self._socket.send([self._hello()])
         elif msg.op == "shutdown":
             self.request_close()
         elif msg.op == "error":
@@ -226,6 +243,7 @@ class WorkerProcess:
             error = dumps_exception(ProtocolError(text))
             fields = {"key": msg["key"], "kind": "serialize", "text": text}
             self._outbox.append(Message("task-failed", fields, [error]))
+            self._waker.wake()
             return
         deps = dict(zip(msg["deps"], msg.payloads[2:], strict=True))
         task = Assignment(
@@ -241,15 +259,17 @@ class WorkerProcess:
         with self._todo_ready:
             self._todo.append(task)
             self._todo_ready.notify()
+        if self._main_waiting and threading.get_ident() != self._main_thread:
+            self._main_waker.wake()
 
-    def _drop(self, socket: zmq.Socket, key: str, terminate: bool) -> None:
+    def _drop(self, key: str, terminate: bool) -> None:
         with self._todo_ready:
             running = key in self._running
             self._dropped.add(key)
         if running and terminate:
             log.warning("worker %s: task %s revoked with terminate; stopping", self.name, key)
             self._hand_back()
-            self._flush(socket)
+            self._flush()
             if self._control.supervised:
                 self._control.kill_me(key, "terminated")
             else:
@@ -266,15 +286,16 @@ class WorkerProcess:
         with self._todo_ready:
             return not self._running and not self._todo and not self._outbox
 
-    def _flush(self, socket: zmq.Socket) -> None:
-        batch = []
-        while self._outbox:
-            batch.append(self._outbox.popleft())
-        if batch:
-            self._send(socket, _drop_redundant_started(batch))
-
-    def _send(self, socket: zmq.Socket, messages: list[Message]) -> None:
-        socket.send_multipart(protocol.encode(messages), copy=False)
+    def _flush(self) -> None:
+        """Send everything in the outbox as one batch (and read what came in)."""
+        with self._socket.lock:
+            batch = []
+            while self._outbox:
+                batch.append(self._outbox.popleft())
+            if batch:
+                self._socket.send(_drop_redundant_started(batch))
+            else:
+                self._socket.read()
 
     def _hello(self) -> Message:
         return Message(
@@ -291,11 +312,13 @@ class WorkerProcess:
 
     # -- executors ---------------------------------------------------------------------
 
-    def _next_task(self) -> Assignment | None:
+    def _next_task(self, block: bool) -> Assignment | None:
         with self._todo_ready:
             while True:
-                # Closing: start nothing new; the I/O thread hands the queue back.
+                # Closing: start nothing new; the helper thread hands the queue back.
                 while (not self._todo or self._closing) and not self._stopped:
+                    if not block:
+                        return None
                     self._todo_ready.wait()
                 if self._stopped:
                     return None
@@ -306,31 +329,57 @@ class WorkerProcess:
                 self._running[task.key] = threading.get_ident()
                 return task
 
-    def _execute_loop(self) -> None:
+    def _main_loop(self) -> None:
+        """Slot 0: run queued tasks; with none left, wait on the socket itself."""
         while True:
-            try:
-                if not self._execute_next():
-                    return
-            except SoftTimeLimitExceeded:  # a limit that fired as its task ended
-                log.warning("worker %s: a late soft time limit was ignored", self.name)
+            self._socket.read()  # a revoke that came in drops a queued task first
+            task = self._next_task(block=False)
+            if task is not None:
+                self._execute(task)
+            elif self._stopped:
+                return
+            else:
+                self._wait_for_work()
 
-    def _execute_next(self) -> bool:
-        """Run the next task; False once the worker stops."""
-        task = self._next_task()
-        if task is None:
-            return False
-        # No wake-up: the notice rides along with the next batch or heartbeat.
+    def _wait_for_work(self) -> None:
+        poller = select.poll()
+        poller.register(self._socket.fd, select.POLLIN)
+        poller.register(self._main_waker.fd, select.POLLIN)
+        self._main_waiting = True
+        try:
+            while True:
+                self._main_waker.clear()
+                self._flush()
+                with self._todo_ready:
+                    if self._stopped or (self._todo and not self._closing):
+                        return
+                poller.poll(IDLE_RECHECK_MS)
+        finally:
+            self._main_waiting = False
+
+    def _slot_loop(self) -> None:
+        while (task := self._next_task(block=True)) is not None:
+            self._execute(task)
+
+    def _execute(self, task: Assignment) -> None:
+        # No send: the notice rides along with the outcome, or the next heartbeat.
         self._outbox.append(Message("started", {"key": task.key}))
-        outcome = self._run_with_limits(task)
+        try:
+            outcome = self._run_with_limits(task)
+        except SoftTimeLimitExceeded:  # a limit that fired as its task ended
+            log.warning("worker %s: a soft time limit fired as task %s ended", self.name, task.key)
+            outcome = _soft_limit_failure(task.key)
         with self._todo_ready:
             self._running.pop(task.key, None)
             dropped = task.key in self._dropped
             self._dropped.discard(task.key)
+            more_queued = bool(self._todo)
         if not dropped:
             self._outbox.append(outcome)
         self._check_recycle()
-        self._waker.wake()
-        return True
+        # While prefetched work waits, results pile up and go out together.
+        if not more_queued or len(self._outbox) >= RESULT_BATCH or self._closing:
+            self._flush()
 
     def _check_recycle(self) -> None:
         """Retire this process between tasks once it did enough, or grew too big.
@@ -354,19 +403,23 @@ class WorkerProcess:
         try:
             if task.soft_time_limit is not None:
                 self._soft_limits.start(task.key, task.soft_time_limit)
-                self._waker.wake()  # the I/O thread must wake up for the new deadline
+                self._waker.wake()  # the helper thread must wake up for the new deadline
             return run_task(task, self._functions)
-        except SoftTimeLimitExceeded as exc:
+        except SoftTimeLimitExceeded:
             # Landed outside the task's own code (a limit of zero, or a signal
             # racing the task's end): still the task's failure, not the worker's.
-            text = "soft time limit exceeded"
-            fields = {"key": task.key, "kind": "remote", "text": text}
-            return Message("task-failed", fields, [dumps_exception(exc)])
+            return _soft_limit_failure(task.key)
         finally:
             if task.soft_time_limit is not None:
                 self._soft_limits.stop(task.key)
             if task.time_limit is not None:
                 self._control.clear(task.key)
+
+
+def _soft_limit_failure(key: str) -> Message:
+    exc = SoftTimeLimitExceeded("soft time limit exceeded")
+    fields = {"key": key, "kind": "remote", "text": "soft time limit exceeded"}
+    return Message("task-failed", fields, [dumps_exception(exc)])
 
 
 def _clamp(value: float | None, low: float, high: float, default: float) -> float:
