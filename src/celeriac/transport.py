@@ -50,7 +50,7 @@ class SharedSocket:
 
     def __init__(self, socket: zmq.Socket, on_batch: Callable[[list[Message]], None]) -> None:
         self.socket = socket
-        self.fd: int = socket.getsockopt(zmq.FD)
+        self.fd = int(socket.getsockopt(zmq.FD))
         self.lock = threading.RLock()
         self._on_batch = on_batch
         self._reading = False
@@ -73,7 +73,7 @@ class SharedSocket:
             return
         self._reading = True
         try:
-            while self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            while int(self.socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
                 frames = self.socket.recv_multipart(copy=False)
                 try:
                     messages = protocol.decode(frames)
