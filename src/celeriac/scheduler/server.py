@@ -22,6 +22,7 @@ from celeriac.protocol import Message, ProtocolError
 from celeriac.scheduler.journal import Journal
 from celeriac.scheduler.state import SchedulerConfig, SchedulerState, Send
 from celeriac.security import secure_server
+from celeriac.transport import readable
 
 log = logging.getLogger("celeriac.scheduler")
 
@@ -152,12 +153,11 @@ class SchedulerServer:
 
     def _read_available(self) -> list[Send]:
         out: list[Send] = []
+        socket = self._socket
         for _ in range(MAX_READS_PER_ITERATION):
-            try:
-                frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
+            if not readable(socket):
                 break
-            out.extend(self._handle(frames))
+            out.extend(self._handle(socket.recv_multipart(copy=False)))
         return out
 
     def _handle(self, frames: list[zmq.Frame]) -> list[Send]:

@@ -258,7 +258,7 @@ class DeathReporter:
 
     def poll(self) -> None:
         """Answer a restarted scheduler's ``reregister``; ignore the rest."""
-        for messages in drain(self._socket, copy=True):
+        for messages in drain(self._socket):
             if any(msg.op == "reregister" for msg in messages):
                 self._hello()
 
