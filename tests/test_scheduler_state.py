@@ -8,7 +8,8 @@ passed with each event.  Expected output is spelled out as whole lists of
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import pytest
@@ -711,6 +712,29 @@ def test_info_queue_length_excludes_cancelled_tasks(sim: Sim) -> None:
     sim(C, submit("a"), submit("b", queue="emails"))
     sim(C, msg("cancel", key="a"), msg("release", keys=["b"]))
     assert sim.state.info()["queues"] in ({}, {"default": 0, "emails": 0})
+
+
+def test_state_counts_kept_as_tasks_move_match_a_full_count() -> None:
+    """``info()`` keeps counts by state as tasks move instead of walking every task."""
+    sim = Sim(prefetch=0)
+
+    def recount() -> dict[str, int]:
+        return dict(Counter(task.state.value for task in sim.state.tasks.values()))
+
+    steps: list[Callable[[], object]] = [
+        lambda: sim.add_worker(W1, slots=1),
+        lambda: sim(C, submit("a"), submit("b"), submit("c", "b"), submit("d", retries=1)),
+        lambda: sim(W1, done("a")),
+        lambda: sim(W1, failed("b")),
+        lambda: sim(W1, failed("d")),  # retried: back to queued
+        lambda: sim(C, msg("cancel", key="d")),
+        lambda: sim(C, msg("release", keys=["a", "b", "c", "d"])),
+        lambda: sim.tick(100.0),
+    ]
+    for step in steps:
+        step()
+        assert sim.state.info()["by_state"] == recount()
+    assert recount() == {}
 
 
 # -- the transition table ----------------------------------------------------------------

@@ -31,8 +31,15 @@ class ReadyQueues:
                 best = heap
         return heapq.heappop(best)[2] if best is not None else None
 
-    def depths(self) -> dict[str, int]:
-        return {
-            name: sum(1 for *_, key in heap if self._is_live(key))
-            for name, heap in self._heaps.items()
-        }
+    def summary(
+        self, queued_at: Callable[[str], float]
+    ) -> tuple[dict[str, int], dict[str, float]]:
+        """Per queue: how many live tasks wait, and since when the oldest has waited."""
+        depths: dict[str, int] = {}
+        oldest: dict[str, float] = {}
+        for name, heap in self._heaps.items():
+            live = [key for *_, key in heap if self._is_live(key)]
+            depths[name] = len(live)
+            if live:
+                oldest[name] = min(queued_at(key) for key in live)
+        return depths, oldest

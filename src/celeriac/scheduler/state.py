@@ -16,7 +16,7 @@ import itertools
 import logging
 import pickle
 import random
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -71,6 +71,8 @@ class SchedulerState:
         self._now = 0.0
         self._durations: dict[str, float] = {}  # task name -> moving average run time
         self.counters = {"done": 0, "erred": 0, "submitted": 0}
+        #: Tasks by state, kept as they change: inspection must not walk every task.
+        self._by_state: Counter[TaskState] = Counter()
         #: Facts about the process around us (pid, address), set by the server.
         self.about: dict[str, Any] = {}
         #: The last failures, with their tracebacks, for inspection and the dashboard.
@@ -114,17 +116,12 @@ class SchedulerState:
         return self._timers.next_deadline()
 
     def info(self) -> dict[str, Any]:
-        by_state: dict[str, int] = {}
-        oldest: dict[str, float] = {}  # queue -> when its longest-waiting task was queued
-        for task in self.tasks.values():
-            by_state[task.state.value] = by_state.get(task.state.value, 0) + 1
-            if task.state is TaskState.QUEUED:
-                oldest[task.queue] = min(oldest.get(task.queue, task.queued_at), task.queued_at)
+        depths, oldest = self._ready.summary(lambda key: self.tasks[key].queued_at)
         return {
             "scheduler": self.about,
             "tasks": len(self.tasks),
-            "by_state": by_state,
-            "queues": self._ready.depths(),
+            "by_state": {state.value: n for state, n in self._by_state.items() if n},
+            "queues": depths,
             "queue_oldest": oldest,
             "workers": [
                 {
@@ -234,7 +231,7 @@ class SchedulerState:
                 setattr(task, option, msg.fields[option])
         if task.expires is not None:
             self._timers.add(task.expires, task.key, "expire")
-        self.tasks[task.key] = task
+        self._add_task(task)
         self.counters["submitted"] += 1
         return task
 
@@ -604,8 +601,14 @@ class SchedulerState:
 
     # -- task lifecycle -----------------------------------------------------------
 
+    def _add_task(self, task: Task) -> None:
+        self.tasks[task.key] = task
+        self._by_state[task.state] += 1
+
     def _transition(self, task: Task, new: TaskState) -> None:
         check_transition(task.key, task.state, new)
+        self._by_state[task.state] -= 1
+        self._by_state[new] += 1
         task.state = new
 
     def _make_ready(self, task: Task) -> None:
@@ -698,6 +701,7 @@ class SchedulerState:
         if task.keep_until > self._now:
             return  # kept for readers by id until its TTL runs out
         del self.tasks[task.key]
+        self._by_state[task.state] -= 1
         if task.durable:
             self._journal("task", task.key, None)
         self._release_dependencies(task)
@@ -833,7 +837,7 @@ class SchedulerState:
                 self.revoked[key] = until
         restored = [task_from_record(record, next(self._seq)) for record in tasks]
         for task in restored:
-            self.tasks[task.key] = task
+            self._add_task(task)
             if task.state.finished:
                 self._timers.add(task.keep_until, task.key, "forget")
         for task in restored:
