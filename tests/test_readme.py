@@ -1,0 +1,49 @@
+"""The README's two commands: the quickstart runs on the embedded default, and CI runs
+exactly the README's test command."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def readme_commands() -> list[str]:
+    """The one-line shell blocks of the README, in order."""
+    return re.findall(r"```(?:sh|bash|console)?\n([^\n`]+)\n```", README)
+
+
+def test_readme_names_an_install_and_run_command_and_a_test_command() -> None:
+    commands = readme_commands()
+    assert "pip install -e . && python docs/examples/quickstart.py" in commands
+    assert "bash scripts/test" in commands
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    lines = [
+        line.strip()
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines[-1] == "bash scripts/test"
+
+
+@pytest.mark.timeout(120)
+def test_quickstart_runs_on_an_embedded_cluster_and_prints_its_results() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "examples" / "quickstart.py")],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "add(inc(1), 10) = 12" in proc.stdout
+    assert "10,000 tasks gathered, sum = 50005000" in proc.stdout
+    assert "tree reduction of 1,024 leaves = 524800" in proc.stdout
