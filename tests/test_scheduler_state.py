@@ -679,6 +679,28 @@ def test_worker_on_several_queues_takes_highest_priority_first() -> None:
     assert [s.msg["key"] for s in out] == ["d2", "e1", "d1"]
 
 
+def test_restore_runs_a_task_whose_dependent_lost_another_dependency() -> None:
+    """X needs C (durable) and M (a plain future, not journaled).  After a restart
+    X fails for want of M; C must still run, whatever the journal's order."""
+    before = Sim(prefetch=0, journal=True)
+    detached = {"detached": True, "ack": True, "result_ttl": 3600.0}
+    before(C, submit("m"))
+    before(C, msg("submit", [FN, args("c")], **task_fields("c"), **detached))
+    before(C, msg("submit", [FN, args("x")], **task_fields("x", "c", "m"), **detached))
+    records = {key: record for table, key, record in before.state.take_journal() if table == "task"}
+    assert set(records) == {"c", "x"}
+
+    after = Sim(prefetch=0, journal=True)
+    after.state.restore([records["x"], records["c"]], {}, [], now=0.0)
+    out = after.add_worker(W1)
+    assert [s.msg["key"] for s in out if s.msg.op == "run"] == ["c"]
+    assert after.states() == {"c": "processing", "x": "erred"}
+
+
+def task_fields(key: str, *deps: str) -> dict[str, Any]:
+    return {"key": key, "deps": list(deps), "priority": 0, "retries": 0, "queue": "default"}
+
+
 # -- info --------------------------------------------------------------------------------
 
 

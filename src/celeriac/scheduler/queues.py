@@ -31,9 +31,7 @@ class ReadyQueues:
                 best = heap
         return heapq.heappop(best)[2] if best is not None else None
 
-    def summary(
-        self, queued_at: Callable[[str], float]
-    ) -> tuple[dict[str, int], dict[str, float]]:
+    def summary(self, queued_at: Callable[[str], float]) -> tuple[dict[str, int], dict[str, float]]:
         """Per queue: how many live tasks wait, and since when the oldest has waited."""
         depths: dict[str, int] = {}
         oldest: dict[str, float] = {}

@@ -1,0 +1,123 @@
+"""Which worker gets each ready task, and how deep a worker's prefetch may grow.
+
+Every worker may hold its slots plus ``prefetch`` tasks.  Beyond that, short
+tasks may pile up to ``max_prefetch`` while their estimated run time (a
+moving average per task name) stays under ``prefetch_seconds`` per slot:
+deep pipelines for tiny tasks, shallow ones for long tasks.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any
+
+from celeriac.protocol import Payload
+from celeriac.scheduler.lifecycle import TaskLifecycle
+from celeriac.scheduler.outbox import Outbox
+from celeriac.scheduler.policies import RateLimits
+from celeriac.scheduler.records import SchedulerConfig, Task, Worker
+from celeriac.scheduler.states import TaskState
+
+
+class Assignment:
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        workers: dict[bytes, Worker],
+        lifecycle: TaskLifecycle,
+        outbox: Outbox,
+    ) -> None:
+        self._config = config
+        self._workers = workers
+        self._lifecycle = lifecycle
+        self._outbox = outbox
+        self._rates = RateLimits()
+        self._durations: dict[str, float] = {}  # task name -> moving average run time
+
+    def assign(self) -> None:
+        """Give each ready task to the least-loaded worker with room that serves its queue.
+
+        Least-loaded first, so a task never waits in one worker's prefetch
+        while another worker's slot is idle.
+        """
+        candidates = [
+            (len(w.assigned) / w.slots, i, w)
+            for i, w in enumerate(self._workers.values())
+            if self._has_room(w)
+        ]
+        heapq.heapify(candidates)
+        while candidates:
+            _, order, worker = heapq.heappop(candidates)
+            task = self._next_for(worker)
+            if task is None:
+                continue  # nothing for its queues; it leaves the candidates
+            self._give(worker, task)
+            if self._has_room(worker):
+                heapq.heappush(candidates, (len(worker.assigned) / worker.slots, order, worker))
+
+    def learn_duration(self, name: str, duration: float | None) -> None:
+        """A task of this name ran for ``duration`` seconds (as its worker measured)."""
+        if duration is None or duration < 0:
+            return
+        old = self._durations.get(name)
+        self._durations[name] = duration if old is None else 0.8 * old + 0.2 * duration
+
+    def _has_room(self, worker: Worker) -> bool:
+        if worker.closing:
+            return False
+        held = len(worker.assigned)
+        if held < worker.slots + self._config.prefetch:
+            return True
+        return (
+            held < worker.slots + self._config.max_prefetch
+            and worker.queued_work < self._config.prefetch_seconds * worker.slots
+        )
+
+    def _next_for(self, worker: Worker) -> Task | None:
+        """The next queued task for this worker, past expiry and rate-limit checks."""
+        lifecycle = self._lifecycle
+        now = lifecycle.now
+        while (key := lifecycle.ready.pop(worker.queues)) is not None:
+            task = lifecycle.tasks[key]
+            if task.expires is not None and task.expires <= now:
+                lifecycle.expire(task)
+                continue
+            if task.rate_limit is not None:
+                wait = self._rates.wait_time(task.name, task.rate_limit, now)
+                if wait > 0:
+                    # Deferred explicitly: on a wall clock, a wait shorter than the
+                    # float spacing of ``now`` would leave ``now + wait == now``.
+                    lifecycle.defer(task, now + wait)
+                    continue
+            return task
+        return None
+
+    def _give(self, worker: Worker, task: Task) -> None:
+        self._lifecycle.transition(task, TaskState.PROCESSING)
+        task.worker = worker.id
+        task.estimate = self._durations.get(task.name, self._config.unknown_duration)
+        worker.assigned[task.key] = None
+        worker.queued_work += task.estimate
+        self._outbox.send(worker.id, "run", self._run_payloads(task), **_run_fields(task))
+
+    def _run_payloads(self, task: Task) -> list[Payload]:
+        """The function, the arguments, then the result of each dependency."""
+        payloads = [task.function, task.args]
+        for dep_key in task.deps:
+            dep = self._lifecycle.tasks[dep_key]
+            assert dep.result is not None
+            payloads.append(dep.result)
+        return payloads
+
+
+def _run_fields(task: Task) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "key": task.key,
+        "name": task.name,
+        "deps": list(task.deps),
+        "attempt": task.attempts,
+    }
+    for name in ("time_limit", "soft_time_limit"):
+        if (value := getattr(task, name)) is not None:
+            fields[name] = value
+    return fields

@@ -1,0 +1,54 @@
+"""The scheduler's summary of itself, for ``celeriac inspect`` and the dashboard.
+
+Built from counts kept as things change: nothing here walks every task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from celeriac.scheduler.lifecycle import TaskLifecycle
+from celeriac.scheduler.records import Worker
+
+#: The latest failures shown, and how much of each traceback's end.
+FAILURES_SHOWN = 20
+FAILURE_TEXT_CHARS = 2000
+
+
+def summary(
+    about: dict[str, Any],
+    lifecycle: TaskLifecycle,
+    workers: Iterable[Worker],
+    clients: int,
+) -> dict[str, Any]:
+    depths, oldest = lifecycle.ready.summary(lambda key: lifecycle.tasks[key].queued_at)
+    return {
+        "scheduler": about,
+        "tasks": len(lifecycle.tasks),
+        "by_state": {state.value: n for state, n in lifecycle.by_state.items() if n},
+        "queues": depths,
+        "queue_oldest": oldest,
+        "workers": [_describe_worker(worker) for worker in workers],
+        "clients": clients,
+        "timers": len(lifecycle.timers),
+        "periodic": lifecycle.periodic.describe(),
+        "counters": dict(lifecycle.counters),
+        "failures": [
+            {**failure, "text": failure["text"][-FAILURE_TEXT_CHARS:]}
+            for failure in list(lifecycle.recent_failures)[-FAILURES_SHOWN:]
+        ],
+    }
+
+
+def _describe_worker(worker: Worker) -> dict[str, Any]:
+    return {
+        "name": worker.name,
+        "pid": worker.pid,
+        "slots": worker.slots,
+        "queues": list(worker.queues),
+        "assigned": len(worker.assigned),
+        "running": worker.running,
+        "memory": worker.memory,
+        "last_seen": worker.last_seen,
+    }

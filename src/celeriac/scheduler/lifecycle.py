@@ -1,0 +1,356 @@
+"""The tasks the scheduler holds, and every move they make.
+
+Pure, like the rest of the state machine: the caller sets ``now`` before
+each event, and what must be said to peers or written to the journal goes
+to the :class:`Outbox` and :class:`JournalOps` it was given.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import pickle
+import random
+from collections import Counter, deque
+from typing import Any
+
+from celeriac.protocol import Message, Payload, nbytes
+from celeriac.scheduler.outbox import JournalOps, Outbox
+from celeriac.scheduler.periodic import PeriodicJobs
+from celeriac.scheduler.policies import backoff_delay
+from celeriac.scheduler.queues import ReadyQueues
+from celeriac.scheduler.records import (
+    DETACHED,
+    SUBMIT_OPTIONS,
+    Client,
+    SchedulerConfig,
+    Task,
+    Worker,
+)
+from celeriac.scheduler.states import TaskState, check_transition
+from celeriac.scheduler.timers import TimerQueue
+
+log = logging.getLogger("celeriac.scheduler")
+
+#: The payload of ``None``, for tasks whose result is ignored.  Making a
+#: constant pickle is not unpickling anything: the rule holds.
+_NONE = (pickle.dumps(None, protocol=5),)
+
+
+class TaskLifecycle:
+    """Tasks from submission to being forgotten.
+
+    Every move is checked against the transition table and counted by state,
+    and carries its consequences: the clients that want a task hear how it
+    ended, its dependents become ready or inherit its failure, and a
+    finished task that nobody needs any more is forgotten.  Timers (etas,
+    back-offs, expiry, result TTLs) and periodic jobs start moves too.
+
+    ``tasks``, ``ready``, ``timers``, ``periodic`` and ``now`` are shared with
+    the rest of the state machine; ``needs_assigning`` tells it that a task
+    became ready or a worker got room since it last assigned.
+    """
+
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        workers: dict[bytes, Worker],
+        outbox: Outbox,
+        journal: JournalOps,
+    ) -> None:
+        self._config = config
+        self.tasks: dict[str, Task] = {}
+        self.ready = ReadyQueues(self._is_queued)
+        self.timers = TimerQueue()
+        self.periodic = PeriodicJobs(
+            self.timers,
+            self._enqueue_periodic_run,
+            lambda key: self.tasks.get(key),
+            journal.job,
+        )
+        self.now = 0.0
+        self.needs_assigning = False
+        self.counters = {"done": 0, "erred": 0, "submitted": 0}
+        #: Tasks by state, kept as they change: inspection must not walk every task.
+        self.by_state: Counter[TaskState] = Counter()
+        #: The last failures, with their tracebacks, for inspection and the dashboard.
+        self.recent_failures: deque[dict[str, Any]] = deque(maxlen=50)
+        self._workers = workers  # only to take a task back from the worker that holds it
+        self._outbox = outbox
+        self._journal = journal
+        self._rng = random.Random(config.seed)
+        self._seq = itertools.count()
+
+    # -- new tasks ---------------------------------------------------------------------
+
+    def submit(
+        self, msg: Message, wanted_by: Client | None, *, durable: bool, revoked: bool = False
+    ) -> Task:
+        """A task from a ``submit`` message whose key is new; ``None`` wants it detached."""
+        task = self._new_task(msg)
+        task.durable = durable
+        self.want(wanted_by, task)
+        self._journal.task(task)
+        if revoked:
+            self.cancel(task)
+        else:
+            self.link_dependencies(task)
+        return task
+
+    def add(self, task: Task) -> None:
+        self.tasks[task.key] = task
+        self.by_state[task.state] += 1
+
+    def next_seq(self) -> int:
+        """The next submission number: ties in priority go to the older task."""
+        return next(self._seq)
+
+    def link_dependencies(self, task: Task) -> None:
+        """Wait for unfinished dependencies, inherit a failed one's fate, or become ready."""
+        for dep_key in task.deps:
+            dep = self.tasks.get(dep_key)
+            if dep is None:
+                self.fail(task, "lost-dependency", f"dependency {dep_key!r} is not known")
+                return
+            dep.dependents.add(task.key)
+            if dep.state.finished and dep.state is not TaskState.MEMORY:
+                self._inherit_failure(task, dep)
+                return
+            if dep.state is not TaskState.MEMORY:
+                task.waiting_on.add(dep_key)
+        if not task.waiting_on:
+            self.make_ready(task)
+
+    def want(self, client: Client | None, task: Task) -> None:
+        """The client wants the task's outcome (``None``: detached, keep it until it ends)."""
+        if client is None:
+            if not task.state.finished:
+                task.wanted_by.add(DETACHED)
+            return
+        task.wanted_by.add(client.id)
+        client.wants.add(task.key)
+        if task.state.finished:
+            self.notify(client.id, task, inline_limit=self._config.inline_result_bytes)
+
+    def _new_task(self, msg: Message) -> Task:
+        task = Task(
+            key=msg["key"],
+            name=msg.get("name", msg["key"]),
+            function=msg.payloads[0],
+            args=msg.payloads[1],
+            deps=tuple(msg["deps"]),
+            priority=msg["priority"],
+            seq=self.next_seq(),
+            queue=msg["queue"],
+            retries_left=max(0, msg["retries"]),
+            not_before=msg.get("eta", 0.0),
+        )
+        for option in SUBMIT_OPTIONS:
+            if option in msg.fields:
+                setattr(task, option, msg.fields[option])
+        if task.expires is not None:
+            self.timers.add(task.expires, task.key, "expire")
+        self.add(task)
+        self.counters["submitted"] += 1
+        return task
+
+    def _enqueue_periodic_run(self, submit: Message) -> bool:
+        """Enqueue one run of a periodic job; False if that tick is already enqueued."""
+        if submit.fields["key"] in self.tasks:
+            return False
+        self.submit(submit, None, durable=True)
+        return True
+
+    # -- moves -------------------------------------------------------------------------
+
+    def transition(self, task: Task, new: TaskState) -> None:
+        check_transition(task.key, task.state, new)
+        self.by_state[task.state] -= 1
+        self.by_state[new] += 1
+        task.state = new
+
+    def make_ready(self, task: Task) -> None:
+        """Queue the task now, or at its ``not_before`` time."""
+        if task.expires is not None and task.expires <= self.now:
+            self.expire(task)
+        elif task.not_before > self.now:
+            self.defer(task, task.not_before)
+        else:
+            self.transition(task, TaskState.QUEUED)
+            task.queued_at = self.now
+            self.ready.push(task.queue, task.priority, task.seq, task.key)
+            self.needs_assigning = True
+
+    def defer(self, task: Task, until: float) -> None:
+        task.not_before = until
+        self.transition(task, TaskState.SCHEDULED)
+        self.timers.add(until, task.key, "ready")
+
+    def unassign(self, task: Task) -> None:
+        """Take the task back from its worker's load (the worker itself is told nothing)."""
+        worker = self._workers.get(task.worker) if task.worker else None
+        if worker is not None:
+            worker.assigned.pop(task.key, None)
+            worker.queued_work = max(0.0, worker.queued_work - task.estimate)
+            self.needs_assigning = True
+        task.worker = None
+
+    def retry(self, task: Task, countdown: float | None) -> bool:
+        """Schedule another attempt if retries are left; False if they are not."""
+        if task.retries_left <= 0:
+            return False
+        task.retries_left -= 1
+        task.attempts += 1
+        if countdown is None and task.retry_backoff:
+            countdown = backoff_delay(
+                task.attempts, cap=task.backoff_max, jitter=task.retry_jitter, rng=self._rng
+            )
+        log.info("task %s retries (attempt %d) in %.3g s", task.key, task.attempts, countdown or 0)
+        task.started = False
+        task.not_before = self.now + (countdown or 0.0)
+        self.make_ready(task)
+        self._journal.task(task)
+        return True
+
+    def _is_queued(self, key: str) -> bool:
+        task = self.tasks.get(key)
+        return task is not None and task.state is TaskState.QUEUED
+
+    # -- endings -----------------------------------------------------------------------
+
+    def succeed(self, task: Task, result: Payload) -> None:
+        """Keep the result, tell who wants it, and queue dependents waiting only on it."""
+        self.transition(task, TaskState.MEMORY)
+        task.result = _NONE if task.ignore_result else result
+        task.function = task.args = ()  # no longer needed; free the memory now
+        self.counters["done"] += 1
+        self._notify_wanters(task, inline_limit=self._config.inline_result_bytes)
+        for dependent_key in list(task.dependents):
+            dependent = self.tasks.get(dependent_key)
+            if dependent is not None and dependent.state is TaskState.WAITING:
+                dependent.waiting_on.discard(task.key)
+                if not dependent.waiting_on:
+                    self.make_ready(dependent)
+        self._after_finish(task)
+
+    def fail(self, task: Task, kind: str, text: str, payload: Payload = ()) -> None:
+        self.transition(task, TaskState.ERRED)
+        failure = {"key": task.key, "name": task.name, "kind": kind, "text": text}
+        self.recent_failures.append({**failure, "time": self.now})
+        task.error = (kind, text, payload)
+        task.function = task.args = ()
+        self.counters["erred"] += 1
+        self._finish_unsuccessfully(task)
+
+    def cancel(self, task: Task, terminate: bool = False) -> None:
+        if task.state is TaskState.PROCESSING and task.worker is not None:
+            self._outbox.send(task.worker, "drop", key=task.key, terminate=terminate)
+            self.unassign(task)
+        self.transition(task, TaskState.CANCELLED)
+        task.function = task.args = ()
+        self._finish_unsuccessfully(task)
+
+    def expire(self, task: Task) -> None:
+        log.info("task %s (%s) expired before it ran", task.key, task.name)
+        self.transition(task, TaskState.EXPIRED)
+        task.function = task.args = ()
+        self._finish_unsuccessfully(task)
+
+    def _inherit_failure(self, task: Task, dep: Task) -> None:
+        if dep.state is TaskState.ERRED:
+            assert dep.error is not None
+            self.fail(task, *dep.error)
+        else:  # cancelled or expired: this one will not run either
+            self.cancel(task)
+
+    def _finish_unsuccessfully(self, task: Task) -> None:
+        self._notify_wanters(task, inline_limit=None)
+        for dependent_key in list(task.dependents):
+            dependent = self.tasks.get(dependent_key)
+            if dependent is not None and not dependent.state.finished:
+                self._inherit_failure(dependent, task)
+        self._after_finish(task)
+
+    def _after_finish(self, task: Task) -> None:
+        task.wanted_by.discard(DETACHED)
+        self.periodic.run_finished(task)
+        if task.result_ttl is not None and not task.ignore_result:
+            task.keep_until = self.now + task.result_ttl
+            self.timers.add(task.keep_until, task.key, "forget")
+        self._journal.task(task)
+        self._release_dependencies(task)
+        self.forget_if_unneeded(task)
+
+    # -- forgetting --------------------------------------------------------------------
+
+    def forget_if_unneeded(self, task: Task) -> None:
+        """Forget a task no client wants and no dependent needs (cancel it if unfinished)."""
+        if task.wanted_by or task.dependents or self.tasks.get(task.key) is not task:
+            return
+        if not task.state.finished:
+            self.cancel(task)  # nobody wants it any more: do not waste a worker on it
+            return
+        if task.keep_until > self.now:
+            return  # kept for readers by id until its TTL runs out
+        del self.tasks[task.key]
+        self.by_state[task.state] -= 1
+        if task.durable:
+            self._journal.record("task", task.key, None)
+        self._release_dependencies(task)
+
+    def _release_dependencies(self, task: Task) -> None:
+        """A finished task no longer needs its dependencies' results."""
+        for dep_key in task.deps:
+            dep = self.tasks.get(dep_key)
+            if dep is not None:
+                dep.dependents.discard(task.key)
+                self.forget_if_unneeded(dep)
+
+    # -- telling clients ---------------------------------------------------------------
+
+    def notify(self, to: bytes, task: Task, inline_limit: int | None) -> None:
+        """Tell a client how a finished task ended; results over ``inline_limit`` wait for fetch."""
+        if task.state is TaskState.MEMORY:
+            assert task.result is not None
+            size = sum(nbytes(f) for f in task.result)
+            if inline_limit is None or size <= inline_limit:
+                self._outbox.send(to, "result", [task.result], key=task.key, inline=True)
+            else:
+                self._outbox.send(to, "result", key=task.key, inline=False)
+        elif task.state is TaskState.ERRED:
+            assert task.error is not None
+            kind, text, payload = task.error
+            payloads = [payload] if payload else []
+            self._outbox.send(to, "erred", payloads, key=task.key, kind=kind, text=text)
+        else:
+            self._outbox.send(to, "cancelled", key=task.key, reason=task.state.value)
+
+    def _notify_wanters(self, task: Task, inline_limit: int | None) -> None:
+        for client_id in task.wanted_by:
+            if client_id != DETACHED:
+                self.notify(client_id, task, inline_limit)
+
+    # -- timers ------------------------------------------------------------------------
+
+    def fire_timers(self, now: float) -> None:
+        for timer in self.timers.due(now):
+            self._fire(timer.kind, timer.key, now)
+
+    def _fire(self, kind: str, key: str, now: float) -> None:
+        if kind == "periodic":
+            self.periodic.fire(key, now)
+            return
+        task = self.tasks.get(key)
+        if task is None:
+            return
+        if kind == "ready" and task.state is TaskState.SCHEDULED and task.not_before <= now:
+            self.make_ready(task)
+        elif kind == "expire" and _expired_before_running(task, now):
+            self.expire(task)
+        elif kind == "forget" and task.state.finished:
+            self.forget_if_unneeded(task)
+
+
+def _expired_before_running(task: Task, now: float) -> bool:
+    waiting = task.state in (TaskState.WAITING, TaskState.SCHEDULED, TaskState.QUEUED)
+    return waiting and task.expires is not None and task.expires <= now

@@ -1,0 +1,55 @@
+"""What the state machine emits, held until the server takes it.
+
+Two kinds of output: messages to send (:class:`Outbox`) and operations for
+the journal (:class:`JournalOps`).  Both are plain lists: the server takes
+them after each batch, writing the journal before it sends anything.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celeriac.protocol import Message, Payload
+from celeriac.scheduler.periodic import PeriodicJob
+from celeriac.scheduler.records import Send, Task, task_record
+
+#: A journal operation: (table, key, record), or ``None`` for the record to delete it.
+JournalOp = tuple[str, str, Any]
+
+
+class Outbox:
+    def __init__(self) -> None:
+        self._sends: list[Send] = []
+
+    def send(
+        self, to: bytes, op: str, payloads: list[Payload] | None = None, /, **fields: Any
+    ) -> None:
+        self._sends.append(Send(to, Message(op, fields, payloads or [])))
+
+    def take(self) -> list[Send]:
+        sends, self._sends = self._sends, []
+        return sends
+
+
+class JournalOps:
+    """Operations on durable work; none at all unless the journal is on."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.pending: list[JournalOp] = []
+
+    def record(self, table: str, key: str, record: Any) -> None:
+        if self.enabled:
+            self.pending.append((table, key, record))
+
+    def task(self, task: Task) -> None:
+        """Journal the task as it is now, if it is durable (detached work)."""
+        if task.durable and self.enabled:
+            self.pending.append(("task", task.key, task_record(task)))
+
+    def job(self, name: str, job: PeriodicJob | None) -> None:
+        self.record("periodic", name, job.to_dict() if job is not None else None)
+
+    def take(self) -> list[JournalOp]:
+        ops, self.pending = self.pending, []
+        return ops
