@@ -618,7 +618,7 @@ def test_scheduler_survives_hostile_messages_and_keeps_serving(  # noqa: C901
     cluster_factory: Callable[..., LocalCluster], context: zmq.Context, capfd: Any
 ) -> None:
     cluster = cluster_factory(n_workers=2, log_level="WARNING")
-    scheduler_pid = cluster._scheduler.pid
+    scheduler_pid = cluster.scheduler_pid
     rng = random.Random(SEED)
     fuzz = Hostile(rng)
     started = time.monotonic()
@@ -765,7 +765,7 @@ def test_raw_tcp_junk_does_not_hurt_the_scheduler(  # noqa: C901
     cluster_factory: Callable[..., LocalCluster],
 ) -> None:
     cluster = cluster_factory(n_workers=1, log_level="WARNING")
-    scheduler_pid = cluster._scheduler.pid
+    scheduler_pid = cluster.scheduler_pid
     host, port = cluster.address.removeprefix("tcp://").rsplit(":", 1)
     rng = random.Random(SEED + 1)
     ready = zmtp_greeting() + zmtp_command(b"READY", b"\x0bSocket-Type\x00\x00\x00\x06DEALER")

@@ -171,7 +171,7 @@ def _w3_app(client: Client, n: int) -> dict[str, float]:
 
 def _w7(client: Client, cluster: LocalCluster, sizes: Sizes, rec: Recorder) -> dict[str, float]:
     """Scheduler RSS after every n/samples ignored-result tasks have run."""
-    pid = cluster._scheduler.pid  # no public accessor for the scheduler's pid
+    pid = cluster.scheduler_pid
     trace = [(0, rss_mib(pid))]
     step = max(1, sizes.w7_tasks // sizes.w7_samples)
     sent = 0

@@ -26,7 +26,7 @@ from celeriac import protocol
 from celeriac.errors import SchedulerUnavailable
 from celeriac.protocol import Message
 from celeriac.security import secure_client
-from celeriac.transport import SharedSocket
+from celeriac.transport import SharedSocket, reconnect_quickly
 from celeriac.wakeup import Waker
 
 log = logging.getLogger("celeriac.client")
@@ -59,6 +59,7 @@ class Connection:
         socket = self._context.socket(zmq.DEALER)
         socket.setsockopt(zmq.LINGER, 1000)
         socket.setsockopt(zmq.ROUTING_ID, uuid.uuid4().bytes)
+        reconnect_quickly(socket)
         self._closing = False
         self._closed = False  # the socket is gone: nobody reads any more
         self._welcome = threading.Event()

@@ -20,10 +20,13 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import zmq
 import zmq.auth
-from zmq.auth.thread import ThreadAuthenticator
+
+if TYPE_CHECKING:  # imported when used: it pulls in asyncio, 30 ms of every start-up
+    from zmq.auth.thread import ThreadAuthenticator
 
 log = logging.getLogger("celeriac.security")
 
@@ -62,6 +65,8 @@ def secure_server(
         raise KeysError(problem)
     authorized = directory / "authorized"
     public, secret = _load(directory, "scheduler")
+    from zmq.auth.thread import ThreadAuthenticator
+
     authenticator = ThreadAuthenticator(context, log=logging.getLogger("celeriac.security.zap"))
     authenticator.start()
     authenticator.configure_curve(domain="*", location=str(authorized))

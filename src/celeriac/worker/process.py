@@ -28,7 +28,7 @@ from celeriac.errors import SoftTimeLimitExceeded
 from celeriac.protocol import Message, ProtocolError
 from celeriac.security import secure_client
 from celeriac.serialize import LoadedFunctions, dumps_exception
-from celeriac.transport import SharedSocket
+from celeriac.transport import SharedSocket, reconnect_quickly
 from celeriac.wakeup import Waker
 from celeriac.worker.execute import Assignment, run_task
 from celeriac.worker.limits import ControlChannel, SoftLimits
@@ -110,6 +110,7 @@ class WorkerProcess:
         socket = context.socket(zmq.DEALER)
         socket.setsockopt(zmq.LINGER, 2000)
         socket.setsockopt(zmq.ROUTING_ID, self.identity)
+        reconnect_quickly(socket)
         if self.keys is not None:
             secure_client(socket, self.keys, "worker")
         socket.connect(self.address)

@@ -24,7 +24,7 @@ import zmq
 from celeriac import protocol
 from celeriac.protocol import Message
 from celeriac.security import secure_client
-from celeriac.transport import drain
+from celeriac.transport import drain, reconnect_quickly
 
 log = logging.getLogger("celeriac.worker")
 
@@ -235,6 +235,7 @@ class DeathReporter:
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 1000)
+        reconnect_quickly(self._socket)
         if keys is not None:
             secure_client(self._socket, keys, "worker")
         self._socket.connect(address)

@@ -1,0 +1,44 @@
+"""The embedded cluster behind ``Client()``: start-up on a port it picks."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+
+import pytest
+
+import celeriac.cluster as embedded
+from celeriac import Client, LocalCluster
+from celeriac.cluster import ClusterStartError
+from tasks_for_tests import inc
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A loopback port something else is already listening on."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield int(holder.getsockname()[1])
+
+
+@pytest.mark.timeout(60)
+def test_a_port_taken_before_the_scheduler_binds_it_is_replaced(
+    monkeypatch: pytest.MonkeyPatch, cluster_factory: Callable[..., LocalCluster], busy_port: int
+) -> None:
+    real_free_port = embedded._free_port
+    picks = [busy_port]
+    monkeypatch.setattr(embedded, "_free_port", lambda: picks.pop(0) if picks else real_free_port())
+    local = cluster_factory(n_workers=1, log_level="ERROR")
+    assert not local.address.endswith(f":{busy_port}")
+    with Client(local.address) as client:
+        assert client.submit(inc, 1).result(timeout=20) == 2
+
+
+@pytest.mark.timeout(60)
+def test_a_port_that_stays_taken_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, busy_port: int
+) -> None:
+    monkeypatch.setattr(embedded, "_free_port", lambda: busy_port)
+    with pytest.raises(ClusterStartError, match="exited with code 1"):
+        LocalCluster(1, log_level="ERROR")
