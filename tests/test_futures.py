@@ -5,11 +5,13 @@ from __future__ import annotations
 import gc
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
-from celeriac import CancelledError, Client, as_completed, fire_and_forget, wait
+from celeriac import CancelledError, Client, LocalCluster, as_completed, fire_and_forget, wait
 from conftest import wait_until
 from tasks_for_tests import add, append_line, inc, slow_inc, total, touch, wait_for_file
 
@@ -184,3 +186,23 @@ def test_numpy_array_round_trip(client: Client) -> None:
     doubled = client.submit(lambda a: a * 2, array)
     result = doubled.result(timeout=20)
     assert result.dtype == array.dtype and (result == array * 2).all()
+
+
+@pytest.mark.timeout(60)
+def test_a_result_is_not_held_back_behind_a_long_prefetched_task(
+    cluster_factory: Callable[..., LocalCluster], tmp_path: Path
+) -> None:
+    """One slot, two tasks assigned together: the short one's result comes back while
+    the long one (blocked on a gate) still runs, not when it ends or at a heartbeat."""
+    slow_heartbeats = ("--heartbeat-interval", "10", "--worker-timeout", "60")
+    cluster = cluster_factory(n_workers=1, scheduler_args=slow_heartbeats)
+    gate = tmp_path / "gate"
+    with Client(cluster.address) as client:
+        client.wait_for_workers(1)
+        short, long = client.map(wait_for_file, [str(tmp_path), str(gate)])  # one batch
+        try:
+            worker_pid = short.result(timeout=5)
+            assert not long.done()
+        finally:
+            gate.touch()
+        assert long.result(timeout=10) == worker_pid  # the same worker held both

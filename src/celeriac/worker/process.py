@@ -35,8 +35,6 @@ from celeriac.worker.limits import ControlChannel, SoftLimits
 
 log = logging.getLogger("celeriac.worker")
 
-#: Results held back while more prefetched work is queued go out at this many.
-RESULT_BATCH = 100
 #: An idle main thread re-checks its state this often even if no wake-up came.
 IDLE_RECHECK_MS = 1000
 
@@ -374,13 +372,11 @@ class WorkerProcess:
             self._running.pop(task.key, None)
             dropped = task.key in self._dropped
             self._dropped.discard(task.key)
-            more_queued = bool(self._todo)
         if not dropped:
             self._outbox.append(outcome)
         self._check_recycle()
-        # While prefetched work waits, results pile up and go out together.
-        if not more_queued or len(self._outbox) >= RESULT_BATCH or self._closing:
-            self._flush()
+        # At once, even with more work queued: the next task may be a long one.
+        self._flush()
 
     def _check_recycle(self) -> None:
         """Retire this process between tasks once it did enough, or grew too big.
