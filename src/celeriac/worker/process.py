@@ -37,6 +37,12 @@ log = logging.getLogger("celeriac.worker")
 
 #: An idle main thread re-checks its state this often even if no wake-up came.
 IDLE_RECHECK_MS = 1000
+#: While prefetched tasks wait, outcomes pile up and go out together (what keeps
+#: a burst of tiny tasks fast), but never longer than this, and at most this many.
+#: 5 ms is the queued work per slot the scheduler's adaptive prefetch allows
+#: (``prefetch_seconds``); 2 ms cost a quarter of the throughput of tiny tasks.
+HOLD_SECONDS = 0.005
+HOLD_MAX = 100
 
 
 def rss_bytes() -> int:
@@ -84,6 +90,7 @@ class WorkerProcess:
         self._waker = Waker()  # wakes the helper thread
         self._main_waker = Waker()  # wakes the main thread while it waits for work
         self._main_waiting = False
+        self._send_by: float | None = None  # held outcomes go out by then
         self._main_thread = threading.main_thread().ident
         self._closing = False
         self._stopped = False
@@ -153,7 +160,11 @@ class WorkerProcess:
         next_heartbeat = time.monotonic() + self._heartbeat_interval
         handed_back = False
         while True:
-            wake_at = min(next_heartbeat, self._soft_limits.next_deadline() or next_heartbeat)
+            wake_at = min(
+                next_heartbeat,
+                self._soft_limits.next_deadline() or next_heartbeat,
+                self._send_by or next_heartbeat,
+            )
             # An idle main thread reads the socket itself: polling it here too
             # would only race it for every message.
             poller = own_only if self._main_waiting and self.slots == 1 else with_socket
@@ -288,6 +299,7 @@ class WorkerProcess:
     def _flush(self) -> None:
         """Send everything in the outbox as one batch (and read what came in)."""
         with self._socket.lock:
+            self._send_by = None  # before taking the outbox: a later hold sets a new one
             batch = []
             while self._outbox:
                 batch.append(self._outbox.popleft())
@@ -372,11 +384,20 @@ class WorkerProcess:
             self._running.pop(task.key, None)
             dropped = task.key in self._dropped
             self._dropped.discard(task.key)
+            more_queued = bool(self._todo)
         if not dropped:
             self._outbox.append(outcome)
         self._check_recycle()
-        # At once, even with more work queued: the next task may be a long one.
-        self._flush()
+        if more_queued and len(self._outbox) < HOLD_MAX and not self._closing:
+            self._hold_outcomes()
+        else:
+            self._flush()
+
+    def _hold_outcomes(self) -> None:
+        """Send with the next outcomes, or (the next task may be long) by a deadline."""
+        if self._send_by is None:
+            self._send_by = time.monotonic() + HOLD_SECONDS
+            self._waker.wake()  # the helper thread sends them if we are still busy
 
     def _check_recycle(self) -> None:
         """Retire this process between tasks once it did enough, or grew too big.
