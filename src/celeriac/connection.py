@@ -26,7 +26,7 @@ from celeriac import protocol
 from celeriac.errors import SchedulerUnavailable
 from celeriac.protocol import Message
 from celeriac.security import secure_client
-from celeriac.transport import SharedSocket, reconnect_quickly
+from celeriac.transport import RECHECK_MS, SharedSocket, reconnect_quickly
 from celeriac.wakeup import Waker
 
 log = logging.getLogger("celeriac.client")
@@ -34,8 +34,6 @@ log = logging.getLogger("celeriac.client")
 #: Messages per multipart send: big enough to amortize, small enough to pipeline.
 BATCH = 1000
 HEARTBEAT_INTERVAL = 5.0
-#: A waiting caller re-checks this often even if no wake-up came (a safety net).
-RECHECK_MS = 1000
 #: After a caller read for itself, the I/O thread leaves the socket alone this
 #: long: callers that wait again and again (a loop of round trips) would
 #: otherwise race it for every reply and lose half of them to a hand-off.

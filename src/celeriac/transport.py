@@ -50,6 +50,11 @@ def drain(socket: zmq.Socket) -> Iterator[list[Message]]:
             log.error("bad message from the scheduler: %s", exc)
 
 
+#: A thread waiting on a SharedSocket re-checks its state this often even if no
+#: wake-up came: a safety net, never the way anything is meant to be noticed.
+RECHECK_MS = 1000
+
+
 class SharedSocket:
     """A ZeroMQ socket any thread may use, one thread at a time.
 

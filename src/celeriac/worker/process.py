@@ -28,15 +28,13 @@ from celeriac.errors import SoftTimeLimitExceeded
 from celeriac.protocol import Message, ProtocolError
 from celeriac.security import secure_client
 from celeriac.serialize import LoadedFunctions, dumps_exception
-from celeriac.transport import SharedSocket, reconnect_quickly
+from celeriac.transport import RECHECK_MS, SharedSocket, reconnect_quickly
 from celeriac.wakeup import Waker
 from celeriac.worker.execute import Assignment, run_task
 from celeriac.worker.limits import ControlChannel, SoftLimits
 
 log = logging.getLogger("celeriac.worker")
 
-#: An idle main thread re-checks its state this often even if no wake-up came.
-IDLE_RECHECK_MS = 1000
 #: While prefetched tasks wait, outcomes pile up and go out together (what keeps
 #: a burst of tiny tasks fast), but never longer than this, and at most this many.
 #: 5 ms is the queued work per slot the scheduler's adaptive prefetch allows
@@ -364,7 +362,7 @@ class WorkerProcess:
                 with self._todo_ready:
                     if self._stopped or (self._todo and not self._closing):
                         return
-                poller.poll(IDLE_RECHECK_MS)
+                poller.poll(RECHECK_MS)
         finally:
             self._main_waiting = False
 
