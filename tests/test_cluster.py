@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -42,3 +43,15 @@ def test_a_port_that_stays_taken_is_a_clear_error(
     monkeypatch.setattr(embedded, "_free_port", lambda: busy_port)
     with pytest.raises(ClusterStartError, match="exited with code 1"):
         LocalCluster(1, log_level="ERROR")
+
+
+@pytest.mark.timeout(60)
+def test_the_embedded_scheduler_keeps_work_in_memory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """No journal file: its port is random, so a journal could only litter or
+    hand stale work to a later cluster that draws the same port."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    with LocalCluster(1, log_level="ERROR") as local, Client(local.address) as client:
+        assert client.submit(inc, 1).result(timeout=20) == 2
+    assert list(tmp_path.rglob("*")) == []

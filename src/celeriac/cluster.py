@@ -82,13 +82,17 @@ class LocalCluster:
         parent = ("--parent-pid", str(os.getpid()))
         port = _free_port()
         ports: tuple[str, ...] = ("--port", str(port))
-        if not any(
-            a.startswith(("--dashboard-port", "--no-dashboard")) for a in self._scheduler_options
-        ):
+        if not _has_option(self._scheduler_options, "--dashboard-port", "--no-dashboard"):
             # The dashboard on a random port too: several embedded clusters may run at once.
             ports += ("--dashboard-port", "0")
+        # Work lives as long as this process (Dask's LocalCluster): a journal
+        # named after a random port would only litter, or resurrect stale work
+        # in a later cluster that happens to draw the same port.
+        memory: tuple[str, ...] = ()
+        if not _has_option(self._scheduler_options, "--journal", "--no-journal"):
+            memory = ("--no-journal",)
         self._scheduler = subprocess.Popen(
-            [*celeriac, "scheduler", *ports, *self._scheduler_options, *parent],
+            [*celeriac, "scheduler", *ports, *memory, *self._scheduler_options, *parent],
             stdout=subprocess.PIPE,
         )
         address = f"tcp://127.0.0.1:{port}"
@@ -121,6 +125,10 @@ class LocalCluster:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _has_option(args: tuple[str, ...], *names: str) -> bool:
+    return any(a.split("=", 1)[0] in names for a in args)
 
 
 def _read_addresses(popen: subprocess.Popen[bytes], timeout: float) -> tuple[str, str | None]:
