@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 
 def inc(x: int) -> int:
@@ -139,3 +140,12 @@ def leak(megabytes: int) -> int:
     """Keep memory forever, as a leaky task would; returns this process's pid."""
     _LEAK.append(b"x" * (megabytes << 20))
     return os.getpid()
+
+
+def array_backing(array: Any) -> tuple[str, float]:
+    """What holds the argument's memory here ("mmap": a shared memory mapping), and its sum."""
+    holder = array.base
+    while holder is not None and not isinstance(holder, memoryview):
+        holder = getattr(holder, "base", None)
+    owner = holder.obj if isinstance(holder, memoryview) else holder
+    return type(owner).__name__, float(array.sum())

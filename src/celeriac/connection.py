@@ -22,7 +22,7 @@ from pathlib import Path
 
 import zmq
 
-from celeriac import protocol
+from celeriac import protocol, sharedmem
 from celeriac.errors import SchedulerUnavailable
 from celeriac.protocol import Message
 from celeriac.security import secure_client
@@ -82,7 +82,7 @@ class Connection:
     def start(self, timeout: float) -> None:
         """Start the I/O thread and wait for the scheduler's welcome."""
         self._thread.start()
-        self.send_now([Message("hello-client", {"version": protocol.VERSION})])
+        self.send_now([_hello()])
         if not self.wait_until(self._welcome.is_set, timeout):
             self.close()
             raise SchedulerUnavailable(
@@ -176,6 +176,7 @@ class Connection:
         if msg.op == "welcome":
             self._registering = False
             self.max_message_bytes = msg.get("max_message_bytes", self.max_message_bytes)
+            self._socket.share_memory(msg)
             self._welcome.set()
         elif msg.op == "error" and msg.get("about") == "hello-client":
             self._refusal = msg["text"]
@@ -185,7 +186,7 @@ class Connection:
                 return  # one answer per restart, however many queued messages drew one
             self._registering = True
             log.warning("the scheduler does not know this client (restarted?); reconnecting")
-            self._socket.send([Message("hello-client", {"version": protocol.VERSION})])
+            self._socket.send([_hello()])
             self._on_message(msg)
         else:
             try:
@@ -245,3 +246,10 @@ class Connection:
                 waiting = list(self._waiting)
             for waker in waiting:  # stop polling a closed socket
                 waker.wake()
+
+
+def _hello() -> Message:
+    fields: dict[str, object] = {"version": protocol.VERSION}
+    if (shm := sharedmem.namespace()) is not None:
+        fields["shm"] = shm
+    return Message("hello-client", fields)

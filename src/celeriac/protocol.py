@@ -8,8 +8,9 @@ A ZeroMQ multipart message carries a *batch* of logical messages::
 with an ``"op"`` key and op-specific fields.  A message that carries binary
 payloads (a pickled function, arguments, a result) lists them in ``"p"``: one
 list of frames per payload, each frame either inline bytes (small ones: a
-whole batch then costs one ZeroMQ frame) or ``None``, meaning "the next
-out-of-band frame" (large buffers, sent without a copy).  Payload frames are
+whole batch then costs one ZeroMQ frame), ``None``, meaning "the next
+out-of-band frame" (large buffers, sent without a copy), or ``[name, size]``,
+a shared memory segment on this host (see :mod:`celeriac.sharedmem`).  Payload frames are
 never unpickled by the scheduler; it only stores and forwards them, so a hostile frame can at worst
 be rejected there, never executed.
 
@@ -20,7 +21,7 @@ validated, because every byte of it arrives from the network.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,10 @@ MAX_HEADER_BYTES = 64 << 20
 
 Frame = Any  # bytes, memoryview or zmq.Frame: anything with the buffer protocol
 Payload = Sequence[Frame]
+#: What a large frame travels as (``encode``): itself, or a shared memory segment.
+Exporter = Callable[[Frame], Frame]
+#: Makes the frame a ``[name, size]`` item stands for (``decode``).
+SegmentFactory = Callable[[str, int], Frame]
 
 
 class ProtocolError(ValueError):
@@ -72,7 +77,7 @@ _STRS = "list of strings"  # a list whose items are all str
 # (``None``: any number).
 SCHEMAS: dict[str, tuple[dict[str, Any], dict[str, Any], int | None]] = {
     # client -> scheduler
-    "hello-client": ({"version": _INT}, {}, 0),
+    "hello-client": ({"version": _INT}, {"shm": _STR}, 0),
     "submit": (
         {"key": _STR, "deps": _STRS, "priority": _INT, "retries": _INT, "queue": _STR},
         {
@@ -122,7 +127,7 @@ SCHEMAS: dict[str, tuple[dict[str, Any], dict[str, Any], int | None]] = {
     # worker -> scheduler
     "hello-worker": (
         {"version": _INT, "slots": _INT, "queues": _STRS, "name": _STR, "pid": _INT},
-        {"memory": _INT},
+        {"memory": _INT, "shm": _STR},
         0,
     ),
     "heartbeat": ({}, {"memory": _INT, "running": _INT}, 0),
@@ -137,7 +142,13 @@ SCHEMAS: dict[str, tuple[dict[str, Any], dict[str, Any], int | None]] = {
     # scheduler -> client
     "welcome": (
         {"version": _INT},
-        {"worker_timeout": _NUM, "heartbeat_interval": _NUM, "max_message_bytes": _INT},
+        {
+            "worker_timeout": _NUM,
+            "heartbeat_interval": _NUM,
+            "max_message_bytes": _INT,
+            "shm": _STR,  # the scheduler's sharedmem.namespace(): peers that match may use it
+            "shm_tag": _STR,  # to put in the names of segments sent to this scheduler
+        },
         0,
     ),
     "result": ({"key": _STR, "inline": _BOOL}, {}, None),
@@ -165,35 +176,54 @@ SCHEMAS: dict[str, tuple[dict[str, Any], dict[str, Any], int | None]] = {
 INLINE_FRAME_BYTES = 64 * 1024
 
 
-def encode(messages: Sequence[Message]) -> list[Frame]:
-    """Frames for a batch of messages, ready for ``send_multipart``."""
+def encode(messages: Sequence[Message], export: Exporter | None = None) -> list[Frame]:
+    """Frames for a batch of messages, ready for ``send_multipart``.
+
+    ``export`` sees each large frame first and may return a shared memory
+    segment to send instead (or turn a segment back into bytes).
+    """
     headers: list[dict[str, Any]] = []
     frames: list[Frame] = [b""]
     for msg in messages:
         head = {"op": msg.op, **msg.fields}
         if msg.payloads:
-            head["p"] = [_place(payload, frames) for payload in msg.payloads]
+            head["p"] = [_place(payload, frames, export) for payload in msg.payloads]
         headers.append(head)
     frames[0] = msgpack.packb([VERSION, headers], use_bin_type=True)
     return frames
 
 
-def _place(payload: Payload, frames: list[Frame]) -> list[bytes | None]:
-    """Inline small frames; move large ones out of band (``None`` marks their place)."""
-    items: list[bytes | None] = []
+def _place(payload: Payload, frames: list[Frame], export: Exporter | None) -> list[Any]:
+    """Inline small frames; move large ones out of band (``None`` marks their place)
+    or name their shared memory segment."""
+    items: list[Any] = []
     for frame in payload:
         if type(frame) is bytes and len(frame) < INLINE_FRAME_BYTES:
             items.append(frame)
         elif nbytes(frame) < INLINE_FRAME_BYTES:
             items.append(bytes(buffer_of(frame)))
         else:
-            items.append(None)
-            frames.append(frame)
+            if export is not None:
+                frame = export(frame)
+            shm_name = getattr(frame, "shm_name", None)
+            if shm_name is not None:
+                items.append([shm_name, nbytes(frame)])
+            else:
+                items.append(None)
+                frames.append(frame)
     return items
 
 
-def decode(frames: Sequence[Frame], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[Message]:
-    """Parse and validate a batch; raise :class:`ProtocolError` on anything off."""
+def decode(
+    frames: Sequence[Frame],
+    max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    segment: SegmentFactory | None = None,
+) -> list[Message]:
+    """Parse and validate a batch; raise :class:`ProtocolError` on anything off.
+
+    ``segment`` makes the frame for a shared memory item; without it, such
+    an item is refused.
+    """
     if not frames:
         raise ProtocolError("empty message")
     total = sum(nbytes(f) for f in frames)
@@ -209,7 +239,7 @@ def decode(frames: Sequence[Frame], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) 
     version, heads = _split_header(parsed)
     if version != VERSION:
         raise ProtocolError(f"protocol version {version!r} is not supported (expected {VERSION})")
-    return _assemble(heads, frames[1:])
+    return _assemble(heads, frames[1:], max_bytes - total, segment)
 
 
 def _split_header(parsed: Any) -> tuple[Any, list[Any]]:
@@ -220,7 +250,12 @@ def _split_header(parsed: Any) -> tuple[Any, list[Any]]:
     return parsed[0], parsed[1]
 
 
-def _assemble(heads: list[Any], out_of_band: Sequence[Frame]) -> list[Message]:
+def _assemble(
+    heads: list[Any],
+    out_of_band: Sequence[Frame],
+    room: int,
+    segment: SegmentFactory | None,
+) -> list[Message]:
     messages = []
     cursor = 0
     for head in heads:
@@ -233,12 +268,26 @@ def _assemble(heads: list[Any], out_of_band: Sequence[Frame]) -> list[Message]:
                         raise ProtocolError(f"{msg.op!r} announces more frames than were sent")
                     item = out_of_band[cursor]
                     cursor += 1
+                elif type(item) is list:
+                    room -= item[1]
+                    if room < 0:
+                        raise ProtocolError("shared memory beyond the message size limit")
+                    item = _segment(msg.op, item, segment)
                 payload.append(item)
             msg.payloads.append(payload)
         messages.append(msg)
     if cursor != len(out_of_band):
         raise ProtocolError(f"{len(out_of_band) - cursor} frames were not announced")
     return messages
+
+
+def _segment(op: str, item: list[Any], segment: SegmentFactory | None) -> Frame:
+    if segment is None:
+        raise ProtocolError(f"{op!r} names shared memory, which this peer may not use")
+    try:
+        return segment(item[0], item[1])
+    except (ValueError, OSError) as exc:
+        raise ProtocolError(f"{op!r}: {exc}") from None
 
 
 def validate(head: Any) -> Message:
@@ -298,10 +347,20 @@ def _check_payload_layout(op: str, layout: Any, expected: int | None) -> None:
         if type(items) is not list or len(items) > MAX_FRAMES_PER_PAYLOAD:
             raise ProtocolError(f"{op!r} has a malformed payload list")
         for item in items:
-            if item is not None and type(item) is not bytes:
+            if item is not None and type(item) is not bytes and not _is_segment_item(item):
                 raise ProtocolError(f"{op!r} has a malformed payload list")
     if expected is not None and len(layout) != expected:
         raise ProtocolError(f"{op!r} must carry {expected} payloads, not {len(layout)}")
+
+
+def _is_segment_item(item: Any) -> bool:
+    return (
+        type(item) is list
+        and len(item) == 2
+        and type(item[0]) is str
+        and type(item[1]) is int
+        and item[1] > 0
+    )
 
 
 def buffer_of(frame: Frame) -> Any:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 
 import zmq
 
-from celeriac import protocol
+from celeriac import protocol, sharedmem
 from celeriac.protocol import Message, ProtocolError
 
 log = logging.getLogger("celeriac")
@@ -40,12 +40,13 @@ def drain(socket: zmq.Socket) -> Iterator[list[Message]]:
     """Yield each batch already received on ``socket``; never block.
 
     A batch that fails validation is logged and skipped: one bad message
-    from the scheduler must not stop a client or worker.
+    from the scheduler must not stop a client or worker.  The scheduler
+    names shared memory only to a peer that shares it; the scheduler owns it.
     """
     while readable(socket):
         frames = socket.recv_multipart(copy=False)
         try:
-            yield protocol.decode(frames)
+            yield protocol.decode(frames, segment=sharedmem.Segment)
         except ProtocolError as exc:
             log.error("bad message from the scheduler: %s", exc)
 
@@ -77,12 +78,32 @@ class SharedSocket:
         self.lock = threading.RLock()
         self._on_batch = on_batch
         self._reading = False
+        self._spiller: sharedmem.Spiller | None = None
+
+    def share_memory(self, welcome: Message) -> None:
+        """Send large frames through ``/dev/shm`` if the scheduler shares ours."""
+        namespace, tag = welcome.get("shm"), welcome.get("shm_tag")
+        local = namespace is not None and namespace == sharedmem.namespace()
+        with self.lock:
+            try:
+                self._spiller = sharedmem.Spiller(tag) if local and tag else None
+            except ValueError as exc:
+                log.warning("not using shared memory with the scheduler: %s", exc)
+                self._spiller = None
 
     def send(self, messages: list[Message], flags: int = 0) -> None:
         """Send one batch now (``zmq.Again`` with ``zmq.NOBLOCK`` when it cannot)."""
         with self.lock:
+            spiller = self._spiller
             try:
-                self.socket.send_multipart(protocol.encode(messages), flags, copy=False)
+                self.socket.send_multipart(protocol.encode(messages, spiller), flags, copy=False)
+            except BaseException:
+                if spiller is not None:
+                    spiller.abandoned()
+                raise
+            else:
+                if spiller is not None:
+                    spiller.handed_over()
             finally:
                 self._read()
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import zmq
 
-from celeriac import protocol
+from celeriac import protocol, sharedmem
 from celeriac.addresses import InsecureBindError, bind_refusal, tcp_address
 from celeriac.protocol import Message, ProtocolError
 from celeriac.scheduler.journal import Journal
@@ -28,6 +28,7 @@ log = logging.getLogger("celeriac.scheduler")
 
 #: Messages read per loop iteration before we act on them and send replies.
 MAX_READS_PER_ITERATION = 1000
+HELLOS = ("hello-client", "hello-worker")
 
 
 class SchedulerServer:
@@ -70,6 +71,12 @@ class SchedulerServer:
         self._socket.bind(tcp_address(host, "*" if port == 0 else port))
         self.address = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self.state.about = {"pid": os.getpid(), "address": self.address}
+        self._shm_namespace = sharedmem.namespace()
+        self._shm_tag = sharedmem.scheduler_tag(self.address)
+        if self._shm_namespace is not None and (left := sharedmem.remove_leftovers(self._shm_tag)):
+            log.info("deleted %d shared memory segment(s) an earlier run left", left)
+        #: Peers that share our /dev/shm: large frames travel between us as names.
+        self._sharing: set[bytes] = set()
         self._running = True
         self._next_snapshot = 0.0
         #: What the dashboard shows: rebuilt by the loop once a second and swapped
@@ -114,6 +121,7 @@ class SchedulerServer:
                     self._send(self._tick(now))
                 if now >= next_tick:
                     next_tick = now + tick_every
+                    self._sharing &= self.state.workers.keys() | self.state.clients.keys()
                     if self.dashboard is not None and now >= self._next_snapshot:
                         self._take_snapshot(now)
                     if self._parent is not None and os.getppid() != self._parent:
@@ -162,11 +170,18 @@ class SchedulerServer:
 
     def _handle(self, frames: list[zmq.Frame]) -> list[Send]:
         sender = frames[0].bytes
+        segment = self._accept_segment if sender in self._sharing else None
         try:
-            messages = protocol.decode(frames[1:], self.max_message_bytes)
+            messages = protocol.decode(frames[1:], self.max_message_bytes, segment)
         except ProtocolError as exc:
             log.error("bad message from peer %s: %s", sender.hex(), exc)
             return [Send(sender, Message("error", {"text": f"bad message: {exc}"}))]
+        for msg in messages:
+            if msg.op in HELLOS and self._shm_namespace is not None:
+                if msg.get("shm") == self._shm_namespace:
+                    self._sharing.add(sender)
+                else:
+                    self._sharing.discard(sender)
         try:
             return self.state.handle(sender, messages, time.time())
         except Exception:
@@ -174,15 +189,30 @@ class SchedulerServer:
             log.exception("internal error handling a message from %s", sender.hex())
             return [Send(sender, Message("error", {"text": "internal scheduler error"}))]
 
+    @staticmethod
+    def _accept_segment(name: str, size: int) -> sharedmem.Segment:
+        """A segment a peer hands us: ours from now on (deleted when we drop it)."""
+        segment = sharedmem.Segment(name, size)
+        if not segment.exists():
+            raise ValueError(f"shared memory segment {name} of {size} bytes does not exist")
+        segment.own()
+        return segment
+
     def _send(self, commands: Iterable[Send]) -> None:
         # Journal first: a reply may say "accepted", which must mean "recorded".
         if self.journal is not None and self.state.journal_ops:
             self.journal.apply(self.state.take_journal())
         by_peer: dict[bytes, list[Message]] = defaultdict(list)
         for to, msg in commands:
+            if msg.op == "welcome" and self._shm_namespace is not None:
+                msg.fields.update(shm=self._shm_namespace, shm_tag=self._shm_tag)
             by_peer[to].append(msg)
         for peer, messages in by_peer.items():
+            export = None if peer in self._sharing else sharedmem.inline
             try:
-                self._socket.send_multipart([peer, *protocol.encode(messages)], copy=False)
+                frames = protocol.encode(messages, export)
+                self._socket.send_multipart([peer, *frames], copy=False)
             except zmq.ZMQError as exc:  # peer vanished between read and write
                 log.warning("could not send to %s: %s", peer.hex(), exc)
+            except OSError as exc:  # a segment to inline is gone (deleted by hand?)
+                log.error("could not send %d message(s) to %s: %s", len(messages), peer.hex(), exc)

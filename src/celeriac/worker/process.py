@@ -22,7 +22,7 @@ from pathlib import Path
 
 import zmq
 
-from celeriac import protocol
+from celeriac import protocol, sharedmem
 from celeriac.addresses import normalize
 from celeriac.errors import SoftTimeLimitExceeded
 from celeriac.protocol import Message, ProtocolError
@@ -229,6 +229,7 @@ class WorkerProcess:
             self._registering = False
             self._heartbeat_interval = _clamp(msg.get("heartbeat_interval"), 0.01, 60.0, 0.5)
             self._scheduler_timeout = _clamp(msg.get("worker_timeout"), 0.1, 3600.0, 5.0)
+            self._socket.share_memory(msg)
             log.info("worker %s registered with the scheduler", self.name)
         elif msg.op == "reregister" and not self._registering:
             # Heartbeats queued while the scheduler was down each draw a
@@ -307,17 +308,17 @@ class WorkerProcess:
                 self._socket.read()
 
     def _hello(self) -> Message:
-        return Message(
-            "hello-worker",
-            {
-                "version": protocol.VERSION,
-                "slots": self.slots,
-                "queues": list(self.queues),
-                "name": self.name,
-                "pid": os.getpid(),
-                "memory": rss_bytes(),
-            },
-        )
+        fields = {
+            "version": protocol.VERSION,
+            "slots": self.slots,
+            "queues": list(self.queues),
+            "name": self.name,
+            "pid": os.getpid(),
+            "memory": rss_bytes(),
+        }
+        if (shm := sharedmem.namespace()) is not None:
+            fields["shm"] = shm
+        return Message("hello-worker", fields)
 
     # -- executors ---------------------------------------------------------------------
 
