@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import traceback
+from collections.abc import Callable
 
 import msgpack
 import pytest
@@ -13,6 +16,7 @@ from celeriac import (
     Client,
     FutureLostError,
     KilledWorker,
+    LocalCluster,
     RemoteError,
     SchedulerUnavailable,
     SerializationError,
@@ -263,3 +267,18 @@ def test_max_memory_per_child_recycles_a_leaky_process(cluster_factory) -> None:
     with Client(cluster.address) as client:
         pids = [client.submit(leak, 40, key=f"leak-{i}").result(timeout=30) for i in range(8)]
     assert len(set(pids)) >= 2  # 8 x 40 MB cannot fit under 120 MB in one process
+
+
+def test_a_request_that_timed_out_leaves_no_reply_behind(
+    cluster_factory: Callable[..., LocalCluster],
+) -> None:
+    cluster = cluster_factory(n_workers=1)
+    with Client(cluster.address) as client:
+        os.kill(cluster.scheduler_pid, signal.SIGSTOP)  # it answers, but only later
+        try:
+            with pytest.raises(SchedulerUnavailable, match="did not answer 'status'"):
+                client.status(["k"], timeout=0.2)
+        finally:
+            os.kill(cluster.scheduler_pid, signal.SIGCONT)
+        assert client.status(["k"]) == {"k": "UNKNOWN"}  # the late reply came first, unwanted
+        assert client._replies == {}

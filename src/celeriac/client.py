@@ -84,7 +84,9 @@ class Client:
         self._lock = threading.Lock()
         self._states: dict[str, FutureState] = {}
         self._refcounts: dict[str, int] = {}
-        self._replies: dict[int, Message] = {}
+        #: Replies by request id; an id is here from the request until its answer
+        #: is taken (or the wait for it ends), so a late reply finds no place.
+        self._replies: dict[int, Message | None] = {}
         self._ack_waiters: dict[str, list[_AckWaiter]] = {}
         self._unacked: dict[str, Message] = {}  # sent, not yet accepted: resent after a restart
         self._rids = itertools.count()
@@ -332,11 +334,17 @@ class Client:
         """Send a message that carries a request id; wait for the reply with that id."""
         self._check_fork()
         rid = next(self._rids)
-        self._conn.send_now([Message(op, {"rid": rid, **fields})])
-        if not self._conn.wait_until(lambda: rid in self._replies, timeout or self.timeout):
-            raise SchedulerUnavailable(f"the scheduler did not answer {op!r} in time")
         with self._lock:
-            return self._replies.pop(rid)
+            self._replies[rid] = None
+        self._conn.send_now([Message(op, {"rid": rid, **fields})])
+        answered = self._conn.wait_until(
+            lambda: self._replies[rid] is not None, timeout or self.timeout
+        )
+        with self._lock:
+            reply = self._replies.pop(rid)
+        if not answered or reply is None:
+            raise SchedulerUnavailable(f"the scheduler did not answer {op!r} in time")
+        return reply
 
     def wait_for_workers(self, n: int = 1, timeout: float | None = None) -> None:
         """Block until at least ``n`` worker processes have registered."""
@@ -433,7 +441,8 @@ class Client:
                 _KEYED[msg.op](state, msg)
         elif msg.op in ("info-reply", "status-reply", "periodic-reply"):
             with self._lock:
-                self._replies[msg["rid"]] = msg
+                if msg["rid"] in self._replies:  # else: its caller stopped waiting
+                    self._replies[msg["rid"]] = msg
         elif msg.op == "accepted":
             with self._lock:
                 waiters = self._ack_waiters.pop(msg["key"], [])
