@@ -185,7 +185,12 @@ def test_cli_lists_pauses_and_runs_jobs(cluster) -> None:
     assert '"paused": true' in cli("list", "--json").stdout
     assert cli("run-now", "hourly").returncode == 0
     missing = cli("remove", "nope")
-    assert missing.returncode == 2 and "no periodic job named 'nope'" in missing.stderr
+    assert missing.returncode == 1 and "no periodic job named 'nope'" in missing.stderr
+    nobody = subprocess.run(
+        [*base, "list", "--scheduler", "tcp://127.0.0.1:9", "--timeout", "0.5"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert nobody.returncode == 2 and "no Celeriac scheduler answered" in nobody.stderr
 
 
 def test_schedule_file_is_loaded_at_start(tmp_path: Path, monkeypatch) -> None:

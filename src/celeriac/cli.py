@@ -117,6 +117,8 @@ def _add_periodic(commands: argparse._SubParsersAction, common: argparse.Argumen
         parents=[common],
         help="list and manage periodic jobs",
         description="List the scheduler's periodic jobs, or pause, resume, remove or run one now.",
+        epilog="Exit status: 0 done; 1 no job of that name; 2 no scheduler answered (as for "
+        "inspect), or a usage error.",
     )
     p.add_argument(
         "action", choices=["list", "pause", "resume", "remove", "run-now"], help="what to do"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from celeriac.addresses import InsecureBindError, is_loopback
-from celeriac.inspect_report import table
+from celeriac.inspect_report import UNREACHABLE, table
 
 if TYPE_CHECKING:
     from celeriac.scheduler.journal import Journal
@@ -177,12 +177,12 @@ def run_periodic(args: argparse.Namespace) -> int:
     try:
         with Client(args.address, timeout=args.timeout, keys=args.keys) as client:
             jobs = client.periodic(args.action, args.name)
-    except SchedulerUnavailable as exc:
+    except (SchedulerUnavailable, ValueError) as exc:  # ValueError: a malformed address
+        log.error("%s", exc)
+        return UNREACHABLE  # the same status as inspect's, for the same trouble
+    except LookupError as exc:  # no job of that name: the command ran, and found nothing
         log.error("%s", exc)
         return 1
-    except LookupError as exc:
-        log.error("%s", exc)
-        return 2
     if args.json:
         print(json.dumps(jobs, indent=2))
     else:
