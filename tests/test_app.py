@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import pickle
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -46,6 +48,23 @@ def test_delay_returns_a_result_readable_by_id_from_another_app(app: App, cluste
         again = AsyncResult(result.id, app=other)
         assert again.get(timeout=10) == 5
         assert again.result == 5
+
+
+def test_the_outcome_of_a_delay_is_pushed_to_the_result_it_returned(app: App) -> None:
+    result = app.task(t.add).delay(20, 22)
+    # Nobody asks: the scheduler sends the outcome to the process holding the result.
+    assert result._held is not None
+    wait_until(result._held.done, timeout=10)
+    assert result.get(timeout=0) == 42
+    assert pickle.loads(pickle.dumps(result)).id == result.id  # the held future stays here
+
+
+def test_dropping_the_result_of_a_delay_keeps_the_outcome_for_lookup(app: App) -> None:
+    task_id = app.task(t.add).delay(1, 2).id  # the AsyncResult is gone at once
+    gc.collect()
+    assert AsyncResult(task_id, app=app).get(timeout=10) == 3
+    ignored = app.task(t.add, ignore_result=True).delay(1, 2)
+    assert ignored._held is None  # nothing will come: nothing is held
 
 
 def test_unknown_id_is_unknown_not_pending(app: App) -> None:

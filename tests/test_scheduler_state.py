@@ -8,6 +8,7 @@ passed with each event.  Expected output is spelled out as whole lists of
 from __future__ import annotations
 
 import itertools
+import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -16,6 +17,8 @@ import pytest
 
 from celeriac.protocol import VERSION, Message, decode, encode
 from celeriac.scheduler.policies import TokenBucket
+from celeriac.scheduler.queues import ReadyQueues
+from celeriac.scheduler.records import Task
 from celeriac.scheduler.state import SchedulerConfig, SchedulerState, Send
 from celeriac.scheduler.states import (
     FINISHED,
@@ -679,6 +682,62 @@ def test_worker_on_several_queues_takes_highest_priority_first() -> None:
     assert [s.msg["key"] for s in out] == ["d2", "e1", "d1"]
 
 
+def test_task_back_from_a_lost_worker_goes_ahead_of_newer_ones(sim: Sim) -> None:
+    sim.add_worker(W1)
+    sim(C, submit("a"), submit("b"), submit("c"))
+    assert sim(W1, msg("goodbye")) == []  # "a" is queued again, behind nothing newer
+    assert sim.add_worker(W2) == [run(W2, "a")]
+    assert sim(C, submit("d", priority=1)) == []
+    assert sim(W2, done("a")) == [inline_result(C, "a"), run(W2, "d")]
+    assert sim(W2, done("d")) == [inline_result(C, "d"), run(W2, "b")]
+
+
+def test_key_submitted_again_after_a_cancel_waits_its_turn(sim: Sim) -> None:
+    # The cancelled task's queue entry goes stale: the new task with its key
+    # must not take the old one's place, ahead of "b".
+    sim(C, submit("a"), submit("b"))
+    sim(C, msg("cancel", key="a"), msg("release", keys=["a"]))
+    sim(C, submit("a"))
+    assert sim.add_worker(W1) == [run(W1, "b")]
+    assert sim(W1, done("b")) == [inline_result(C, "b"), run(W1, "a")]
+    assert sim(W1, done("a")) == [inline_result(C, "a")]
+
+
+def test_ready_queue_pops_in_priority_then_submission_order_whatever_the_arrivals() -> None:
+    """New tasks mostly arrive in order (the fast path); some jump ahead: a higher
+    priority, or an older task coming back (lost worker, retry).  Some go stale."""
+    rng = random.Random(7)
+    ready = ReadyQueues()
+    model: list[tuple[int, int, str]] = []  # what should wait, sorted
+    tasks: dict[str, Task] = {}
+    given: list[Task] = []  # popped: may come back
+    seqs = itertools.count()
+
+    def queue(task: Task) -> None:
+        task.state = TaskState.QUEUED
+        ready.push(task)
+        model.append((-task.priority, task.seq, task.key))
+        model.sort()
+
+    for step in range(3000):
+        roll = rng.random()
+        if roll < 0.45:
+            key = f"t{step}"
+            priority = rng.choice([0, 0, 0, 0, 1, -1, 5])
+            queue(tasks.setdefault(key, Task(key, key, (), (), (), priority, next(seqs), "q", 0)))
+        elif roll < 0.5 and given:
+            queue(given.pop(rng.randrange(len(given))))
+        elif roll < 0.6 and model:  # cancelled while queued: its entry goes stale
+            tasks[model.pop(rng.randrange(len(model)))[2]].state = TaskState.CANCELLED
+        else:
+            popped = ready.pop(["q"])
+            assert (popped.key if popped else None) == (model.pop(0)[2] if model else None)
+            if popped is not None:
+                popped.state = TaskState.PROCESSING
+                given.append(popped)
+    assert ready.summary()[0] == {"q": len(model)}
+
+
 def test_restore_runs_a_task_whose_dependent_lost_another_dependency() -> None:
     """X needs C (durable) and M (a plain future, not journaled).  After a restart
     X fails for want of M; C must still run, whatever the journal's order."""
@@ -787,3 +846,25 @@ def test_scheduler_refuses_an_illegal_move(sim: Sim) -> None:
     with pytest.raises(InvalidTransition):
         sim.state._transition(sim.state.tasks["a"], TaskState.QUEUED)
     assert sim.states() == {"a": "memory"}
+
+
+def detached_submit(key: str, **extra: Any) -> Message:
+    fields = {"detached": True, "ack": True, "result_ttl": 3600.0, **extra}
+    return msg("submit", [FN, args(key)], **task_fields(key), **fields)
+
+
+def test_a_held_detached_task_pushes_its_outcome_to_the_submitter(sim: Sim) -> None:
+    sim.add_worker(W1)
+    accepted_then_run = [(C, "accepted", "a"), (W1, "run", "a")]
+    assert ops(sim(C, detached_submit("a", held=True))) == accepted_then_run
+    assert sim(W1, done("a")) == [inline_result(C, "a")]
+    assert ops(sim(C, detached_submit("b"))) == [(C, "accepted", "b"), (W1, "run", "b")]
+    assert sim(W1, done("b")) == []  # not held: nobody is told
+
+
+def test_releasing_a_held_detached_task_stops_the_push_not_the_task(sim: Sim) -> None:
+    sim.add_worker(W1)
+    sim(C, detached_submit("a", held=True))
+    assert sim(C, msg("release", keys=["a"])) == []  # not cancelled: it is detached
+    assert sim(W1, done("a")) == []
+    assert sim.states() == {"a": "memory"}  # kept for lookups by id until its TTL

@@ -232,8 +232,12 @@ class Task(Generic[P, R]):
             priority=priority,
             retries=retries,
         )
-        self.app.client._submit_detached([message], self.app.timeout)
-        return AsyncResult(message.fields["key"], app=self.app)
+        hold = not self.options.ignore_result
+        held = self.app.client._submit_detached([message], self.app.timeout, hold=hold)
+        result: AsyncResult[R] = AsyncResult(message.fields["key"], app=self.app)
+        if held:
+            result._held = held[0]
+        return result
 
     def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
         """A signature: this task with (partial) arguments, for chains, groups and chords."""

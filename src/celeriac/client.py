@@ -200,13 +200,23 @@ class Client:
             )
         return Message("submit", {"key": key, "name": name, "deps": list(deps), **fields}, payloads)
 
-    def _submit_detached(self, messages: list[Message], timeout: float) -> None:
-        """Send submissions nobody holds a future for; return once all are accepted.
+    def _submit_detached(
+        self, messages: list[Message], timeout: float, *, hold: bool = False
+    ) -> list[Future[Any]]:
+        """Send submissions nobody needs to hold; return once all are accepted.
 
         "Accepted" means the scheduler has recorded them: from then on they run
-        even if this process exits.
+        even if this process exits.  With ``hold``, each task also gets a
+        future here, made before sending, and the scheduler pushes its outcome
+        as soon as there is one (``AsyncResult.get`` then asks for nothing);
+        dropping the future releases only that push, never the task.
         """
         self._check_fork()
+        held = []
+        if hold:
+            for m in messages:
+                held.append(self._new_future(m.fields["key"]))
+                m.fields["held"] = True
         # a task is acknowledged by its key, a periodic job by its name
         by_key = {m.fields.get("key") or m.fields["name"]: m for m in messages}
         waiter = _AckWaiter(set(by_key))
@@ -224,6 +234,7 @@ class Client:
                 f"the scheduler at {self.address} did not accept {len(waiter.pending)} "
                 f"task(s) within {timeout:g} s"
             )
+        return held
 
     # -- periodic jobs ------------------------------------------------------------
 

@@ -95,6 +95,7 @@ SCHEMAS: dict[str, tuple[dict[str, Any], dict[str, Any], int | None]] = {
             "soft_time_limit": _NUM,
             "detached": _BOOL,  # no future holds it: keep it until done (and its TTL)
             "ack": _BOOL,  # answer "accepted" once it is recorded
+            "held": _BOOL,  # detached, but push the outcome to the submitter while it holds it
         },
         2,
     ),
@@ -320,7 +321,7 @@ def check_task_options(options: dict[str, Any]) -> None:
     _, optional, _ = SCHEMAS["submit"]
     allowed = {"priority": _INT, "retries": _INT, "queue": _STR, **optional}
     for name, value in options.items():
-        if name in ("key", "deps", "detached", "ack") or name not in allowed:
+        if name in ("key", "deps", "detached", "ack", "held") or name not in allowed:
             raise ProtocolError(f"periodic job option {name!r} is not allowed")
         _check_type("periodic-set", name, value, allowed[name])
 

@@ -29,6 +29,8 @@ class AsyncResult(Generic[R]):
     def __init__(self, id: str, app: App) -> None:
         self.id = id
         self.app = app
+        #: Set by ``delay``/``apply_async``: the outcome is pushed to it, unasked.
+        self._held: Future[R] | None = None
 
     @property
     def status(self) -> str:
@@ -86,7 +88,12 @@ class AsyncResult(Generic[R]):
         self.app.client._send(Message("forget", {"key": self.id}))
 
     def _future(self) -> Future[R]:
+        if self._held is not None:
+            return self._held
         return self.app.client._want(self.id)
+
+    def __reduce__(self) -> Any:
+        return AsyncResult, (self.id, self.app)  # a held future stays with its process
 
     def __repr__(self) -> str:
         return f"<AsyncResult {self.id}>"

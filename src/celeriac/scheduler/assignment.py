@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 from typing import Any
 
-from celeriac.protocol import Payload
+from celeriac.protocol import Message, Payload
 from celeriac.scheduler.lifecycle import TaskLifecycle
 from celeriac.scheduler.outbox import Outbox
 from celeriac.scheduler.policies import RateLimits
@@ -77,8 +77,7 @@ class Assignment:
         """The next queued task for this worker, past expiry and rate-limit checks."""
         lifecycle = self._lifecycle
         now = lifecycle.now
-        while (key := lifecycle.ready.pop(worker.queues)) is not None:
-            task = lifecycle.tasks[key]
+        while (task := lifecycle.ready.pop(worker.queues)) is not None:
             if task.expires is not None and task.expires <= now:
                 lifecycle.expire(task)
                 continue
@@ -98,15 +97,17 @@ class Assignment:
         task.estimate = self._durations.get(task.name, self._config.unknown_duration)
         worker.assigned[task.key] = None
         worker.queued_work += task.estimate
-        self._outbox.send(worker.id, "run", self._run_payloads(task), **_run_fields(task))
+        self._outbox.put(worker.id, Message("run", _run_fields(task), self._run_payloads(task)))
 
     def _run_payloads(self, task: Task) -> list[Payload]:
         """The function, the arguments, then the result of each dependency."""
         payloads = [task.function, task.args]
-        for dep_key in task.deps:
-            dep = self._lifecycle.tasks[dep_key]
-            assert dep.result is not None
-            payloads.append(dep.result)
+        if task.deps:
+            tasks = self._lifecycle.tasks
+            for dep_key in task.deps:
+                dep = tasks[dep_key]
+                assert dep.result is not None
+                payloads.append(dep.result)
         return payloads
 
 
@@ -117,7 +118,8 @@ def _run_fields(task: Task) -> dict[str, Any]:
         "deps": list(task.deps),
         "attempt": task.attempts,
     }
-    for name in ("time_limit", "soft_time_limit"):
-        if (value := getattr(task, name)) is not None:
-            fields[name] = value
+    if task.time_limit is not None:
+        fields["time_limit"] = task.time_limit
+    if task.soft_time_limit is not None:
+        fields["soft_time_limit"] = task.soft_time_limit
     return fields

@@ -22,7 +22,7 @@ def summary(
     workers: Iterable[Worker],
     clients: int,
 ) -> dict[str, Any]:
-    depths, oldest = lifecycle.ready.summary(lambda key: lifecycle.tasks[key].queued_at)
+    depths, oldest = lifecycle.ready.summary()
     return {
         "scheduler": about,
         "tasks": len(lifecycle.tasks),

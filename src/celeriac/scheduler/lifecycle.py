@@ -11,7 +11,7 @@ import itertools
 import logging
 import pickle
 import random
-from collections import Counter, deque
+from collections import deque
 from typing import Any
 
 from celeriac.protocol import Message, Payload, nbytes
@@ -27,7 +27,7 @@ from celeriac.scheduler.records import (
     Task,
     Worker,
 )
-from celeriac.scheduler.states import TaskState, check_transition
+from celeriac.scheduler.states import FINISHED, TRANSITIONS, TaskState, check_transition
 from celeriac.scheduler.timers import TimerQueue
 
 log = logging.getLogger("celeriac.scheduler")
@@ -35,6 +35,7 @@ log = logging.getLogger("celeriac.scheduler")
 #: The payload of ``None``, for tasks whose result is ignored.  Making a
 #: constant pickle is not unpickling anything: the rule holds.
 _NONE = (pickle.dumps(None, protocol=5),)
+_OPTIONS = frozenset(SUBMIT_OPTIONS)
 
 
 class TaskLifecycle:
@@ -60,7 +61,7 @@ class TaskLifecycle:
     ) -> None:
         self._config = config
         self.tasks: dict[str, Task] = {}
-        self.ready = ReadyQueues(self._is_queued)
+        self.ready = ReadyQueues()
         self.timers = TimerQueue()
         self.periodic = PeriodicJobs(
             self.timers,
@@ -72,7 +73,7 @@ class TaskLifecycle:
         self.needs_assigning = False
         self.counters = {"done": 0, "erred": 0, "submitted": 0}
         #: Tasks by state, kept as they change: inspection must not walk every task.
-        self.by_state: Counter[TaskState] = Counter()
+        self.by_state: dict[TaskState, int] = dict.fromkeys(TaskState, 0)
         #: The last failures, with their tracebacks, for inspection and the dashboard.
         self.recent_failures: deque[dict[str, Any]] = deque(maxlen=50)
         self._workers = workers  # only to take a task back from the worker that holds it
@@ -112,42 +113,44 @@ class TaskLifecycle:
             if dep is None:
                 self.fail(task, "lost-dependency", f"dependency {dep_key!r} is not known")
                 return
-            dep.dependents.add(task.key)
+            dep.dependents[task.key] = None
             if dep.state.finished and dep.state is not TaskState.MEMORY:
                 self._inherit_failure(task, dep)
                 return
             if dep.state is not TaskState.MEMORY:
-                task.waiting_on.add(dep_key)
+                task.waiting_on[dep_key] = None
         if not task.waiting_on:
             self.make_ready(task)
 
     def want(self, client: Client | None, task: Task) -> None:
         """The client wants the task's outcome (``None``: detached, keep it until it ends)."""
         if client is None:
-            if not task.state.finished:
-                task.wanted_by.add(DETACHED)
+            if task.state not in FINISHED:
+                task.wanted_by[DETACHED] = None
             return
-        task.wanted_by.add(client.id)
+        task.wanted_by[client.id] = None
         client.wants.add(task.key)
-        if task.state.finished:
+        if task.state in FINISHED:
             self.notify(client.id, task, inline_limit=self._config.inline_result_bytes)
 
     def _new_task(self, msg: Message) -> Task:
-        task = Task(
-            key=msg["key"],
-            name=msg.get("name", msg["key"]),
-            function=msg.payloads[0],
-            args=msg.payloads[1],
-            deps=tuple(msg["deps"]),
-            priority=msg["priority"],
-            seq=self.next_seq(),
-            queue=msg["queue"],
-            retries_left=max(0, msg["retries"]),
-            not_before=msg.get("eta", 0.0),
-        )
-        for option in SUBMIT_OPTIONS:
-            if option in msg.fields:
-                setattr(task, option, msg.fields[option])
+        fields = msg.fields
+        key = fields["key"]
+        name = fields.get("name", key)
+        function, args = msg.payloads[0], msg.payloads[1]
+        deps = tuple(fields["deps"])
+        priority = fields["priority"]
+        seq = next(self._seq)
+        queue = fields["queue"]
+        retries_left = max(0, fields["retries"])
+        # Positional, in field order: matching keywords would cost a third of the call.
+        task = Task(key, name, function, args, deps, priority, seq, queue, retries_left)
+        if "eta" in fields:
+            task.not_before = fields["eta"]
+        # Walks the (few) fields given, not every option: most submits set none.
+        if not _OPTIONS.isdisjoint(fields):
+            for option in _OPTIONS.intersection(fields):
+                setattr(task, option, fields[option])
         if task.expires is not None:
             self.timers.add(task.expires, task.key, "expire")
         self.add(task)
@@ -164,9 +167,12 @@ class TaskLifecycle:
     # -- moves -------------------------------------------------------------------------
 
     def transition(self, task: Task, new: TaskState) -> None:
-        check_transition(task.key, task.state, new)
-        self.by_state[task.state] -= 1
-        self.by_state[new] += 1
+        old = task.state
+        if new not in TRANSITIONS[old]:  # checked here first: this runs on every move
+            check_transition(task.key, old, new)
+        by_state = self.by_state
+        by_state[old] -= 1
+        by_state[new] += 1
         task.state = new
 
     def make_ready(self, task: Task) -> None:
@@ -178,7 +184,7 @@ class TaskLifecycle:
         else:
             self.transition(task, TaskState.QUEUED)
             task.queued_at = self.now
-            self.ready.push(task.queue, task.priority, task.seq, task.key)
+            self.ready.push(task)
             self.needs_assigning = True
 
     def defer(self, task: Task, until: float) -> None:
@@ -212,10 +218,6 @@ class TaskLifecycle:
         self._journal.task(task)
         return True
 
-    def _is_queued(self, key: str) -> bool:
-        task = self.tasks.get(key)
-        return task is not None and task.state is TaskState.QUEUED
-
     # -- endings -----------------------------------------------------------------------
 
     def succeed(self, task: Task, result: Payload) -> None:
@@ -225,13 +227,19 @@ class TaskLifecycle:
         task.function = task.args = ()  # no longer needed; free the memory now
         self.counters["done"] += 1
         self._notify_wanters(task, inline_limit=self._config.inline_result_bytes)
+        if task.dependents:
+            self._ready_dependents(task)
+        self._after_finish(task)
+
+    def _ready_dependents(self, task: Task) -> None:
+        """Queue the dependents that waited only on this (now finished) task."""
+        # A copy: a dependent that expires as it becomes ready leaves ``dependents``.
         for dependent_key in list(task.dependents):
             dependent = self.tasks.get(dependent_key)
             if dependent is not None and dependent.state is TaskState.WAITING:
-                dependent.waiting_on.discard(task.key)
+                dependent.waiting_on.pop(task.key, None)
                 if not dependent.waiting_on:
                     self.make_ready(dependent)
-        self._after_finish(task)
 
     def fail(self, task: Task, kind: str, text: str, payload: Payload = ()) -> None:
         self.transition(task, TaskState.ERRED)
@@ -267,18 +275,19 @@ class TaskLifecycle:
         self._notify_wanters(task, inline_limit=None)
         for dependent_key in list(task.dependents):
             dependent = self.tasks.get(dependent_key)
-            if dependent is not None and not dependent.state.finished:
+            if dependent is not None and dependent.state not in FINISHED:
                 self._inherit_failure(dependent, task)
         self._after_finish(task)
 
     def _after_finish(self, task: Task) -> None:
-        task.wanted_by.discard(DETACHED)
+        task.wanted_by.pop(DETACHED, None)
         self.periodic.run_finished(task)
         if task.result_ttl is not None and not task.ignore_result:
             task.keep_until = self.now + task.result_ttl
             self.timers.add(task.keep_until, task.key, "forget")
         self._journal.task(task)
-        self._release_dependencies(task)
+        if task.deps:
+            self._release_dependencies(task)
         self.forget_if_unneeded(task)
 
     # -- forgetting --------------------------------------------------------------------
@@ -287,7 +296,7 @@ class TaskLifecycle:
         """Forget a task no client wants and no dependent needs (cancel it if unfinished)."""
         if task.wanted_by or task.dependents or self.tasks.get(task.key) is not task:
             return
-        if not task.state.finished:
+        if task.state not in FINISHED:
             self.cancel(task)  # nobody wants it any more: do not waste a worker on it
             return
         if task.keep_until > self.now:
@@ -296,14 +305,15 @@ class TaskLifecycle:
         self.by_state[task.state] -= 1
         if task.durable:
             self._journal.record("task", task.key, None)
-        self._release_dependencies(task)
+        if task.deps:
+            self._release_dependencies(task)
 
     def _release_dependencies(self, task: Task) -> None:
         """A finished task no longer needs its dependencies' results."""
         for dep_key in task.deps:
             dep = self.tasks.get(dep_key)
             if dep is not None:
-                dep.dependents.discard(task.key)
+                dep.dependents.pop(task.key, None)
                 self.forget_if_unneeded(dep)
 
     # -- telling clients ---------------------------------------------------------------
@@ -312,8 +322,7 @@ class TaskLifecycle:
         """Tell a client how a finished task ended; results over ``inline_limit`` wait for fetch."""
         if task.state is TaskState.MEMORY:
             assert task.result is not None
-            size = sum(nbytes(f) for f in task.result)
-            if inline_limit is None or size <= inline_limit:
+            if inline_limit is None or _size(task.result) <= inline_limit:
                 self._outbox.send(to, "result", [task.result], key=task.key, inline=True)
             else:
                 self._outbox.send(to, "result", key=task.key, inline=False)
@@ -325,10 +334,24 @@ class TaskLifecycle:
         else:
             self._outbox.send(to, "cancelled", key=task.key, reason=task.state.value)
 
+    def watch(self, client_id: bytes, task: Task) -> None:
+        """Push the outcome of a detached task to the client holding its result.
+
+        Unlike ``want``, this keeps nothing: the task's result TTL and
+        ``forget`` apply as if nobody held it.
+        """
+        if task.state in FINISHED:
+            self.notify(client_id, task, inline_limit=self._config.inline_result_bytes)
+        else:
+            task.watcher = client_id
+
     def _notify_wanters(self, task: Task, inline_limit: int | None) -> None:
         for client_id in task.wanted_by:
             if client_id != DETACHED:
                 self.notify(client_id, task, inline_limit)
+        watcher, task.watcher = task.watcher, None
+        if watcher is not None and watcher not in task.wanted_by:
+            self.notify(watcher, task, inline_limit=self._config.inline_result_bytes)
 
     # -- timers ------------------------------------------------------------------------
 
@@ -349,6 +372,14 @@ class TaskLifecycle:
             self.expire(task)
         elif kind == "forget" and task.state.finished:
             self.forget_if_unneeded(task)
+
+
+def _size(payload: Payload) -> int:
+    """Bytes in a payload's frames; a plain loop, since it runs for every result."""
+    size = 0
+    for frame in payload:
+        size += len(frame) if type(frame) is bytes else nbytes(frame)
+    return size
 
 
 def _expired_before_running(task: Task, now: float) -> bool:

@@ -16,6 +16,10 @@ from celeriac.scheduler.records import Send, Task, task_record
 #: A journal operation: (table, key, record), or ``None`` for the record to delete it.
 JournalOp = tuple[str, str, Any]
 
+#: ``Send(to, msg)`` without the named tuple's ``__new__``, a Python-level
+#: function: two or three of these are made for every task.
+_send = tuple.__new__
+
 
 class Outbox:
     def __init__(self) -> None:
@@ -24,7 +28,11 @@ class Outbox:
     def send(
         self, to: bytes, op: str, payloads: list[Payload] | None = None, /, **fields: Any
     ) -> None:
-        self._sends.append(Send(to, Message(op, fields, payloads or [])))
+        self._sends.append(_send(Send, (to, Message(op, fields, payloads or []))))
+
+    def put(self, to: bytes, msg: Message) -> None:
+        """Send a message built already: hot paths build their fields in place."""
+        self._sends.append(_send(Send, (to, msg)))
 
     def take(self) -> list[Send]:
         sends, self._sends = self._sends, []

@@ -1,43 +1,101 @@
-"""Ready tasks, one heap per named queue: highest priority first, then oldest."""
+"""Ready tasks, one queue per name: highest priority first, then oldest."""
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Iterable
+
+from celeriac.scheduler.records import Task
+from celeriac.scheduler.states import TaskState
+
+_QUEUED = TaskState.QUEUED  # a task in any other state has left its queue
+
+#: ``(-priority, seq, task)``: ``seq`` is unique, so tasks themselves never compare.
+Entry = tuple[int, int, Task]
 
 
 class ReadyQueues:
-    """Entries are ``(-priority, seq, key)``.
+    """The named queues; a task is taken from the best head among a worker's queues.
 
     Tasks that leave a queue by other means (cancelled, expired, released)
-    are not searched for: their entries go stale and are skipped on pop.
+    are not searched for: their entries go stale and are skipped on pop.  An
+    entry holds the task itself, not its key: a stale entry stays stale even
+    if the key is submitted again, and checking it needs no lookup.
     """
 
-    def __init__(self, is_live: Callable[[str], bool]) -> None:
-        self._heaps: dict[str, list[tuple[int, int, str]]] = {}
-        self._is_live = is_live
+    def __init__(self) -> None:
+        self._queues: dict[str, _Queue] = {}
 
-    def push(self, queue: str, priority: int, seq: int, key: str) -> None:
-        heapq.heappush(self._heaps.setdefault(queue, []), (-priority, seq, key))
+    def push(self, task: Task) -> None:
+        queue = self._queues.get(task.queue)
+        if queue is None:
+            queue = self._queues[task.queue] = _Queue()
+        queue.push((-task.priority, task.seq, task))
 
-    def pop(self, queues: Iterable[str]) -> str | None:
-        """The best live key across ``queues``, removed; ``None`` if all are empty."""
-        best = None
+    def pop(self, queues: Iterable[str]) -> Task | None:
+        """The best live task across ``queues``, removed; ``None`` if all are empty."""
+        best: Entry | None = None
+        best_queue = None
         for name in queues:
-            heap = self._heaps.get(name)
-            while heap and not self._is_live(heap[0][2]):
-                heapq.heappop(heap)
-            if heap and (best is None or heap[0] < best[0]):
-                best = heap
-        return heapq.heappop(best)[2] if best is not None else None
+            queue = self._queues.get(name)
+            entry = queue.head() if queue is not None else None
+            if entry is not None and (best is None or entry < best):
+                best, best_queue = entry, queue
+        if best is None or best_queue is None:
+            return None
+        best_queue.remove(best)
+        return best[2]
 
-    def summary(self, queued_at: Callable[[str], float]) -> tuple[dict[str, int], dict[str, float]]:
+    def summary(self) -> tuple[dict[str, int], dict[str, float]]:
         """Per queue: how many live tasks wait, and since when the oldest has waited."""
         depths: dict[str, int] = {}
         oldest: dict[str, float] = {}
-        for name, heap in self._heaps.items():
-            live = [key for *_, key in heap if self._is_live(key)]
+        for name, queue in self._queues.items():
+            live = [task for *_, task in (*queue.heap, *queue.run) if task.state is _QUEUED]
             depths[name] = len(live)
             if live:
-                oldest[name] = min(queued_at(key) for key in live)
+                oldest[name] = min(task.queued_at for task in live)
         return depths, oldest
+
+
+class _Queue:
+    """A heap, plus the entries that arrived in order.
+
+    Tasks mostly arrive in order (one priority, rising ``seq``): those are
+    appended to ``run``, which stays sorted, and leave from its front, with
+    no heap work at all.  Only an entry that belongs ahead of the run's last
+    (a higher priority, an older task back from a lost worker or a retry)
+    goes to the heap.  The best entry is the smaller of the two heads.
+    """
+
+    __slots__ = ("heap", "run")
+
+    def __init__(self) -> None:
+        self.heap: list[Entry] = []
+        self.run: deque[Entry] = deque()
+
+    def push(self, entry: Entry) -> None:
+        run = self.run
+        if not run or run[-1] < entry:
+            run.append(entry)
+        else:
+            heapq.heappush(self.heap, entry)
+
+    def head(self) -> Entry | None:
+        """The best live entry, left in place (stale ones in front are dropped)."""
+        heap, run = self.heap, self.run
+        while heap and heap[0][2].state is not _QUEUED:
+            heapq.heappop(heap)
+        while run and run[0][2].state is not _QUEUED:
+            run.popleft()
+        if heap and (not run or heap[0] < run[0]):
+            return heap[0]
+        return run[0] if run else None
+
+    def remove(self, head: Entry) -> None:
+        """Remove the entry ``head`` just returned."""
+        if self.heap and self.heap[0] is head:
+            heapq.heappop(self.heap)
+        else:
+            self.run.popleft()

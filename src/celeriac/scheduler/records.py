@@ -60,9 +60,11 @@ class Task:
     queue: str
     retries_left: int
     state: TaskState = TaskState.WAITING
-    waiting_on: set[str] = field(default_factory=set)
-    dependents: set[str] = field(default_factory=set)
-    wanted_by: set[bytes] = field(default_factory=set)
+    # Sets as dicts with ``None`` values: a dict of strings is never tracked by
+    # the garbage collector, a set always is, and there are three per task.
+    waiting_on: dict[str, None] = field(default_factory=dict)
+    dependents: dict[str, None] = field(default_factory=dict)
+    wanted_by: dict[bytes, None] = field(default_factory=dict)  # client ids
     worker: bytes | None = None
     started: bool = False
     kills: int = 0
@@ -85,6 +87,7 @@ class Task:
     time_limit: float | None = None
     soft_time_limit: float | None = None
     durable: bool = False  # detached work: journaled, survives a scheduler restart
+    watcher: bytes | None = None  # a client holding a detached task's result: told, not kept
 
 
 #: Submit fields that set the task option of the same name.

@@ -38,7 +38,7 @@ def restore(
     # any is linked, since linking one may fail it (a lost dependency) and
     # release the others it depends on.
     for task in unfinished:
-        task.wanted_by.add(DETACHED)
+        task.wanted_by[DETACHED] = None
     for task in unfinished:
         _resume(lifecycle, task)
     for record in jobs:

@@ -64,12 +64,10 @@ class SchedulerState:
         )
         self._lifecycle = TaskLifecycle(self.config, self.workers, self._outbox, self._journal)
         self._assignment = Assignment(self.config, self.workers, self._lifecycle, self._outbox)
+        #: The lifecycle's tasks by key (the same dict, read on every message).
+        self.tasks: dict[str, Task] = self._lifecycle.tasks
 
     # -- what the server, the dashboard and tests read ---------------------------------
-
-    @property
-    def tasks(self) -> dict[str, Task]:
-        return self._lifecycle.tasks
 
     @property
     def periodic(self) -> PeriodicJobs:
@@ -99,8 +97,28 @@ class SchedulerState:
     def handle(self, sender: bytes, messages: Iterable[Message], now: float) -> list[Send]:
         """Apply a batch of messages from one peer; return what to send."""
         self._lifecycle.now = now
+        # The dispatch, inline: this loop runs for every message of every batch.
         for msg in messages:
-            self._dispatch(sender, msg, now)
+            op = msg.op
+            if op == "hello-client":
+                self._client_hello(sender, msg, now)
+            elif op == "hello-worker":
+                self._worker_hello(sender, msg, now)
+            elif (worker := self.workers.get(sender)) is not None:
+                worker.last_seen = now
+                if (on_worker := _WORKER_HANDLERS.get(op)) is None:
+                    self._reject(sender, msg, "not a worker message")
+                else:
+                    on_worker(self, worker, msg)
+            elif (client := self.clients.get(sender)) is not None:
+                client.last_seen = now
+                if (on_client := _CLIENT_HANDLERS.get(op)) is None:
+                    self._reject(sender, msg, "not a client message")
+                else:
+                    on_client(self, client, msg)
+            else:
+                # A peer we do not know: we restarted, or it was declared lost.
+                self._outbox.send(sender, "reregister")
         return self._flush()
 
     def tick(self, now: float) -> list[Send]:
@@ -159,35 +177,6 @@ class SchedulerState:
 
     # -- dispatch ----------------------------------------------------------------------
 
-    def _dispatch(self, sender: bytes, msg: Message, now: float) -> None:
-        if msg.op == "hello-client":
-            self._client_hello(sender, msg, now)
-        elif msg.op == "hello-worker":
-            self._worker_hello(sender, msg, now)
-        elif sender in self.workers:
-            self.workers[sender].last_seen = now
-            self._worker_message(self.workers[sender], msg)
-        elif sender in self.clients:
-            self.clients[sender].last_seen = now
-            self._client_message(self.clients[sender], msg)
-        else:
-            # A peer we do not know: we restarted, or it was declared lost.
-            self._outbox.send(sender, "reregister")
-
-    def _client_message(self, client: Client, msg: Message) -> None:
-        handler = _CLIENT_HANDLERS.get(msg.op)
-        if handler is None:
-            self._reject(client.id, msg, "not a client message")
-        else:
-            handler(self, client, msg)
-
-    def _worker_message(self, worker: Worker, msg: Message) -> None:
-        handler = _WORKER_HANDLERS.get(msg.op)
-        if handler is None:
-            self._reject(worker.id, msg, "not a worker message")
-        else:
-            handler(self, worker, msg)
-
     def _reject(self, to: bytes, msg: Message, why: str) -> None:
         log.error("rejected %r from %s: %s", msg.op, to.hex(), why)
         self._outbox.send(to, "error", text=f"{msg.op!r}: {why}", about=msg.op)
@@ -209,20 +198,26 @@ class SchedulerState:
         )
 
     def _submit(self, client: Client, msg: Message) -> None:
-        key = msg["key"]
-        detached = msg.get("detached", False)
+        # ``msg.fields`` read directly, here and on the other per-task paths:
+        # ``Message.get`` is a Python call, and these run for every task.
+        fields = msg.fields
+        key = fields["key"]
+        detached = fields.get("detached", False)
         wanted_by = None if detached else client
         task = self.tasks.get(key)
-        if task is None and not _valid_rate(msg.get("rate_limit")):
-            self._reject(client.id, msg, f"bad rate limit {msg.get('rate_limit')!r}")
-            return
         if task is not None:  # idempotent: the same key is one task
             self._lifecycle.want(wanted_by, task)
         else:
-            revoked = key in self._revocations
-            self._lifecycle.submit(msg, wanted_by, durable=detached, revoked=revoked)
-        if msg.get("ack", False):
+            rate_limit = fields.get("rate_limit")
+            if rate_limit is not None and not _valid_rate(rate_limit):
+                self._reject(client.id, msg, f"bad rate limit {rate_limit!r}")
+                return
+            revoked = key in self._revocations.until
+            task = self._lifecycle.submit(msg, wanted_by, durable=detached, revoked=revoked)
+        if fields.get("ack", False):
             self._outbox.send(client.id, "accepted", key=key)
+        if fields.get("held", False):
+            self._lifecycle.watch(client.id, task)
 
     def _on_want(self, client: Client, msg: Message) -> None:
         task = self.tasks.get(msg["key"])
@@ -232,11 +227,13 @@ class SchedulerState:
             self._lifecycle.want(client, task)
 
     def _on_release(self, client: Client, msg: Message) -> None:
-        for key in msg["keys"]:
+        for key in msg.fields["keys"]:
             client.wants.discard(key)
             task = self.tasks.get(key)
             if task is not None:
-                task.wanted_by.discard(client.id)
+                if task.watcher == client.id:
+                    task.watcher = None
+                task.wanted_by.pop(client.id, None)
                 self._lifecycle.forget_if_unneeded(task)
 
     def _on_fire_and_forget(self, client: Client, msg: Message) -> None:
@@ -313,7 +310,7 @@ class SchedulerState:
         for key in client.wants:
             task = self.tasks.get(key)
             if task is not None:
-                task.wanted_by.discard(client.id)
+                task.wanted_by.pop(client.id, None)
                 self._lifecycle.forget_if_unneeded(task)
 
     # -- supervisors (connected as clients) ----------------------------------------------
@@ -394,11 +391,12 @@ class SchedulerState:
             task.started = True
 
     def _on_task_done(self, worker: Worker, msg: Message) -> None:
-        task = self._assigned_task(worker, msg["key"])
+        fields = msg.fields
+        task = self._assigned_task(worker, fields["key"])
         if task is None:
             return
         self._lifecycle.unassign(task)
-        self._assignment.learn_duration(task.name, msg.get("duration"))
+        self._assignment.learn_duration(task.name, fields.get("duration"))
         self._lifecycle.succeed(task, msg.payloads[0])
 
     def _on_task_failed(self, worker: Worker, msg: Message) -> None:
@@ -491,9 +489,9 @@ def _killed_too_many(task: Task, worker: Worker) -> str:
     )
 
 
-def _valid_rate(limit: str | None) -> bool:
+def _valid_rate(limit: str) -> bool:
     try:
-        return limit is None or parse_rate(limit) is not None
+        return parse_rate(limit) is not None
     except ValueError:
         return False
 
