@@ -855,10 +855,9 @@ def detached_submit(key: str, **extra: Any) -> Message:
 
 def test_a_held_detached_task_pushes_its_outcome_to_the_submitter(sim: Sim) -> None:
     sim.add_worker(W1)
-    accepted_then_run = [(C, "accepted", "a"), (W1, "run", "a")]
-    assert ops(sim(C, detached_submit("a", held=True))) == accepted_then_run
+    assert ops(sim(C, detached_submit("a", held=True))) == [(C, "accepted", None), (W1, "run", "a")]
     assert sim(W1, done("a")) == [inline_result(C, "a")]
-    assert ops(sim(C, detached_submit("b"))) == [(C, "accepted", "b"), (W1, "run", "b")]
+    assert ops(sim(C, detached_submit("b"))) == [(C, "accepted", None), (W1, "run", "b")]
     assert sim(W1, done("b")) == []  # not held: nobody is told
 
 
@@ -868,3 +867,10 @@ def test_releasing_a_held_detached_task_stops_the_push_not_the_task(sim: Sim) ->
     assert sim(C, msg("release", keys=["a"])) == []  # not cancelled: it is detached
     assert sim(W1, done("a")) == []
     assert sim.states() == {"a": "memory"}  # kept for lookups by id until its TTL
+
+
+def test_one_accepted_answers_a_whole_batch_before_anything_else_goes(sim: Sim) -> None:
+    sim.add_worker(W1)
+    out = sim(C, *(detached_submit(k) for k in "abc"))
+    assert out[0] == Send(C, msg("accepted", keys=["a", "b", "c"]))
+    assert ops(out[1:]) == [(W1, "run", "a")]  # one slot, no prefetch

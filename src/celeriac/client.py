@@ -455,15 +455,20 @@ class Client:
                 if msg["rid"] in self._replies:  # else: its caller stopped waiting
                     self._replies[msg["rid"]] = msg
         elif msg.op == "accepted":
-            with self._lock:
-                waiters = self._ack_waiters.pop(msg["key"], [])
-                self._unacked.pop(msg["key"], None)
-            for waiter in waiters:
-                waiter.accepted(msg["key"])
+            self._on_accepted(msg["keys"])
         elif msg.op == "reregister":
             self._after_scheduler_restart()
         elif msg.op == "error":
             log.error("scheduler error: %s", msg["text"])
+
+    def _on_accepted(self, keys: list[str]) -> None:
+        accepted: list[tuple[_AckWaiter, str]] = []
+        with self._lock:
+            for key in keys:
+                accepted.extend((waiter, key) for waiter in self._ack_waiters.pop(key, ()))
+                self._unacked.pop(key, None)
+        for waiter, key in accepted:
+            waiter.accepted(key)
 
     def _after_scheduler_restart(self) -> None:
         """The scheduler forgot us: resend what it may not have, ask again for the rest.

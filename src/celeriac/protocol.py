@@ -155,7 +155,7 @@ SCHEMAS: dict[str, tuple[dict[str, Any], dict[str, Any], int | None]] = {
     "result": ({"key": _STR, "inline": _BOOL}, {}, None),
     "erred": ({"key": _STR, "kind": _STR, "text": _STR}, {}, None),
     "cancelled": ({"key": _STR}, {"reason": _STR}, 0),
-    "accepted": ({"key": _STR}, {}, 0),
+    "accepted": ({"keys": _STRS}, {}, 0),
     "status-reply": ({"rid": _INT, "states": _DICT}, {}, 0),
     "info-reply": ({"rid": _INT, "info": _DICT}, {}, 0),
     "periodic-reply": ({"rid": _INT}, {"jobs": _LIST, "error": _STR}, 0),

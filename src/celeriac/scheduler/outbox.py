@@ -24,6 +24,7 @@ _send = tuple.__new__
 class Outbox:
     def __init__(self) -> None:
         self._sends: list[Send] = []
+        self._acks: dict[bytes, list[str]] = {}  # the pending "accepted" per peer
 
     def send(
         self, to: bytes, op: str, payloads: list[Payload] | None = None, /, **fields: Any
@@ -34,8 +35,17 @@ class Outbox:
         """Send a message built already: hot paths build their fields in place."""
         self._sends.append(_send(Send, (to, msg)))
 
+    def accepted(self, to: bytes, key: str) -> None:
+        """Say ``key`` is accepted: one message per peer per batch, where the first went."""
+        keys = self._acks.get(to)
+        if keys is None:
+            keys = self._acks[to] = []
+            self._sends.append(_send(Send, (to, Message("accepted", {"keys": keys}))))
+        keys.append(key)
+
     def take(self) -> list[Send]:
         sends, self._sends = self._sends, []
+        self._acks.clear()
         return sends
 
 

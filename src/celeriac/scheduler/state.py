@@ -215,7 +215,7 @@ class SchedulerState:
             revoked = key in self._revocations.until
             task = self._lifecycle.submit(msg, wanted_by, durable=detached, revoked=revoked)
         if fields.get("ack", False):
-            self._outbox.send(client.id, "accepted", key=key)
+            self._outbox.accepted(client.id, key)
         if fields.get("held", False):
             self._lifecycle.watch(client.id, task)
 
@@ -285,7 +285,7 @@ class SchedulerState:
             self._reject(client.id, msg, str(exc))
             return
         if msg.get("ack", False):
-            self._outbox.send(client.id, "accepted", key=msg["name"])
+            self._outbox.accepted(client.id, msg["name"])
 
     def _on_periodic(self, client: Client, msg: Message) -> None:
         try:
