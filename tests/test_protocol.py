@@ -6,6 +6,7 @@ Also the address helpers, which validate what users type.
 from __future__ import annotations
 
 from array import array
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgpack
@@ -124,11 +125,35 @@ REJECTED = {
         "'deps' must be a list of strings",
     ),
     "unexpected field": ([header(release(extra=1))], "unexpected field 'extra'"),
+    "unexpected field before a bad one": (
+        [header({"op": "fetch", "extra": 1, "key": 5})],
+        "unexpected field 'extra'",
+    ),
+    "bad field before an unexpected one": (
+        [header({"op": "fetch", "key": 5, "extra": 1})],
+        "'key' must be str",
+    ),
+    "bad field before a missing one": (
+        [header({"op": "status", "rid": True})],
+        "'rid' must be int",
+    ),
+    "NaN": ([header(task_done(duration=float("nan")))], "'duration' must be a finite number"),
+    "infinity": ([header(task_done(duration=float("-inf")))], "must be a finite number"),
+    "int for list of strings": ([header({"op": "release", "keys": 3})], "list of strings"),
+    "None in list of strings": (
+        [header({"op": "status", "rid": 1, "keys": ["a", None]})],
+        "'keys' must be a list of strings",
+    ),
+    "bool for list": ([header({"op": "periodic-reply", "rid": 1, "jobs": True})], "must be list"),
+    "list for map": ([header({"op": "info-reply", "rid": 1, "info": []})], "must be dict"),
     "optional field of wrong type": (
         [header({"op": "heartbeat", "memory": "lots"})],
         "'memory' must be int",
     ),
     "payloads not a list": ([header(task_done(p="r"))], "malformed payload list"),
+    "payloads nil": ([header({"op": "fetch", "key": "k", "p": None})], "malformed payload list"),
+    "payloads missing": ([header({"op": "task-done", "key": "k"})], "must carry 1 payloads, not 0"),
+    "bad segment item": ([header(task_done(p=[[["seg", 0]]]))], "malformed payload list"),
     "payload not a list": ([header(task_done(p=[b"r"]))], "malformed payload list"),
     "frame neither bytes nor None": ([header(task_done(p=[["r"]]))], "malformed payload"),
     "too many frames per payload": (
@@ -167,6 +192,93 @@ def test_decode_rejects(frames: list[Any], match: str) -> None:
 def test_missing_required_field_is_rejected_even_with_optional_ones(head: dict) -> None:
     with pytest.raises(ProtocolError, match="is missing field"):
         decode([header(head)])
+
+
+def test_missing_field_named_is_the_first_the_schema_requires() -> None:
+    fields = {"key": "k", "deps": [], "retries": 0, "name": "f", "eta": 1.5, "ack": True}
+    head = {"op": "submit", **fields, "p": [[b"f"], [b"a"]]}
+    with pytest.raises(ProtocolError, match="'submit' is missing field 'priority'"):
+        decode([header(head)])
+
+
+def test_fields_of_every_accepted_type() -> None:
+    head = {"op": "welcome", "version": VERSION, "worker_timeout": 3, "heartbeat_interval": -0.5}
+    [msg] = decode([header(head)])
+    assert msg == Message("welcome", {k: v for k, v in head.items() if k != "op"})
+    status = {"op": "status", "rid": 0, "keys": []}
+    assert decode([header(status)]) == [Message("status", {"rid": 0, "keys": []})]
+    run = {"op": "run", "key": "k", "deps": ["a", "b"], "p": []}  # any payload count
+    assert decode([header(run)]) == [Message("run", {"key": "k", "deps": ["a", "b"]})]
+
+
+def test_segment_items_are_resolved_in_order() -> None:
+    frames = [header(task_done(p=[[b"a", ["seg", 3], None]]), task_done(p=[[None]])), b"x", b"y"]
+    made: list[tuple[str, int]] = []
+
+    def segment(name: str, size: int) -> bytes:
+        made.append((name, size))
+        return b"S" * size
+
+    decoded = decode(frames, segment=segment)
+    assert [m.payloads for m in decoded] == [[[b"a", b"SSS", b"x"]], [[b"y"]]]
+    assert made == [("seg", 3)]
+    with pytest.raises(ProtocolError, match="'task-done' names shared memory"):
+        decode(frames)
+
+
+def test_decode_of_zmq_frames() -> None:
+    zmq = pytest.importorskip("zmq")
+    frames = [zmq.Frame(header(task_done(p=[[None]]))), zmq.Frame(b"big")]
+    assert nbytes(frames[1]) == 3
+    [msg] = decode(frames)
+    assert bytes(msg.payloads[0][0]) == b"big"
+
+
+class _Exported:
+    """A large frame moved to shared memory, as :class:`celeriac.sharedmem.Segment`."""
+
+    __slots__ = ("nbytes", "shm_name")
+
+    def __init__(self, name: str, size: int) -> None:
+        self.shm_name, self.nbytes = name, size
+
+
+def test_encode_exports_only_large_frames() -> None:
+    big, bigger = b"B" * BIG, memoryview(b"C" * (BIG + 1))
+    seen: list[Any] = []
+
+    def export(frame: Any) -> Any:
+        seen.append(frame)
+        return _Exported("seg", nbytes(frame)) if frame is big else frame
+
+    msg = Message("run", {"key": "k", "deps": []}, [[b"f"], [memoryview(b"a"), big], [bigger]])
+    frames = encode([msg], export)
+    assert seen == [big, bigger]
+    assert frames[1:] == [bigger]
+    layout = msgpack.unpackb(frames[0])[1][0]["p"]
+    assert layout == [[b"f"], [b"a", ["seg", BIG]], [None]]
+
+
+def test_encode_packs_like_msgpack_after_a_large_batch_and_a_failure() -> None:
+    def packed(messages: list[Message]) -> bytes:
+        heads = [{"op": m.op, **m.fields, "p": m.payloads} for m in messages]
+        return msgpack.packb([VERSION, heads], use_bin_type=True)
+
+    large = [Message("task-done", {"key": str(i)}, [[b"r" * 1000]]) for i in range(500)]
+    small = [Message("task-done", {"key": "k"}, [[b"r"]])]
+    assert encode(large) == [packed(large)]
+    with pytest.raises(TypeError):
+        encode([Message("fetch", {"key": object()})])
+    assert encode(small) == [packed(small)]
+
+
+def test_encode_from_several_threads() -> None:
+    def work(i: int) -> bool:
+        messages = [Message("fetch", {"key": f"{i}-{n}"}) for n in range(i % 50)]
+        return all(decode(encode(messages)) == messages for _ in range(200))
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(work, range(40)))
 
 
 def test_max_frames_per_payload_is_allowed() -> None:

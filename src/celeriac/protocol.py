@@ -21,6 +21,7 @@ validated, because every byte of it arrives from the network.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -172,6 +173,23 @@ SCHEMAS: dict[str, tuple[dict[str, Any], dict[str, Any], int | None]] = {
     "shutdown": ({}, {}, 0),
 }
 
+
+def _compile(
+    required: dict[str, Any], optional: dict[str, Any], npayloads: int | None
+) -> tuple[dict[str, tuple[type, ...]], dict[str, Any], frozenset[str], int | None]:
+    """What :func:`validate` checks one op with: per field the types a value
+    passes with on sight (a float still needs its finiteness checked, a list
+    its items), every field's kind, the required names, the payload count."""
+    kinds = {**required, **optional}
+    seen = {
+        name: () if kind is _STRS else tuple(t for t in kind if t is not float)
+        for name, kind in kinds.items()
+    }
+    return seen, kinds, frozenset(required), npayloads
+
+
+_COMPILED = {op: _compile(*schema) for op, schema in SCHEMAS.items()}
+
 #: Payload frames smaller than this travel inside the header (one frame for a
 #: whole batch); larger ones get a frame of their own, sent without a copy.
 INLINE_FRAME_BYTES = 64 * 1024
@@ -188,10 +206,41 @@ def encode(messages: Sequence[Message], export: Exporter | None = None) -> list[
     for msg in messages:
         head = {"op": msg.op, **msg.fields}
         if msg.payloads:
-            head["p"] = [_place(payload, frames, export) for payload in msg.payloads]
+            head["p"] = _layout(msg.payloads, frames, export)
         headers.append(head)
-    frames[0] = msgpack.packb([VERSION, headers], use_bin_type=True)
+    frames[0] = _pack([VERSION, headers])
     return frames
+
+
+#: This thread's Packer (one is not thread safe).
+_packers = threading.local()
+#: A Packer keeps the buffer of its largest output, so one that packed more is dropped.
+_PACKER_KEEP_BYTES = 256 * 1024
+
+
+def _pack(obj: Any) -> bytes:
+    """``msgpack.packb``, without the cost of a new Packer and buffer each time
+    (half of encoding a one-message batch)."""
+    packer = getattr(_packers, "packer", None)
+    if packer is None:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
+    data: bytes = packer.pack(obj)
+    if len(data) > _PACKER_KEEP_BYTES:
+        _packers.packer = None
+    return data
+
+
+def _layout(payloads: list[Payload], frames: list[Frame], export: Exporter | None) -> list[Any]:
+    """The ``"p"`` of a message: its payloads as header items."""
+    # Nearly every payload is a list of small bytes, already its own layout:
+    # msgpack reads it as it is, no per-frame work or copy needed.
+    for payload in payloads:
+        if type(payload) is not list:
+            return [_place(payload, frames, export) for payload in payloads]
+        for frame in payload:
+            if type(frame) is not bytes or len(frame) >= INLINE_FRAME_BYTES:
+                return [_place(payload, frames, export) for payload in payloads]
+    return payloads
 
 
 def _place(payload: Payload, frames: list[Frame], export: Exporter | None) -> list[Any]:
@@ -227,7 +276,9 @@ def decode(
     """
     if not frames:
         raise ProtocolError("empty message")
-    total = sum(nbytes(f) for f in frames)
+    total = 0
+    for frame in frames:  # not sum(): a generator costs more than the usual single frame
+        total += nbytes(frame)
     if total > max_bytes:
         raise ProtocolError(f"message of {total} bytes exceeds the limit of {max_bytes}")
     header = frames[0]
@@ -260,26 +311,42 @@ def _assemble(
     messages = []
     cursor = 0
     for head in heads:
-        msg = validate(head)
-        for items in head.get("p", ()):
-            payload = []
-            for item in items:
-                if item is None:
-                    if cursor >= len(out_of_band):
-                        raise ProtocolError(f"{msg.op!r} announces more frames than were sent")
-                    item = out_of_band[cursor]
-                    cursor += 1
-                elif type(item) is list:
-                    room -= item[1]
-                    if room < 0:
-                        raise ProtocolError("shared memory beyond the message size limit")
-                    item = _segment(msg.op, item, segment)
-                payload.append(item)
-            msg.payloads.append(payload)
+        msg, refers = validate(head)
+        if refers:
+            cursor, room = _resolve(msg, out_of_band, cursor, room, segment)
         messages.append(msg)
     if cursor != len(out_of_band):
         raise ProtocolError(f"{len(out_of_band) - cursor} frames were not announced")
     return messages
+
+
+def _resolve(
+    msg: Message,
+    out_of_band: Sequence[Frame],
+    cursor: int,
+    room: int,
+    segment: SegmentFactory | None,
+) -> tuple[int, int]:
+    """Put the frames that ``None`` and ``[name, size]`` items stand for in their
+    place; return the next out-of-band frame and the room left."""
+    payloads: list[Payload] = []
+    for items in msg.payloads:
+        payload = []
+        for item in items:
+            if item is None:
+                if cursor >= len(out_of_band):
+                    raise ProtocolError(f"{msg.op!r} announces more frames than were sent")
+                item = out_of_band[cursor]
+                cursor += 1
+            elif type(item) is list:
+                room -= item[1]
+                if room < 0:
+                    raise ProtocolError("shared memory beyond the message size limit")
+                item = _segment(msg.op, item, segment)
+            payload.append(item)
+        payloads.append(payload)
+    msg.payloads = payloads
+    return cursor, room
 
 
 def _segment(op: str, item: list[Any], segment: SegmentFactory | None) -> Frame:
@@ -291,29 +358,32 @@ def _segment(op: str, item: list[Any], segment: SegmentFactory | None) -> Frame:
         raise ProtocolError(f"{op!r}: {exc}") from None
 
 
-def validate(head: Any) -> Message:
-    """Check one message map against its op's schema (payload layout included)."""
+def validate(head: Any) -> tuple[Message, bool]:
+    """Check one message map against its op's schema (payload layout included).
+
+    The map, fresh from msgpack and ours alone, becomes the message's fields
+    without a copy, and its payloads are the layout's lists.  Also says whether
+    an item of them stands for another frame, for :func:`_resolve`.
+    """
     if type(head) is not dict:
         raise ProtocolError("each message must be a map")
-    op = head.get("op")
-    if type(op) is not str or op not in SCHEMAS:
+    op = head.pop("op", None)
+    schema = _COMPILED.get(op) if type(op) is str else None
+    if schema is None:
         raise ProtocolError(f"unknown op {op!r}")
-    required, optional, npayloads = SCHEMAS[op]
-    fields = {}
+    seen, kinds, required, npayloads = schema
+    carries = "p" in head
+    layout = head.pop("p") if carries else []
     for name, value in head.items():
-        if name == "op" or name == "p":
-            continue
-        kind = required.get(name) or optional.get(name)
-        if kind is None:
-            raise ProtocolError(f"{op!r} has unexpected field {name!r}")
-        _check_type(op, name, value, kind)
-        fields[name] = value
-    for name in required:
-        if name not in fields:
-            raise ProtocolError(f"{op!r} is missing field {name!r}")
-    if "p" in head or npayloads:  # most messages carry no payload: skip the walk
-        _check_payload_layout(op, head.get("p", []), npayloads)
-    return Message(op, fields)
+        if type(value) not in seen.get(name, ()):
+            _check_field(op, name, value, kinds)
+    if not head.keys() >= required:
+        missing = next(name for name in SCHEMAS[op][0] if name not in head)
+        raise ProtocolError(f"{op!r} is missing field {missing!r}")
+    refers = False
+    if carries or npayloads:  # most messages carry no payload: skip the walk
+        refers = _check_payload_layout(op, layout, npayloads)
+    return Message(op, head, layout), refers
 
 
 def check_task_options(options: dict[str, Any]) -> None:
@@ -326,10 +396,21 @@ def check_task_options(options: dict[str, Any]) -> None:
         _check_type("periodic-set", name, value, allowed[name])
 
 
+def _check_field(op: str, name: str, value: Any, kinds: dict[str, Any]) -> None:
+    kind = kinds.get(name)
+    if kind is None:
+        raise ProtocolError(f"{op!r} has unexpected field {name!r}")
+    _check_type(op, name, value, kind)
+
+
 def _check_type(op: str, name: str, value: Any, kind: Any) -> None:
     if kind is _STRS:
-        if type(value) is list and all(type(v) is str for v in value):
-            return
+        if type(value) is list:
+            for item in value:  # a plain loop: all() costs more, and most lists are short
+                if type(item) is not str:
+                    break
+            else:
+                return
         raise ProtocolError(f"{op!r} field {name!r} must be a list of strings")
     if type(value) not in kind:
         names = " or ".join(k.__name__ for k in kind)
@@ -339,19 +420,25 @@ def _check_type(op: str, name: str, value: Any, kind: Any) -> None:
         raise ProtocolError(f"{op!r} field {name!r} must be a finite number")
 
 
-def _check_payload_layout(op: str, layout: Any, expected: int | None) -> None:
+def _check_payload_layout(op: str, layout: Any, expected: int | None) -> bool:
+    """Raise unless ``layout`` is well formed; say whether any item stands for
+    another frame (``None`` or a shared memory segment) rather than inline bytes."""
     # Plain loops: this runs for every message, and generator expressions
     # inside all() cost several times more here.
     if type(layout) is not list:
         raise ProtocolError(f"{op!r} has a malformed payload list")
+    refers = False
     for items in layout:
         if type(items) is not list or len(items) > MAX_FRAMES_PER_PAYLOAD:
             raise ProtocolError(f"{op!r} has a malformed payload list")
         for item in items:
-            if item is not None and type(item) is not bytes and not _is_segment_item(item):
-                raise ProtocolError(f"{op!r} has a malformed payload list")
+            if type(item) is not bytes:
+                if item is not None and not _is_segment_item(item):
+                    raise ProtocolError(f"{op!r} has a malformed payload list")
+                refers = True
     if expected is not None and len(layout) != expected:
         raise ProtocolError(f"{op!r} must carry {expected} payloads, not {len(layout)}")
+    return refers
 
 
 def _is_segment_item(item: Any) -> bool:
@@ -374,5 +461,7 @@ def nbytes(frame: Frame) -> int:
     """Size of a frame, whatever buffer type carries it."""
     if type(frame) is bytes:
         return len(frame)
-    size = getattr(frame, "nbytes", None)
+    # Ask the type first: a zmq.Frame has no ``nbytes``, and looking for one on
+    # the instance goes through its __getattr__, which costs about 2 µs.
+    size = getattr(frame, "nbytes", None) if hasattr(type(frame), "nbytes") else None
     return len(frame) if size is None else int(size)
