@@ -55,3 +55,11 @@ def test_the_embedded_scheduler_keeps_work_in_memory(
     with LocalCluster(1, log_level="ERROR") as local, Client(local.address) as client:
         assert client.submit(inc, 1).result(timeout=20) == 2
     assert list(tmp_path.rglob("*")) == []
+
+
+@pytest.mark.timeout(60)
+def test_zero_workers_is_the_scheduler_alone() -> None:
+    with LocalCluster(0, log_level="ERROR") as local, Client(local.address) as client:
+        assert client.scheduler_info()["workers"] == []
+        future = client.submit(inc, 1)
+        assert client.status([future.key]) == {future.key: "PENDING"}  # held until a worker comes

@@ -42,7 +42,8 @@ class Client:
     """Connect to a scheduler, or start one on this machine when no address is given.
 
     ``Client()`` starts an embedded scheduler and ``n_workers`` worker processes
-    (default: one per CPU) and stops them on :meth:`close`.
+    (default: one per CPU; 0: none, workers may join later) and stops them on
+    :meth:`close`.
     """
 
     def __init__(

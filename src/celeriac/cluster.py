@@ -48,7 +48,10 @@ class LocalCluster:
         scheduler_args: tuple[str, ...] = (),
         worker_args: tuple[str, ...] = (),
     ) -> None:
-        self.n_workers = n_workers or os.cpu_count() or 1
+        # None: one worker process per core; 0: the scheduler alone (workers join later)
+        if n_workers is not None and n_workers < 0:
+            raise ValueError(f"n_workers must be 0 or more, not {n_workers}")
+        self.n_workers = (os.cpu_count() or 1) if n_workers is None else n_workers
         level = ("--log-level", log_level)
         self._scheduler_options = (*level, *scheduler_args)
         self._worker_options = (
@@ -96,9 +99,10 @@ class LocalCluster:
             stdout=subprocess.PIPE,
         )
         address = f"tcp://127.0.0.1:{port}"
-        self._workers = subprocess.Popen(
-            [*celeriac, "worker", address, *self._worker_options, *parent]
-        )
+        if self.n_workers > 0:
+            self._workers = subprocess.Popen(
+                [*celeriac, "worker", address, *self._worker_options, *parent]
+            )
         self.address, self.dashboard_address = _read_addresses(self._scheduler, timeout)
 
     @property
