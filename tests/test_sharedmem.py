@@ -205,41 +205,55 @@ def test_a_client_on_another_host_gets_bytes(
         assert result.sum() == 1 << 20 and mapped_file(result) is None
 
 
+def _submit_naming(segment: Segment) -> Message:
+    fields = {"key": "k", "deps": [], "priority": 0, "retries": 0, "queue": "default"}
+    return Message("submit", fields, [[b"f"], [b"a", segment]])
+
+
+def _ask(raw: zmq.Socket, *messages: Message) -> dict[str, Any]:
+    raw.send_multipart(protocol.encode(list(messages)))
+    [reply] = msgpack.unpackb(raw.recv_multipart()[0])[1]
+    return dict(reply)
+
+
+@pytest.fixture
+def raw(client: Client) -> Any:
+    context = zmq.Context()
+    socket = context.socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.setsockopt(zmq.RCVTIMEO, 5000)
+    socket.connect(client.address)
+    yield socket
+    socket.close()
+    context.term()
+
+
 @pytest.mark.timeout(60)
 def test_the_scheduler_refuses_names_from_a_peer_that_does_not_share_memory(
-    client: Client,
+    client: Client, raw: zmq.Socket
 ) -> None:
+    other_host = Message("hello-client", {"version": protocol.VERSION})
+    assert _ask(raw, other_host)["op"] == "welcome"
     segment = sharedmem.write(b"x" * BIG, TAG)
-    submit = Message(
-        "submit",
-        {"key": "k", "deps": [], "priority": 0, "retries": 0, "queue": "default"},
-        [[b"f"], [b"a", segment]],
-    )
-    context = zmq.Context()
-    raw = context.socket(zmq.DEALER)
-    raw.setsockopt(zmq.LINGER, 0)
-    raw.setsockopt(zmq.RCVTIMEO, 5000)
-    raw.connect(client.address)
-    hellos = {
-        "another host": Message("hello-client", {"version": protocol.VERSION}),
-        "a name that does not exist": Message(
-            "hello-client", {"version": protocol.VERSION, "shm": sharedmem.namespace()}
-        ),
-    }
-    try:
-        for case, hello in hellos.items():
-            raw.send_multipart(protocol.encode([hello]))
-            assert msgpack.unpackb(raw.recv_multipart()[0])[1][0]["op"] == "welcome"
-            if case == "a name that does not exist":
-                os.unlink(segment.path)
-            raw.send_multipart(protocol.encode([submit]))
-            [reply] = msgpack.unpackb(raw.recv_multipart()[0])[1]
-            expected = "may not use" if case == "another host" else "does not exist"
-            assert reply["op"] == "error" and expected in reply["text"], case
-    finally:
-        raw.close()
-        context.term()
+    segment.disown()  # as a sender does once it has sent the name
+    reply = _ask(raw, _submit_naming(segment))
+    assert reply["op"] == "error" and "may not use" in reply["text"]
+    assert not segment.exists()  # dropped with the batch
+
+    local = Message("hello-client", {"version": protocol.VERSION, "shm": sharedmem.namespace()})
+    assert _ask(raw, local)["op"] == "welcome"
+    reply = _ask(raw, _submit_naming(segment))  # a name whose file is gone
+    assert reply["op"] == "error" and "does not exist" in reply["text"]
     assert client.submit(inc, 41).result(timeout=10) == 42
+
+
+@pytest.mark.timeout(60)
+def test_names_from_a_peer_of_an_earlier_run_make_it_register_again(raw: zmq.Socket) -> None:
+    """A client that spoke to the scheduler before it restarted: no error, a re-registration."""
+    segment = sharedmem.write(b"x" * BIG, TAG)
+    segment.disown()
+    assert _ask(raw, _submit_naming(segment))["op"] == "reregister"
+    assert not segment.exists()
 
 
 @pytest.mark.timeout(120)

@@ -177,12 +177,16 @@ class SchedulerServer:
 
     def _handle(self, frames: list[zmq.Frame]) -> list[Send]:
         sender = frames[0].bytes
-        segment = self._accept_segment if sender in self._sharing else None
+        named: list[sharedmem.Segment] = []
         try:
-            messages = protocol.decode(frames[1:], self.max_message_bytes, segment)
+            messages = protocol.decode(
+                frames[1:], self.max_message_bytes, lambda *item: self._accept_segment(named, *item)
+            )
         except ProtocolError as exc:
             log.error("bad message from peer %s: %s", sender.hex(), exc)
             return [Send(sender, Message("error", {"text": f"bad message: {exc}"}))]
+        if named and sender not in self._sharing:
+            return self._refuse_segments(sender)
         for msg in messages:
             if msg.op in HELLOS and self._shm_namespace is not None:
                 if msg.get("shm") == self._shm_namespace:
@@ -197,13 +201,28 @@ class SchedulerServer:
             return [Send(sender, Message("error", {"text": "internal scheduler error"}))]
 
     @staticmethod
-    def _accept_segment(name: str, size: int) -> sharedmem.Segment:
+    def _accept_segment(named: list[sharedmem.Segment], name: str, size: int) -> sharedmem.Segment:
         """A segment a peer hands us: ours from now on (deleted when we drop it)."""
         segment = sharedmem.Segment(name, size)
         if not segment.exists():
             raise ValueError(f"shared memory segment {name} of {size} bytes does not exist")
         segment.own()
+        named.append(segment)
         return segment
+
+    def _refuse_segments(self, sender: bytes) -> list[Send]:
+        """Shared memory from a peer that did not show it shares ours.
+
+        The batch is dropped and its segments with it (they are deleted as
+        they go: their sender let go of them).  A peer we do not know at all
+        most likely talked to our previous run: it registers again, and
+        resends what it still needs, the way it would after any restart.
+        """
+        if sender not in self.state.workers and sender not in self.state.clients:
+            return [Send(sender, Message("reregister"))]
+        text = "bad message: shared memory named by a peer that may not use it"
+        log.error("%s (peer %s)", text, sender.hex())
+        return [Send(sender, Message("error", {"text": text}))]
 
     def _send(self, commands: Iterable[Send]) -> None:
         # Journal first: a reply may say "accepted", which must mean "recorded".
