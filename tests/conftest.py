@@ -11,6 +11,7 @@ from typing import Any
 
 import cloudpickle
 import pytest
+import zmq
 
 import tasks_for_tests
 from celeriac import Client, LocalCluster
@@ -64,6 +65,19 @@ def client(cluster: LocalCluster) -> Iterator[Client]:
     with Client(cluster.address) as c:
         c.wait_for_workers(cluster.n_workers)
         yield c
+
+
+@pytest.fixture
+def raw(client: Client) -> Iterator[zmq.Socket]:
+    """A bare DEALER socket connected to the client's scheduler: for hostile bytes."""
+    context = zmq.Context()
+    socket = context.socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.setsockopt(zmq.RCVTIMEO, 5000)
+    socket.connect(client.address)
+    yield socket
+    socket.close()
+    context.term()
 
 
 def worker_pids(client: Client) -> list[int]:

@@ -120,12 +120,9 @@ def test_poison_task_ends_in_killed_worker(client: Client) -> None:
     assert client.submit(inc, 1).result(timeout=20) == 2  # supervisor replaced the children
 
 
-def test_garbage_frames_are_rejected_and_scheduler_keeps_serving(client: Client) -> None:
-    context = zmq.Context()
-    raw = context.socket(zmq.DEALER)
-    raw.setsockopt(zmq.LINGER, 0)
-    raw.setsockopt(zmq.RCVTIMEO, 5000)
-    raw.connect(client.address)
+def test_garbage_frames_are_rejected_and_scheduler_keeps_serving(
+    client: Client, raw: zmq.Socket
+) -> None:
     hostile = [
         [b"\xff\xfe garbage"],
         [msgpack.packb([1, [{"op": "submit", "key": 5}]])],
@@ -133,14 +130,10 @@ def test_garbage_frames_are_rejected_and_scheduler_keeps_serving(client: Client)
         [msgpack.packb([99, []])],
         [msgpack.packb([1, [{"op": "hello-client", "version": 1, "nf": [3]}]]), b"x"],
     ]
-    try:
-        for frames in hostile:
-            raw.send_multipart(frames)
-            reply = msgpack.unpackb(raw.recv_multipart()[0])
-            assert reply[1][0]["op"] == "error" and "bad message" in reply[1][0]["text"]
-    finally:
-        raw.close()
-        context.term()
+    for frames in hostile:
+        raw.send_multipart(frames)
+        reply = msgpack.unpackb(raw.recv_multipart()[0])
+        assert reply[1][0]["op"] == "error" and "bad message" in reply[1][0]["text"]
     assert client.submit(inc, 41).result(timeout=10) == 42
 
 
@@ -174,18 +167,9 @@ def test_malformed_address_is_a_value_error(address: str) -> None:
         Client(address, timeout=0.5)
 
 
-def test_other_protocol_version_is_refused(client: Client) -> None:
-    context = zmq.Context()
-    raw = context.socket(zmq.DEALER)
-    raw.setsockopt(zmq.LINGER, 0)
-    raw.setsockopt(zmq.RCVTIMEO, 5000)
-    raw.connect(client.address)
-    try:
-        raw.send_multipart([msgpack.packb([1, [{"op": "hello-client", "version": 999}]])])
-        reply = msgpack.unpackb(raw.recv_multipart()[0])[1][0]
-    finally:
-        raw.close()
-        context.term()
+def test_other_protocol_version_is_refused(raw: zmq.Socket) -> None:
+    raw.send_multipart([msgpack.packb([1, [{"op": "hello-client", "version": 999}]])])
+    reply = msgpack.unpackb(raw.recv_multipart()[0])[1][0]
     assert reply["op"] == "error" and "version 999 is not supported" in reply["text"]
 
 
