@@ -874,3 +874,18 @@ def test_one_accepted_answers_a_whole_batch_before_anything_else_goes(sim: Sim) 
     out = sim(C, *(detached_submit(k) for k in "abc"))
     assert out[0] == Send(C, msg("accepted", keys=["a", "b", "c"]))
     assert ops(out[1:]) == [(W1, "run", "a")]  # one slot, no prefetch
+
+
+def test_welcomes_carry_the_servers_fields_and_hellos_their_namespace() -> None:
+    state = SchedulerState(SchedulerConfig())
+    state.welcome_fields = {"shm": "here", "shm_tag": "0badcafe"}
+    [client_welcome] = state.handle(C, [msg("hello-client", version=VERSION, shm="here")], 0.0)
+    hello = msg("hello-worker", version=VERSION, slots=1, queues=["default"], name="w", pid=1)
+    [worker_welcome] = state.handle(W1, [hello], 0.0)
+    for welcome in (client_welcome, worker_welcome):
+        assert welcome.msg.op == "welcome" and welcome.msg["shm_tag"] == "0badcafe"
+    assert (state.shm_namespace(C), state.shm_namespace(W1), state.shm_namespace(W2)) == (
+        "here",
+        None,
+        None,
+    )

@@ -249,7 +249,4 @@ class Connection:
 
 
 def _hello() -> Message:
-    fields: dict[str, object] = {"version": protocol.VERSION}
-    if (shm := sharedmem.namespace()) is not None:
-        fields["shm"] = shm
-    return Message("hello-client", fields)
+    return Message("hello-client", {"version": protocol.VERSION, **sharedmem.hello_fields()})

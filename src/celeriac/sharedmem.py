@@ -61,6 +61,12 @@ def namespace() -> str | None:
     return f"{boot}:{info.st_dev}:{info.st_ino}:{os.getuid()}"
 
 
+def hello_fields() -> dict[str, str]:
+    """What a client's or worker's hello says of its ``/dev/shm``."""
+    shm = namespace()
+    return {} if shm is None else {"shm": shm}
+
+
 class Segment:
     """A named file in ``/dev/shm`` holding one frame; behaves as a frame.
 

@@ -170,6 +170,7 @@ class Worker:
     closing: bool = False  # finishing what it runs; gets nothing new
     #: Keys in the order they were sent; the worker runs them in that order.
     assigned: dict[str, None] = field(default_factory=dict)
+    shm: str | None = None  # the /dev/shm namespace its hello named
 
 
 @dataclass(eq=False)
@@ -177,6 +178,7 @@ class Client:
     id: bytes
     last_seen: float
     wants: set[str] = field(default_factory=set)
+    shm: str | None = None  # the /dev/shm namespace its hello named
 
 
 def public_status(task: Task | None) -> str:

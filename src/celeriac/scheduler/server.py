@@ -29,7 +29,6 @@ log = logging.getLogger("celeriac.scheduler")
 
 #: Messages read per loop iteration before we act on them and send replies.
 MAX_READS_PER_ITERATION = 1000
-HELLOS = ("hello-client", "hello-worker")
 
 
 class SchedulerServer:
@@ -73,11 +72,11 @@ class SchedulerServer:
         self.address = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self.state.about = {"pid": os.getpid(), "address": self.address}
         self._shm_namespace = sharedmem.namespace()
-        self._shm_tag = sharedmem.scheduler_tag(self.address)
-        if self._shm_namespace is not None and (left := sharedmem.remove_leftovers(self._shm_tag)):
-            log.info("deleted %d shared memory segment(s) an earlier run left", left)
-        #: Peers that share our /dev/shm: large frames travel between us as names.
-        self._sharing: set[bytes] = set()
+        if self._shm_namespace is not None:
+            tag = sharedmem.scheduler_tag(self.address)
+            if left := sharedmem.remove_leftovers(tag):
+                log.info("deleted %d shared memory segment(s) an earlier run left", left)
+            self.state.welcome_fields = {"shm": self._shm_namespace, "shm_tag": tag}
         self._running = True
         self._next_snapshot = 0.0
         #: What the dashboard shows: rebuilt by the loop once a second and swapped
@@ -128,7 +127,6 @@ class SchedulerServer:
                     self._send(self._tick(now))
                 if now >= next_tick:
                     next_tick = now + tick_every
-                    self._sharing &= self.state.workers.keys() | self.state.clients.keys()
                     if self.dashboard is not None and now >= self._next_snapshot:
                         self._take_snapshot(now)
                     if self._parent is not None and os.getppid() != self._parent:
@@ -185,14 +183,8 @@ class SchedulerServer:
         except ProtocolError as exc:
             log.error("bad message from peer %s: %s", sender.hex(), exc)
             return [Send(sender, Message("error", {"text": f"bad message: {exc}"}))]
-        if named and sender not in self._sharing:
+        if named and not self._shares_memory(sender):
             return self._refuse_segments(sender)
-        for msg in messages:
-            if msg.op in HELLOS and self._shm_namespace is not None:
-                if msg.get("shm") == self._shm_namespace:
-                    self._sharing.add(sender)
-                else:
-                    self._sharing.discard(sender)
         try:
             return self.state.handle(sender, messages, time.time())
         except Exception:
@@ -218,11 +210,16 @@ class SchedulerServer:
         most likely talked to our previous run: it registers again, and
         resends what it still needs, the way it would after any restart.
         """
-        if sender not in self.state.workers and sender not in self.state.clients:
+        if not self.state.knows(sender):
             return [Send(sender, Message("reregister"))]
         text = "bad message: shared memory named by a peer that may not use it"
         log.error("%s (peer %s)", text, sender.hex())
         return [Send(sender, Message("error", {"text": text}))]
+
+    def _shares_memory(self, peer: bytes) -> bool:
+        """Large frames travel between us as names (see sharedmem)."""
+        namespace = self._shm_namespace
+        return namespace is not None and self.state.shm_namespace(peer) == namespace
 
     def _send(self, commands: Iterable[Send]) -> None:
         # Journal first: a reply may say "accepted", which must mean "recorded".
@@ -230,11 +227,9 @@ class SchedulerServer:
             self.journal.apply(self.state.take_journal())
         by_peer: dict[bytes, list[Message]] = defaultdict(list)
         for to, msg in commands:
-            if msg.op == "welcome" and self._shm_namespace is not None:
-                msg.fields.update(shm=self._shm_namespace, shm_tag=self._shm_tag)
             by_peer[to].append(msg)
         for peer, messages in by_peer.items():
-            export = None if peer in self._sharing else sharedmem.inline
+            export = None if self._shares_memory(peer) else sharedmem.inline
             try:
                 frames = protocol.encode(messages, export)
                 self._socket.send_multipart([peer, *frames], copy=False)

@@ -57,6 +57,8 @@ class SchedulerState:
         self.clients: dict[bytes, Client] = {}
         #: Facts about the process around us (pid, address), set by the server.
         self.about: dict[str, Any] = {}
+        #: What the server adds to every welcome (how large frames may travel).
+        self.welcome_fields: dict[str, Any] = {}
         self._outbox = Outbox()
         self._journal = JournalOps(self.config.journal)
         self._revocations = Revocations(
@@ -68,6 +70,14 @@ class SchedulerState:
         self.tasks: dict[str, Task] = self._lifecycle.tasks
 
     # -- what the server, the dashboard and tests read ---------------------------------
+
+    def shm_namespace(self, peer: bytes) -> str | None:
+        """The ``/dev/shm`` namespace a connected peer named in its hello."""
+        known = self.workers.get(peer) or self.clients.get(peer)
+        return known.shm if known is not None else None
+
+    def knows(self, peer: bytes) -> bool:
+        return peer in self.workers or peer in self.clients
 
     @property
     def periodic(self) -> PeriodicJobs:
@@ -192,9 +202,14 @@ class SchedulerState:
     def _client_hello(self, sender: bytes, msg: Message, now: float) -> None:
         if not self._speaks_our_version(sender, msg):
             return
-        self.clients.setdefault(sender, Client(sender, now)).last_seen = now
+        client = self.clients.setdefault(sender, Client(sender, now))
+        client.last_seen, client.shm = now, msg.get("shm")
         self._outbox.send(
-            sender, "welcome", version=VERSION, max_message_bytes=self.config.max_message_bytes
+            sender,
+            "welcome",
+            version=VERSION,
+            max_message_bytes=self.config.max_message_bytes,
+            **self.welcome_fields,
         )
 
     def _submit(self, client: Client, msg: Message) -> None:
@@ -363,7 +378,7 @@ class SchedulerState:
         if known is not None:
             # A repeated hello (the worker thought we forgot it): it still runs
             # what it has, so keep its assignments; just welcome it again.
-            known.last_seen = now
+            known.last_seen, known.shm = now, msg.get("shm")
             self._welcome_worker(known)
             return
         worker = self.workers[sender] = _new_worker(sender, msg, now)
@@ -378,6 +393,7 @@ class SchedulerState:
             version=VERSION,
             heartbeat_interval=self.config.heartbeat_interval,
             worker_timeout=self.config.worker_timeout,
+            **self.welcome_fields,
         )
 
     def _on_heartbeat(self, worker: Worker, msg: Message) -> None:
@@ -479,6 +495,7 @@ def _new_worker(sender: bytes, hello: Message, now: float) -> Worker:
         pid=hello["pid"],
         last_seen=now,
         memory=hello.get("memory", 0),
+        shm=hello.get("shm"),
     )
 
 

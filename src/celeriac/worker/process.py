@@ -308,17 +308,18 @@ class WorkerProcess:
                 self._socket.read()
 
     def _hello(self) -> Message:
-        fields = {
-            "version": protocol.VERSION,
-            "slots": self.slots,
-            "queues": list(self.queues),
-            "name": self.name,
-            "pid": os.getpid(),
-            "memory": rss_bytes(),
-        }
-        if (shm := sharedmem.namespace()) is not None:
-            fields["shm"] = shm
-        return Message("hello-worker", fields)
+        return Message(
+            "hello-worker",
+            {
+                "version": protocol.VERSION,
+                "slots": self.slots,
+                "queues": list(self.queues),
+                "name": self.name,
+                "pid": os.getpid(),
+                "memory": rss_bytes(),
+                **sharedmem.hello_fields(),
+            },
+        )
 
     # -- executors ---------------------------------------------------------------------
 
