@@ -23,7 +23,7 @@ from celeriac.protocol import Message, ProtocolError
 from celeriac.scheduler.journal import Journal
 from celeriac.scheduler.state import SchedulerConfig, SchedulerState, Send
 from celeriac.security import secure_server
-from celeriac.transport import readable
+from celeriac.transport import readable, recv_frames, send_frames
 
 log = logging.getLogger("celeriac.scheduler")
 
@@ -170,7 +170,7 @@ class SchedulerServer:
         for _ in range(MAX_READS_PER_ITERATION):
             if not readable(socket):
                 break
-            out.extend(self._handle(socket.recv_multipart(copy=False)))
+            out.extend(self._handle(recv_frames(socket)))
         return out
 
     def _handle(self, frames: list[zmq.Frame]) -> list[Send]:
@@ -232,7 +232,7 @@ class SchedulerServer:
             export = None if self._shares_memory(peer) else sharedmem.inline
             try:
                 frames = protocol.encode(messages, export)
-                self._socket.send_multipart([peer, *frames], copy=False)
+                send_frames(self._socket, [peer, *frames])
             except zmq.ZMQError as exc:  # peer vanished between read and write
                 log.warning("could not send to %s: %s", peer.hex(), exc)
             except OSError as exc:  # a segment to inline is gone (deleted by hand?)

@@ -24,7 +24,7 @@ import zmq
 from celeriac import protocol
 from celeriac.protocol import Message
 from celeriac.security import secure_client
-from celeriac.transport import drain, reconnect_quickly
+from celeriac.transport import drain, reconnect_quickly, send_frames
 
 log = logging.getLogger("celeriac.worker")
 
@@ -272,7 +272,7 @@ class DeathReporter:
         """Never block: with the scheduler gone, a full queue must not freeze the
         supervisor (it still has children to restart and signals to obey)."""
         try:
-            self._socket.send_multipart(protocol.encode([msg]), zmq.NOBLOCK)
+            send_frames(self._socket, protocol.encode([msg]), zmq.NOBLOCK)
         except zmq.Again:
             log.debug("scheduler unreachable; dropped %r", msg.op)
 
