@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -111,10 +112,39 @@ def test_port_in_use_is_a_clear_error(scheduler) -> None:
     assert "cannot start the scheduler" in result.stderr
 
 
+def test_scheduler_also_listens_on_a_unix_socket(tmp_path: Path) -> None:
+    path = tmp_path / "scheduler.sock"
+    popen = subprocess.Popen(
+        [*CELERIAC, "scheduler", "--port", "0", "--no-dashboard", "--ipc", str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert popen.stdout is not None
+    lines = [popen.stdout.readline().strip(), popen.stdout.readline().strip()]
+    worker = subprocess.Popen([*CELERIAC, "worker", f"ipc://{path}"])
+    try:
+        assert lines[0] == f"{LISTENING}ipc://{path}" and lines[1].startswith(LISTENING + "tcp")
+        with Client(f"ipc://{path}") as client:  # and a client on the other address:
+            assert client.submit(sum, [1, 2]).result(timeout=20) == 3
+        with Client(lines[1][len(LISTENING) :]) as client:
+            assert client.submit(sum, [3, 4]).result(timeout=20) == 7
+    finally:
+        _stop(worker)
+        assert _stop(popen) == 0
+        popen.stdout.close()
+    assert not path.exists()  # the scheduler removed its socket file
+
+
+def test_unix_socket_in_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    result = run("scheduler", "--port", "0", "--ipc", str(tmp_path / "no" / "s.sock"))
+    assert result.returncode == 1
+    assert f"cannot listen at ipc://{tmp_path}/no/s.sock" in result.stderr
+
+
 def test_worker_with_malformed_address_exits_with_usage_error() -> None:
     result = run("worker", "http://nowhere")
     assert result.returncode == 2
-    assert "only tcp:// is supported" in result.stderr
+    assert "use tcp:// or ipc://" in result.stderr
 
 
 def test_unknown_command_is_a_usage_error() -> None:

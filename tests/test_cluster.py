@@ -31,7 +31,7 @@ def test_a_port_taken_before_the_scheduler_binds_it_is_replaced(
     picks = [busy_port]
     monkeypatch.setattr(embedded, "_free_port", lambda: picks.pop(0) if picks else real_free_port())
     local = cluster_factory(n_workers=1, log_level="ERROR")
-    assert not local.address.endswith(f":{busy_port}")
+    assert not local.tcp_address.endswith(f":{busy_port}")
     with Client(local.address) as client:
         assert client.submit(inc, 1).result(timeout=20) == 2
 
@@ -63,3 +63,15 @@ def test_zero_workers_is_the_scheduler_alone() -> None:
         assert client.scheduler_info()["workers"] == []
         future = client.submit(inc, 1)
         assert client.status([future.key]) == {future.key: "PENDING"}  # held until a worker comes
+
+
+@pytest.mark.timeout(60)
+def test_clients_and_workers_meet_on_a_private_unix_socket() -> None:
+    with LocalCluster(n_workers=1, log_level="ERROR") as local:
+        assert local.address.startswith("ipc://")
+        directory = Path(local.address.removeprefix("ipc://")).parent
+        assert directory.stat().st_mode & 0o077 == 0  # no other user may connect
+        with Client(local.address) as client, Client(local.tcp_address) as over_tcp:
+            assert client.submit(inc, 1).result(timeout=20) == 2
+            assert over_tcp.submit(inc, 2).result(timeout=20) == 3
+    assert not directory.exists()

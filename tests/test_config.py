@@ -279,7 +279,7 @@ def test_check_reports_problems_without_starting(tmp_path: Path) -> None:
     assert result.returncode == 2 and "--insecure" in result.stderr
     result = run("worker", "--check", "http://x", "--nprocs", "0", "-A", "no_such_module_here")
     assert result.returncode == 2
-    for message in ("only tcp:// is supported", "--nprocs must be positive", "no such module"):
+    for message in ("use tcp:// or ipc://", "--nprocs must be positive", "no such module"):
         assert message in result.stderr, message
 
 
@@ -293,3 +293,11 @@ def test_check_validates_the_journal_directory(tmp_path: Path) -> None:
     assert not (tmp_path / "state").exists()  # nothing created
     result = run("scheduler", "--check", "--journal", str(blocker / "j.sqlite3"))
     assert result.returncode == 2 and "cannot create it" in result.stderr
+
+
+def test_check_validates_the_unix_socket_path(tmp_path: Path) -> None:
+    assert run("scheduler", "--check", "--ipc", str(tmp_path / "s.sock")).returncode == 0
+    result = run("scheduler", "--check", "--ipc", str(tmp_path / "missing" / "s.sock"))
+    assert result.returncode == 2 and "--ipc: cannot create" in result.stderr
+    result = run("scheduler", "--check", "--ipc", "/" + "x" * 120)
+    assert result.returncode == 2 and "longer than 107 bytes" in result.stderr

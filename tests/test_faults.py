@@ -137,8 +137,8 @@ def test_garbage_frames_are_rejected_and_scheduler_keeps_serving(
     assert client.submit(inc, 41).result(timeout=10) == 42
 
 
-def test_raw_tcp_bytes_do_not_hurt_the_scheduler(client: Client) -> None:
-    host, port = client.address.removeprefix("tcp://").rsplit(":", 1)
+def test_raw_tcp_bytes_do_not_hurt_the_scheduler(cluster: LocalCluster, client: Client) -> None:
+    host, port = cluster.tcp_address.removeprefix("tcp://").rsplit(":", 1)
     for payload in (b"GET / HTTP/1.1\r\n\r\n", b"\x00" * 10_000, bytes(range(256)) * 40):
         with socket.create_connection((host, int(port)), timeout=5) as conn:
             conn.sendall(payload)

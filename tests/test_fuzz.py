@@ -766,7 +766,7 @@ def test_raw_tcp_junk_does_not_hurt_the_scheduler(  # noqa: C901
 ) -> None:
     cluster = cluster_factory(n_workers=1, log_level="WARNING")
     scheduler_pid = cluster.scheduler_pid
-    host, port = cluster.address.removeprefix("tcp://").rsplit(":", 1)
+    host, port = cluster.tcp_address.removeprefix("tcp://").rsplit(":", 1)
     rng = random.Random(SEED + 1)
     ready = zmtp_greeting() + zmtp_command(b"READY", b"\x0bSocket-Type\x00\x00\x00\x06DEALER")
 

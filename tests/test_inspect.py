@@ -34,7 +34,7 @@ def test_inspect_shows_workers_queues_tasks_and_periodic_jobs(
     result = inspect(cluster.address)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert f"scheduler {cluster.address}" in out
+    assert f"scheduler {cluster.tcp_address} and {cluster.address}" in out
     assert "workers (2):" in out
     for worker in client.scheduler_info()["workers"]:
         assert worker["name"] in out and str(worker["pid"]) in out
@@ -50,7 +50,8 @@ def test_inspect_json_is_the_scheduler_info(cluster: LocalCluster, client: Clien
     result = inspect(cluster.address, "--json")
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
-    assert info["scheduler"]["address"] == cluster.address
+    assert info["scheduler"]["address"] == cluster.tcp_address
+    assert info["scheduler"]["ipc_address"] == cluster.address
     assert len(info["workers"]) == cluster.n_workers
     assert {"slots", "pid", "memory", "assigned"} <= set(info["workers"][0])
     assert info["counters"]["done"] >= 1
@@ -63,7 +64,7 @@ def test_status_alias_and_address_from_the_environment(cluster: LocalCluster) ->
         [*CELERIAC, "status", "--json"], capture_output=True, text=True, timeout=30, env=env
     )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["scheduler"]["address"] == cluster.address
+    assert json.loads(result.stdout)["scheduler"]["address"] == cluster.tcp_address
 
 
 def test_unreachable_scheduler_exits_2_within_the_timeout() -> None:
@@ -74,4 +75,4 @@ def test_unreachable_scheduler_exits_2_within_the_timeout() -> None:
     assert result.returncode == 2
     assert "no Celeriac scheduler answered" in result.stderr
     result = inspect("http://nowhere")
-    assert result.returncode == 2 and "only tcp://" in result.stderr
+    assert result.returncode == 2 and "use tcp:// or ipc://" in result.stderr

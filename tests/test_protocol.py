@@ -325,6 +325,7 @@ def test_every_op_round_trips_with_its_required_fields() -> None:
         ("  host:65535 \n", "tcp://host:65535"),
         ("[::1]:9000", "tcp://[::1]:9000"),
         ("[::1]", f"tcp://[::1]:{DEFAULT_PORT}"),
+        (" ipc:///run/celeriac/s.sock ", "ipc:///run/celeriac/s.sock"),
     ],
 )
 def test_normalize_accepts_common_forms(text: str, expected: str) -> None:
@@ -339,8 +340,9 @@ def test_normalize_accepts_common_forms(text: str, expected: str) -> None:
         ("   ", "non-empty string"),
         (None, "non-empty string"),
         (8786, "non-empty string"),
-        ("udp://host:1", "only tcp:// is supported"),
-        ("ipc:///tmp/sock", "only tcp:// is supported"),
+        ("udp://host:1", "use tcp:// or ipc://"),
+        ("ipc://", "needs a path"),
+        ("ipc:///" + "x" * 107, "longer than 107 bytes"),
         ("host:0", "port 0 .* out of range"),
         ("host:65536", "port 65536 .* out of range"),
         ("host:abc", "malformed scheduler address 'host:abc'"),

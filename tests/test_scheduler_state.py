@@ -712,9 +712,15 @@ def test_ready_queue_pops_in_priority_then_submission_order_whatever_the_arrival
     tasks: dict[str, Task] = {}
     given: list[Task] = []  # popped: may come back
     seqs = itertools.count()
+    clock = itertools.count()
+
+    def leave(task: Task, state: TaskState) -> None:  # as the lifecycle's transition does
+        task.state = state
+        ready.left(task)
 
     def queue(task: Task) -> None:
         task.state = TaskState.QUEUED
+        task.queued_at = float(next(clock))
         ready.push(task)
         model.append((-task.priority, task.seq, task.key))
         model.sort()
@@ -728,14 +734,17 @@ def test_ready_queue_pops_in_priority_then_submission_order_whatever_the_arrival
         elif roll < 0.5 and given:
             queue(given.pop(rng.randrange(len(given))))
         elif roll < 0.6 and model:  # cancelled while queued: its entry goes stale
-            tasks[model.pop(rng.randrange(len(model)))[2]].state = TaskState.CANCELLED
+            leave(tasks[model.pop(rng.randrange(len(model)))[2]], TaskState.CANCELLED)
         else:
             popped = ready.pop(["q"])
             assert (popped.key if popped else None) == (model.pop(0)[2] if model else None)
             if popped is not None:
-                popped.state = TaskState.PROCESSING
+                leave(popped, TaskState.PROCESSING)
                 given.append(popped)
-    assert ready.summary()[0] == {"q": len(model)}
+        depths, oldest = ready.summary()
+        assert depths == {"q": len(model)}
+        waiting = [tasks[key].queued_at for *_, key in model]
+        assert oldest == ({"q": min(waiting)} if waiting else {})
 
 
 def test_restore_runs_a_task_whose_dependent_lost_another_dependency() -> None:

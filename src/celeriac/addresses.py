@@ -8,6 +8,9 @@ import re
 DEFAULT_PORT = 8786
 DEFAULT_ADDRESS = f"tcp://127.0.0.1:{DEFAULT_PORT}"
 
+#: The longest path a Unix socket address holds (sun_path, less its NUL).
+MAX_IPC_PATH = 107
+
 _TCP = re.compile(r"^tcp://(?P<host>\[[^\]]+\]|[^:/\s]+):(?P<port>\d{1,5})$")
 
 
@@ -17,19 +20,31 @@ def tcp_address(host: str, port: int | str) -> str:
     return f"tcp://{host}:{port}"
 
 
+def ipc_address(path: str) -> str:
+    """``ipc://PATH`` for a Unix socket path, or a clear :class:`ValueError`."""
+    if not path:
+        raise ValueError("an ipc:// address needs a path: ipc:///run/celeriac/scheduler.sock")
+    if len(path.encode()) > MAX_IPC_PATH:
+        raise ValueError(f"Unix socket path {path!r} is longer than {MAX_IPC_PATH} bytes")
+    return f"ipc://{path}"
+
+
 def normalize(address: str) -> str:
-    """A ``tcp://host:port`` address, or a clear :class:`ValueError`.
+    """A ``tcp://host:port`` or ``ipc://PATH`` address, or a clear :class:`ValueError`.
 
     Accepts the forms people type: ``host:port``, ``host`` (default port) and
-    full ``tcp://host:port``.
+    full ``tcp://host:port``; ``ipc://PATH`` is a scheduler's Unix socket on
+    this machine (``celeriac scheduler --ipc PATH``).
     """
     if not isinstance(address, str) or not address.strip():
         raise ValueError(f"scheduler address must be a non-empty string, not {address!r}")
     text = address.strip()
+    if text.startswith("ipc://"):
+        return ipc_address(text.removeprefix("ipc://"))
     if "://" not in text:
         text = f"tcp://{text}"
     if not text.startswith("tcp://"):
-        raise ValueError(f"unsupported scheduler address {address!r}: only tcp:// is supported")
+        raise ValueError(f"unsupported scheduler address {address!r}: use tcp:// or ipc://")
     if not _TCP.match(text):
         text = f"{text}:{DEFAULT_PORT}"
     match = _TCP.match(text)

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from celeriac.addresses import InsecureBindError, bind_refusal
+from celeriac.addresses import InsecureBindError, bind_refusal, ipc_address
 from celeriac.commands import dashboard_bind, journal_path
 from celeriac.config import Resolved, _subparsers, describe
 
@@ -57,6 +57,7 @@ def check_scheduler(args: argparse.Namespace) -> list[str]:
     errors += _scheduler_key_errors(args)
     errors += _journal_errors(args)
     errors += _schedule_errors(args)
+    errors += _ipc_errors(args.ipc)
     return errors
 
 
@@ -174,6 +175,19 @@ def _journal_errors(args: argparse.Namespace) -> list[str]:
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         return [f"journal {path}: cannot create it, {existing} is not writable by this user"]
+    return []
+
+
+def _ipc_errors(path: str | None) -> list[str]:
+    if path is None:
+        return []
+    try:
+        ipc_address(path)
+    except ValueError as exc:
+        return [f"--ipc: {exc}"]
+    directory = Path(path).parent
+    if not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
+        return [f"--ipc: cannot create {path}: {directory} is not a directory this user may write"]
     return []
 
 

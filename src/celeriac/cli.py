@@ -148,6 +148,13 @@ def _add_scheduler(commands: argparse._SubParsersAction, common: argparse.Argume
         "--port", type=int, default=DEFAULT_PORT, help="port to bind; 0 picks a free one"
     )
     p.add_argument(
+        "--ipc",
+        metavar="PATH",
+        type=path_arg,
+        help="also listen on a Unix socket at PATH: clients and workers on this machine "
+        "connect to ipc://PATH, faster than TCP; the file's permissions decide who may",
+    )
+    p.add_argument(
         "--insecure",
         action="store_true",
         help="allow binding a non-loopback address without authentication",

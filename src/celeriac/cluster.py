@@ -10,12 +10,16 @@ from __future__ import annotations
 import logging
 import os
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from typing import IO
+
+from celeriac.addresses import MAX_IPC_PATH, ipc_address
 
 log = logging.getLogger("celeriac.cluster")
 
@@ -60,6 +64,7 @@ class LocalCluster:
         )  # fmt: skip
         self._scheduler: subprocess.Popen[bytes] | None = None
         self._workers: subprocess.Popen[bytes] | None = None
+        self._socket_dir: str | None = None
         for attempt in range(1, START_ATTEMPTS + 1):
             try:
                 self._start(timeout)
@@ -75,35 +80,48 @@ class LocalCluster:
                 raise
 
     def _start(self, timeout: float) -> None:
-        """Scheduler and workers at once, on a port chosen here.
+        """Scheduler and workers at once, on addresses chosen here.
 
         The workers' Python start-up then overlaps the scheduler's (a
         DEALER may connect before its peer binds; it retries), which takes a
         third off the time to the first result.
+
+        ``address`` is a Unix socket in a directory only this user may enter:
+        faster than TCP loopback, and closed to other local users;
+        ``tcp_address`` (loopback) serves whatever cannot use it.
         """
         celeriac = (sys.executable, "-m", "celeriac")
         parent = ("--parent-pid", str(os.getpid()))
         port = _free_port()
-        ports: tuple[str, ...] = ("--port", str(port))
-        if not _has_option(self._scheduler_options, "--dashboard-port", "--no-dashboard"):
-            # The dashboard on a random port too: several embedded clusters may run at once.
-            ports += ("--dashboard-port", "0")
-        # Work lives as long as this process (Dask's LocalCluster): a journal
-        # named after a random port would only litter, or resurrect stale work
-        # in a later cluster that happens to draw the same port.
-        memory: tuple[str, ...] = ()
-        if not _has_option(self._scheduler_options, "--journal", "--no-journal"):
-            memory = ("--no-journal",)
+        self._socket_dir = tempfile.mkdtemp(prefix="celeriac-")
+        local_socket = os.path.join(self._socket_dir, "scheduler.sock")
+        address = f"tcp://127.0.0.1:{port}"
+        listen: tuple[str, ...] = ("--port", str(port))
+        if len(local_socket.encode()) <= MAX_IPC_PATH:  # else a very long $TMPDIR: TCP only
+            address = ipc_address(local_socket)
+            listen += ("--ipc", local_socket)
         self._scheduler = subprocess.Popen(
-            [*celeriac, "scheduler", *ports, *memory, *self._scheduler_options, *parent],
+            [*celeriac, "scheduler", *listen, *self._scheduler_defaults(), *parent],
             stdout=subprocess.PIPE,
         )
-        address = f"tcp://127.0.0.1:{port}"
         if self.n_workers > 0:
             self._workers = subprocess.Popen(
                 [*celeriac, "worker", address, *self._worker_options, *parent]
             )
-        self.address, self.dashboard_address = _read_addresses(self._scheduler, timeout)
+        self.tcp_address, self.dashboard_address = _read_addresses(self._scheduler, timeout)
+        self.address = address
+
+    def _scheduler_defaults(self) -> tuple[str, ...]:
+        options = self._scheduler_options
+        if not _has_option(options, "--dashboard-port", "--no-dashboard"):
+            # The dashboard on a random port too: several embedded clusters may run at once.
+            options += ("--dashboard-port", "0")
+        if not _has_option(options, "--journal", "--no-journal"):
+            # Work lives as long as this process (Dask's LocalCluster): a journal
+            # named after a random port would only litter, or resurrect stale
+            # work in a later cluster that happens to draw the same port.
+            options += ("--no-journal",)
+        return options
 
     @property
     def scheduler_pid(self) -> int:
@@ -123,6 +141,9 @@ class LocalCluster:
                     popen.wait()
         if self._scheduler is not None and self._scheduler.stdout is not None:
             self._scheduler.stdout.close()
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+            self._socket_dir = None
 
     def __enter__(self) -> LocalCluster:
         return self
@@ -154,7 +175,7 @@ def _read_addresses(popen: subprocess.Popen[bytes], timeout: float) -> tuple[str
             for line in (raw.decode() for raw in lines):
                 if line.startswith(DASHBOARD_AT):
                     dashboard = line[len(DASHBOARD_AT) :].strip()
-                elif line.startswith(LISTENING):
+                elif line.startswith(LISTENING + "tcp://"):  # the last line: ready
                     return line[len(LISTENING) :].strip(), dashboard
     try:  # stdout closes a moment before the process is gone: wait for its exit code
         code: int | None = popen.wait(max(0.1, deadline - time.monotonic()))

@@ -43,8 +43,11 @@ def run_scheduler(args: argparse.Namespace) -> int:
     _on_stop_signals(server.stop)
     if server.dashboard is not None:  # first: the listening line means "ready"
         print(f"{DASHBOARD_AT}{server.dashboard.address}", flush=True)
+    if server.ipc_address is not None:
+        log.info("scheduler listening at %s", server.ipc_address)
+        print(f"{LISTENING}{server.ipc_address}", flush=True)
     log.info("scheduler listening at %s", server.address)
-    print(f"{LISTENING}{server.address}", flush=True)
+    print(f"{LISTENING}{server.address}", flush=True)  # last: it means "ready"
     server.serve_forever()
     log.info("scheduler stopped")
     return 0
@@ -70,6 +73,7 @@ def _scheduler_server(args: argparse.Namespace) -> SchedulerServer:
         journal=_open_journal(args),
         keys=Path(args.keys) if args.keys else None,
         dashboard=dashboard_bind(args),
+        ipc=args.ipc,
     )
 
 

@@ -61,7 +61,7 @@ def table(rows: list[dict[str, object]], columns: list[str]) -> str:
 def _headline(info: dict[str, Any]) -> str:
     about = info.get("scheduler", {})
     head = (
-        f"scheduler {about.get('address', '?')}  pid {about.get('pid', '?')}  "
+        f"scheduler {about.get('address', '?')}{_also(about)}  pid {about.get('pid', '?')}  "
         f"tasks {info.get('tasks', 0)}  clients {info.get('clients', 0)}"
     )
     counters = info.get("counters", {})
@@ -141,3 +141,7 @@ def _ago(when: Any, now: float) -> str:
 def _last_line(text: str) -> str:
     lines = [line for line in str(text).strip().splitlines() if line.strip()]
     return lines[-1][:120] if lines else ""
+
+
+def _also(about: dict[str, Any]) -> str:
+    return f" and {about['ipc_address']}" if "ipc_address" in about else ""

@@ -32,6 +32,8 @@ from celeriac.scheduler.timers import TimerQueue
 
 log = logging.getLogger("celeriac.scheduler")
 
+_QUEUED = TaskState.QUEUED
+
 #: The payload of ``None``, for tasks whose result is ignored.  Making a
 #: constant pickle is not unpickling anything: the rule holds.
 _NONE = (pickle.dumps(None, protocol=5),)
@@ -174,6 +176,8 @@ class TaskLifecycle:
         by_state[old] -= 1
         by_state[new] += 1
         task.state = new
+        if old is _QUEUED:
+            self.ready.left(task)
 
     def make_ready(self, task: Task) -> None:
         """Queue the task now, or at its ``not_before`` time."""
