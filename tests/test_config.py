@@ -265,7 +265,7 @@ def test_check_reports_problems_without_starting(tmp_path: Path) -> None:
     schedule = write(tmp_path, "[[job]]\nname = 1\n", "jobs.toml")
     result = run(
         "scheduler", "--check", "--host", "0.0.0.0", "--port", "70000", "--schedule", schedule,
-        "--keys", str(tmp_path / "nokeys"), "--heartbeat-interval", "9",
+        "--keys", str(tmp_path / "nokeys"), "--heartbeat-interval", "9", "--busy-poll", "5",
     )  # fmt: skip
     assert result.returncode == 2
     for message in (
@@ -273,6 +273,7 @@ def test_check_reports_problems_without_starting(tmp_path: Path) -> None:
         "nokeys is not a directory",
         "--schedule:",
         "--heartbeat-interval must be shorter than --worker-timeout",
+        "--busy-poll must be 0 to 0.01 s, not 5.0",
     ):
         assert message in result.stderr, message
     result = run("scheduler", "--check", "--host", "0.0.0.0", "--port", "0")

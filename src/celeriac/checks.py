@@ -47,6 +47,9 @@ def check_scheduler(args: argparse.Namespace) -> list[str]:
         max_message_size="--max-message-size",
     )
     errors += _non_negative(args, prefetch="--prefetch", allowed_failures="--allowed-failures")
+    errors += _out_of_bounds(
+        args, {"busy_poll": "--busy-poll"}, lambda s: 0 <= s <= 0.01, "must be 0 to 0.01 s"
+    )
     if args.heartbeat_interval >= args.worker_timeout > 0:
         errors.append("--heartbeat-interval must be shorter than --worker-timeout")
     errors += _host_error(args.host, "--host") + _port_error(args.port, "--port")

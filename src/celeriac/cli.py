@@ -199,6 +199,14 @@ def _scheduling_options(p: argparse.ArgumentParser) -> None:
         help="worker deaths a task may cause before it fails with KilledWorker",
     )
     p.add_argument(
+        "--busy-poll",
+        type=float,
+        default=0.0003,
+        metavar="SECONDS",
+        help="while messages come close together, keep asking for the next this long "
+        "before sleeping (yielding the CPU to anything else that wants it); 0 never does",
+    )
+    p.add_argument(
         "--max-message-size",
         type=int,
         default=1 << 30,

@@ -74,6 +74,7 @@ def _scheduler_server(args: argparse.Namespace) -> SchedulerServer:
         keys=Path(args.keys) if args.keys else None,
         dashboard=dashboard_bind(args),
         ipc=args.ipc,
+        busy_poll=args.busy_poll,
     )
 
 

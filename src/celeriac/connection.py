@@ -26,7 +26,13 @@ from celeriac import protocol, sharedmem
 from celeriac.errors import SchedulerUnavailable
 from celeriac.protocol import Message
 from celeriac.security import secure_client
-from celeriac.transport import RECHECK_MS, SharedSocket, reconnect_quickly
+from celeriac.transport import (
+    RECHECK_MS,
+    SharedSocket,
+    busy_poll,
+    readable,
+    reconnect_quickly,
+)
 from celeriac.wakeup import Waker
 
 log = logging.getLogger("celeriac.client")
@@ -38,6 +44,10 @@ HEARTBEAT_INTERVAL = 5.0
 #: long: callers that wait again and again (a loop of round trips) would
 #: otherwise race it for every reply and lose half of them to a hand-off.
 HANDBACK = 0.05
+#: A caller waiting for a reply asks the socket in a loop this long before it
+#: sleeps (see transport.busy_poll): replies from a nearby scheduler often come
+#: sooner than a sleeping thread wakes.  One caller at a time.
+BUSY_POLL = 0.0002
 
 
 class Connection:
@@ -66,6 +76,7 @@ class Connection:
         self._waiting: set[Waker] = set()  # callers reading the socket themselves
         self._waiting_lock = threading.Lock()
         self._caller_read_at = 0.0
+        self._busy_polling = threading.Lock()
         self._local = threading.local()
         self.max_message_bytes = protocol.DEFAULT_MAX_MESSAGE_BYTES
         try:
@@ -117,6 +128,7 @@ class Connection:
         if ready():
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
+        busy_until = time.perf_counter() + BUSY_POLL
         waker = self._thread_waker()
         poller = select.poll()
         poller.register(waker.fd, select.POLLIN)
@@ -140,11 +152,24 @@ class Connection:
                     if remaining <= 0:
                         return False
                     wait_ms = min(wait_ms, int(remaining * 1000) + 1)
-                poller.poll(wait_ms)
+                if not (polling_socket and self._busy_poll(ready, busy_until)):
+                    poller.poll(wait_ms)
         finally:
             with self._waiting_lock:
                 self._waiting.discard(waker)
             self._caller_read_at = time.monotonic()
+
+    def _busy_poll(self, ready: Callable[[], bool], until: float) -> bool:
+        if time.perf_counter() >= until or not self._busy_polling.acquire(blocking=False):
+            return False
+        try:  # another thread may read our reply: ask ready() too
+            return busy_poll(lambda: ready() or self._readable(), until)
+        finally:
+            self._busy_polling.release()
+
+    def _readable(self) -> bool:
+        with self._socket.lock:
+            return not self._closed and readable(self._socket.socket)
 
     def close(self) -> None:
         if self._closing:
