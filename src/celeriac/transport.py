@@ -25,9 +25,11 @@ _SNDMORE = int(zmq.SNDMORE)
 # pyzmq's send_multipart/recv_multipart wrap each frame in Python-level
 # checks and enum arithmetic: 8.8 µs for three frames each way where the
 # Cython methods they end in take 2.8 (the scheduler, the worker and the
-# client each pay it per batch, in every round trip).
+# client each pay it per batch, in every round trip); its getsockopt makes
+# an enum of the option first.
 _send = zmq.backend.Socket.send
 _recv = zmq.backend.Socket.recv
+_get = zmq.backend.Socket.get
 
 
 def send_frames(socket: zmq.Socket, frames: list[Any], flags: int = 0) -> None:
@@ -61,7 +63,7 @@ def reconnect_quickly(socket: zmq.Socket) -> None:
 
 def readable(socket: zmq.Socket) -> bool:
     """A whole message waits on ``socket`` (cheaper to ask than to catch ``zmq.Again``)."""
-    return bool(socket.getsockopt(_EVENTS) & _POLLIN)  # type: ignore[operator]
+    return bool(_get(socket, _EVENTS) & _POLLIN)  # type: ignore[operator]
 
 
 def busy_poll(ready: Callable[[], bool], until: float) -> bool:
