@@ -148,7 +148,8 @@ class SchedulerServer:
                 waiting_since = time.perf_counter()
                 if self._wait(poller, deadline, conversing):
                     conversing = time.perf_counter() - waiting_since <= 2 * self.busy_poll
-                    self._send(self._read_available())
+                    with sharedmem.deletions_deferred():
+                        self._send(self._read_available())
                 now = time.time()
                 if now >= deadline:
                     self._send(self._tick(now))
