@@ -48,6 +48,10 @@ HANDBACK = 0.05
 #: sleeps (see transport.busy_poll): replies from a nearby scheduler often come
 #: sooner than a sleeping thread wakes.  One caller at a time.
 BUSY_POLL = 0.0002
+#: A send that cannot even be queued this long gives up (and is retried): a
+#: DEALER with no connection to queue on, e.g. while its security handshake
+#: keeps failing, would otherwise block its caller forever.
+SEND_TIMEOUT_MS = 100
 
 
 class Connection:
@@ -67,6 +71,7 @@ class Connection:
         socket = self._context.socket(zmq.DEALER)
         socket.setsockopt(zmq.LINGER, 1000)
         socket.setsockopt(zmq.ROUTING_ID, uuid.uuid4().bytes)
+        socket.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
         reconnect_quickly(socket)
         self._closing = False
         self._closed = False  # the socket is gone: nobody reads any more
@@ -211,7 +216,8 @@ class Connection:
                 return  # one answer per restart, however many queued messages drew one
             self._registering = True
             log.warning("the scheduler does not know this client (restarted?); reconnecting")
-            self._socket.send([_hello()])
+            self._outbox.appendleft(_hello())  # before anything the restart makes us resend
+            self._waker.wake()
             self._on_message(msg)
         else:
             try:
@@ -232,7 +238,11 @@ class Connection:
                 batch: list[Message] = []
                 while self._outbox and len(batch) < BATCH:
                     batch.append(self._outbox.popleft())
-                self._socket.send(batch)
+                try:
+                    self._socket.send(batch)
+                except zmq.Again:  # nowhere to queue it yet: keep it, in order, for later
+                    self._outbox.extendleft(reversed(batch))
+                    return
 
     # -- the I/O thread ------------------------------------------------------
 
@@ -251,14 +261,17 @@ class Connection:
                     poller = waker_only
                 elif (handback := self._caller_read_at + HANDBACK) > time.monotonic():
                     poller, wake_at = waker_only, min(wake_at, handback)
+                if self._outbox:  # a send gave up (SEND_TIMEOUT_MS): try again soon
+                    wake_at = min(wake_at, time.monotonic() + SEND_TIMEOUT_MS / 1000)
                 poller.poll(int(1000 * max(0.0, wake_at - time.monotonic())) + 1)
                 self._waker.clear()
                 self._flush()
                 if time.monotonic() >= next_heartbeat:
-                    self._socket.send([Message("heartbeat")])
+                    self._outbox.append(Message("heartbeat"))
+                    self._flush()
                     next_heartbeat = time.monotonic() + HEARTBEAT_INTERVAL
+            self._outbox.append(Message("goodbye"))
             self._flush()
-            self._socket.send([Message("goodbye")])
         except Exception:
             log.exception("client I/O thread failed")
         finally:
