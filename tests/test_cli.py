@@ -136,10 +136,40 @@ def test_scheduler_also_listens_on_a_unix_socket(tmp_path: Path) -> None:
     assert not path.exists()  # the scheduler removed its socket file
 
 
-def test_unix_socket_in_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
-    result = run("scheduler", "--port", "0", "--ipc", str(tmp_path / "no" / "s.sock"))
+@pytest.mark.parametrize("secure", [False, True])
+def test_unix_socket_in_a_missing_directory_is_a_clear_error(tmp_path: Path, secure) -> None:
+    keys = ()
+    if secure:  # the key checker runs by then: stopping it must not hang
+        assert run("keys", "create", str(tmp_path / "keys")).returncode == 0
+        keys = ("--keys", str(tmp_path / "keys"))
+    result = run("scheduler", "--port", "0", *keys, "--ipc", str(tmp_path / "no" / "s.sock"))
     assert result.returncode == 1
     assert f"cannot listen at ipc://{tmp_path}/no/s.sock" in result.stderr
+
+
+def test_unix_socket_never_replaces_a_file_or_a_live_scheduler(tmp_path: Path) -> None:
+    precious = tmp_path / "scheduler.toml"
+    precious.write_text("[scheduler]\n")
+    result = run("scheduler", "--port", "0", "--no-dashboard", "--ipc", str(precious))
+    assert result.returncode == 1 and "exists and is not a socket" in result.stderr
+    assert precious.read_text() == "[scheduler]\n"
+
+    path = tmp_path / "s.sock"
+    first = subprocess.Popen(
+        [*CELERIAC, "scheduler", "--port", "0", "--no-dashboard", "--ipc", str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert first.stdout is not None and first.stdout.readline().startswith(LISTENING)
+        result = run("scheduler", "--port", "0", "--no-dashboard", "--ipc", str(path))
+        assert result.returncode == 1 and "another process listens there" in result.stderr
+        with Client(f"ipc://{path}") as client:  # the first one still has its socket
+            assert client.scheduler_info()["scheduler"]["pid"] == first.pid
+    finally:
+        assert _stop(first) == 0
+        first.stdout.close()
+    assert not path.exists()
 
 
 def test_worker_with_malformed_address_exits_with_usage_error() -> None:

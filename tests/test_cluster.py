@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -75,3 +78,22 @@ def test_clients_and_workers_meet_on_a_private_unix_socket() -> None:
             assert client.submit(inc, 1).result(timeout=20) == 2
             assert over_tcp.submit(inc, 2).result(timeout=20) == 3
     assert not directory.exists()
+
+
+@pytest.mark.timeout(60)
+def test_the_socket_directory_goes_even_if_nobody_closes_the_cluster(tmp_path: Path) -> None:
+    script = "from celeriac import Client; c = Client(n_workers=0); print(c.address)"
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"ipc://{tmp_path}/celeriac-")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.timeout(60)
+def test_a_unix_socket_of_ones_own_is_the_cluster_address(tmp_path: Path) -> None:
+    path = tmp_path / "mine.sock"
+    with LocalCluster(n_workers=1, log_level="ERROR", scheduler_args=("--ipc", str(path))) as local:
+        assert local.address == f"ipc://{path}"
+        with Client(local.address) as client:
+            assert client.submit(inc, 1).result(timeout=20) == 2

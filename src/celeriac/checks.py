@@ -47,9 +47,6 @@ def check_scheduler(args: argparse.Namespace) -> list[str]:
         max_message_size="--max-message-size",
     )
     errors += _non_negative(args, prefetch="--prefetch", allowed_failures="--allowed-failures")
-    errors += _out_of_bounds(
-        args, {"busy_poll": "--busy-poll"}, lambda s: 0 <= s <= 0.01, "must be 0 to 0.01 s"
-    )
     if args.heartbeat_interval >= args.worker_timeout > 0:
         errors.append("--heartbeat-interval must be shorter than --worker-timeout")
     errors += _host_error(args.host, "--host") + _port_error(args.port, "--port")
@@ -188,6 +185,8 @@ def _ipc_errors(path: str | None) -> list[str]:
         ipc_address(path)
     except ValueError as exc:
         return [f"--ipc: {exc}"]
+    if os.path.lexists(path) and not Path(path).is_socket():
+        return [f"--ipc: {path} exists and is not a socket"]
     directory = Path(path).parent
     if not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
         return [f"--ipc: cannot create {path}: {directory} is not a directory this user may write"]

@@ -151,8 +151,9 @@ def _add_scheduler(commands: argparse._SubParsersAction, common: argparse.Argume
         "--ipc",
         metavar="PATH",
         type=path_arg,
-        help="also listen on a Unix socket at PATH: clients and workers on this machine "
-        "connect to ipc://PATH, faster than TCP; the file's permissions decide who may",
+        help="also listen on a Unix socket at PATH (made 0660; its directory decides who "
+        "can reach it): clients and workers on this machine connect to ipc://PATH, "
+        "faster than TCP",
     )
     p.add_argument(
         "--insecure",
@@ -200,7 +201,7 @@ def _scheduling_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--busy-poll",
-        type=float,
+        type=_busy_poll,
         default=0.0003,
         metavar="SECONDS",
         help="while messages come close together, keep asking for the next this long "
@@ -314,6 +315,17 @@ def _recycling_options(p: argparse.ArgumentParser) -> None:
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]?)I?B?\s*$")
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _busy_poll(text: str) -> float:
+    """Seconds, 0 to 0.01: longer would keep the loop spinning between heartbeats."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= seconds <= 0.01:
+        raise argparse.ArgumentTypeError(f"must be 0 to 0.01 s, not {text}")
+    return seconds
 
 
 def _size(text: str) -> int:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from typing import IO
 
 from celeriac.addresses import MAX_IPC_PATH, ipc_address
@@ -64,7 +65,7 @@ class LocalCluster:
         )  # fmt: skip
         self._scheduler: subprocess.Popen[bytes] | None = None
         self._workers: subprocess.Popen[bytes] | None = None
-        self._socket_dir: str | None = None
+        self._socket_dir: weakref.finalize | None = None
         for attempt in range(1, START_ATTEMPTS + 1):
             try:
                 self._start(timeout)
@@ -93,11 +94,9 @@ class LocalCluster:
         celeriac = (sys.executable, "-m", "celeriac")
         parent = ("--parent-pid", str(os.getpid()))
         port = _free_port()
-        self._socket_dir = tempfile.mkdtemp(prefix="celeriac-")
-        local_socket = os.path.join(self._socket_dir, "scheduler.sock")
-        address = f"tcp://127.0.0.1:{port}"
         listen: tuple[str, ...] = ("--port", str(port))
-        if len(local_socket.encode()) <= MAX_IPC_PATH:  # else a very long $TMPDIR: TCP only
+        address = f"tcp://127.0.0.1:{port}"
+        if (local_socket := self._local_socket()) is not None:
             address = ipc_address(local_socket)
             listen += ("--ipc", local_socket)
         self._scheduler = subprocess.Popen(
@@ -110,6 +109,23 @@ class LocalCluster:
             )
         self.tcp_address, self.dashboard_address = _read_addresses(self._scheduler, timeout)
         self.address = address
+
+    def _local_socket(self) -> str | None:
+        """Where the scheduler's Unix socket goes: the caller's ``--ipc``, else a
+        fresh directory only this user may enter (gone at close, or at exit)."""
+        for i, arg in enumerate(self._scheduler_options):
+            if arg.startswith("--ipc="):
+                return arg.split("=", 1)[1]
+            if arg == "--ipc" and i + 1 < len(self._scheduler_options):
+                return self._scheduler_options[i + 1]
+        try:
+            directory = tempfile.mkdtemp(prefix="celeriac-")
+        except OSError as exc:
+            log.warning("no directory for a Unix socket (%s); using TCP only", exc)
+            return None
+        self._socket_dir = weakref.finalize(self, shutil.rmtree, directory, True)
+        path = os.path.join(directory, "scheduler.sock")
+        return path if len(path.encode()) <= MAX_IPC_PATH else None  # else: a very long $TMPDIR
 
     def _scheduler_defaults(self) -> tuple[str, ...]:
         options = self._scheduler_options
@@ -142,8 +158,7 @@ class LocalCluster:
         if self._scheduler is not None and self._scheduler.stdout is not None:
             self._scheduler.stdout.close()
         if self._socket_dir is not None:
-            shutil.rmtree(self._socket_dir, ignore_errors=True)
-            self._socket_dir = None
+            self._socket_dir()
 
     def __enter__(self) -> LocalCluster:
         return self

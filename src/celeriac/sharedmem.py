@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import mmap
 import os
 import re
@@ -38,6 +39,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from celeriac.protocol import Frame, buffer_of, nbytes
+
+log = logging.getLogger("celeriac")
 
 #: Below this, a copy through the socket costs less than a file and a mapping.
 MIN_BYTES = 1 << 20
@@ -179,6 +182,8 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+    except OSError as exc:  # deleted by hand, or /dev/shm remounted: nothing to keep alive for
+        log.warning("could not delete shared memory segment %s: %s", path, exc)
 
 
 def write(frame: Frame, tag: str) -> Segment:
