@@ -1115,3 +1115,38 @@ def test_worker_survives_tiny_soft_time_limits(fake_scheduler: FakeScheduler) ->
         fake.pump(0.1)
     assert fake.proc.poll() is None, f"the worker exited: {fake.log()[-3000:]}"
     assert fake.run_real_task("after", 1) == 2
+
+
+def _next_from_worker(fake: FakeScheduler, wanted: Callable[[Message], bool]) -> Message:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if fake.router.poll(100):
+            _, *frames = fake.router.recv_multipart()
+            for msg in protocol.decode(frames):
+                if wanted(msg):
+                    return msg
+    raise AssertionError(f"the worker did not send it in 15 s; {fake.log()[-3000:]}")
+
+
+@pytest.mark.timeout(60)
+def test_a_run_that_crosses_the_workers_leaving_is_handed_back(
+    fake_scheduler: FakeScheduler,
+) -> None:
+    """A recycle or SIGTERM and a 'run' cross: the worker has handed back its queue
+    when the task arrives.  It must hand that one back too, and still leave."""
+    fake = fake_scheduler
+    busy = Message("run", {"key": "busy", "deps": [], "name": "sleep"},
+                   [function_payload(time.sleep), args_payload(1.0)])  # fmt: skip
+    fake.send(protocol.encode([busy]))
+    _next_from_worker(fake, lambda m: m.op == "heartbeat" and m.get("running") == 1)
+    fake.send(protocol.encode([Message("shutdown")]))
+    leaving = _next_from_worker(fake, lambda m: m.op == "worker-leaving")
+    assert leaving["keys"] == []  # the busy task runs on
+    late = Message("run", {"key": "late", "deps": [], "name": "inc"},
+                   [function_payload(inc), args_payload(1)])  # fmt: skip
+    fake.send(protocol.encode([late]))
+    handed_back = _next_from_worker(fake, lambda m: m.op == "worker-leaving")
+    assert handed_back["keys"] == ["late"]
+    assert _next_from_worker(fake, lambda m: m.op in ("task-done", "goodbye"))["key"] == "busy"
+    _next_from_worker(fake, lambda m: m.op == "goodbye")
+    assert fake.proc.wait(10) == 0

@@ -266,6 +266,13 @@ class WorkerProcess:
             soft_time_limit=msg.get("soft_time_limit"),
         )
         with self._todo_ready:
+            if self._closing:
+                # Sent before the scheduler read our 'worker-leaving' (a recycle or
+                # SIGTERM crossed it): hand it back too, or it would never run and
+                # this process never be idle enough to leave.
+                self._outbox.append(Message("worker-leaving", {"keys": [task.key]}))
+                self._waker.wake()
+                return
             self._todo.append(task)
             self._todo_ready.notify()
         if self._main_waiting and threading.get_ident() != self._main_thread:
