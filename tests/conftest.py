@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -19,8 +21,12 @@ from celeriac import Client, LocalCluster
 # Workers cannot import modules from tests/, so these functions travel by value.
 cloudpickle.register_pickle_by_value(tasks_for_tests)
 
-# Schedulers started by tests keep their default journals here, not in $HOME.
-os.environ.setdefault("XDG_STATE_HOME", tempfile.mkdtemp(prefix="celeriac-test-state-"))
+# Schedulers started by tests keep their default journals here, not in $HOME
+# (removed when the test run ends).
+if "XDG_STATE_HOME" not in os.environ:
+    _state = tempfile.mkdtemp(prefix="celeriac-test-state-")
+    os.environ["XDG_STATE_HOME"] = _state
+    atexit.register(shutil.rmtree, _state, True)
 
 #: Short timeouts so fault tests detect a dead worker in about a second.
 FAST_SCHEDULER = ("--worker-timeout", "1.0", "--heartbeat-interval", "0.1")
