@@ -7,6 +7,7 @@ import signal
 import socket
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -159,6 +160,14 @@ def test_unreachable_scheduler_fails_fast() -> None:
         port = s.getsockname()[1]  # nobody listens here once the socket closes
     with pytest.raises(SchedulerUnavailable, match="no Celeriac scheduler answered"):
         Client(f"tcp://127.0.0.1:{port}", timeout=0.5)
+
+
+def test_an_unreachable_unix_socket_says_why(tmp_path: Path) -> None:
+    missing = tmp_path / "scheduler.sock"
+    with pytest.raises(SchedulerUnavailable, match=f"there is no socket at {missing}"):
+        Client(f"ipc://{missing}", timeout=0.2)
+    with pytest.raises(SchedulerUnavailable, match=f"{tmp_path} is not a socket"):
+        Client(f"ipc://{tmp_path}", timeout=0.2)
 
 
 @pytest.mark.parametrize("address", ["", "http://x:1", "tcp://host:99999", "tcp://a b:1"])

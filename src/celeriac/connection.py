@@ -12,7 +12,9 @@ heartbeats, and reading while no caller is.
 from __future__ import annotations
 
 import logging
+import os
 import select
+import stat
 import threading
 import time
 import uuid
@@ -103,8 +105,8 @@ class Connection:
             self.close()
             raise SchedulerUnavailable(
                 f"no Celeriac scheduler answered at {self.address} within {timeout:g} s; "
-                "is `celeriac scheduler` running there (and, if it uses --keys, do we have "
-                "an authorized key)?"
+                + (_unix_socket_problem(self.address) or "is `celeriac scheduler` running there")
+                + " (and, if it uses --keys, do we have an authorized key)?"
             )
         if self._refusal is not None:
             self.close()
@@ -288,3 +290,17 @@ class Connection:
 
 def _hello() -> Message:
     return Message("hello-client", {"version": protocol.VERSION, **sharedmem.hello_fields()})
+
+
+def _unix_socket_problem(address: str) -> str | None:
+    """Why nobody could answer at an ``ipc://`` address, when the file says so."""
+    if not address.startswith("ipc://"):
+        return None
+    path = address.removeprefix("ipc://")
+    if not os.path.lexists(path):
+        return f"there is no socket at {path}: is `celeriac scheduler --ipc {path}` running"
+    if not stat.S_ISSOCK(os.lstat(path).st_mode):
+        return f"{path} is not a socket: is that the path given to `celeriac scheduler --ipc`"
+    if not os.access(path, os.W_OK):
+        return f"this user may not connect to {path} (no write permission on it)"
+    return None
