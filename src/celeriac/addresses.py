@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
+import stat
 
 DEFAULT_PORT = 8786
 DEFAULT_ADDRESS = f"tcp://127.0.0.1:{DEFAULT_PORT}"
@@ -27,6 +29,14 @@ def ipc_address(path: str) -> str:
     if len(path.encode()) > MAX_IPC_PATH:
         raise ValueError(f"Unix socket path {path!r} is longer than {MAX_IPC_PATH} bytes")
     return f"ipc://{path}"
+
+
+def not_a_socket(path: str) -> bool:
+    """Something other than a Unix socket sits at ``path`` (nothing there: False)."""
+    try:
+        return not stat.S_ISSOCK(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def normalize(address: str) -> str:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from celeriac.addresses import InsecureBindError, bind_refusal, ipc_address
+from celeriac.addresses import InsecureBindError, bind_refusal, ipc_address, not_a_socket
 from celeriac.commands import dashboard_bind, journal_path
 from celeriac.config import Resolved, _subparsers, describe
 
@@ -185,7 +185,7 @@ def _ipc_errors(path: str | None) -> list[str]:
         ipc_address(path)
     except ValueError as exc:
         return [f"--ipc: {exc}"]
-    if os.path.lexists(path) and not Path(path).is_socket():
+    if not_a_socket(path):
         return [f"--ipc: {path} exists and is not a socket"]
     directory = Path(path).parent
     if not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):

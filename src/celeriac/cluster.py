@@ -20,7 +20,7 @@ import time
 import weakref
 from typing import IO
 
-from celeriac.addresses import MAX_IPC_PATH, ipc_address
+from celeriac.addresses import ipc_address
 
 log = logging.getLogger("celeriac.cluster")
 
@@ -96,9 +96,9 @@ class LocalCluster:
         port = _free_port()
         listen: tuple[str, ...] = ("--port", str(port))
         address = f"tcp://127.0.0.1:{port}"
-        if (local_socket := self._local_socket()) is not None:
-            address = ipc_address(local_socket)
-            listen += ("--ipc", local_socket)
+        if (local := self._local_address()) is not None:
+            address = local
+            listen += ("--ipc", local.removeprefix("ipc://"))
         self._scheduler = subprocess.Popen(
             [*celeriac, "scheduler", *listen, *self._scheduler_defaults(), *parent],
             stdout=subprocess.PIPE,
@@ -110,22 +110,24 @@ class LocalCluster:
         self.tcp_address, self.dashboard_address = _read_addresses(self._scheduler, timeout)
         self.address = address
 
-    def _local_socket(self) -> str | None:
-        """Where the scheduler's Unix socket goes: the caller's ``--ipc``, else a
-        fresh directory only this user may enter (gone at close, or at exit)."""
+    def _local_address(self) -> str | None:
+        """The scheduler's Unix socket: the caller's ``--ipc``, else one in a fresh
+        directory only this user may enter (gone at close, or at exit)."""
         for i, arg in enumerate(self._scheduler_options):
             if arg.startswith("--ipc="):
-                return arg.split("=", 1)[1]
+                return ipc_address(arg.split("=", 1)[1])
             if arg == "--ipc" and i + 1 < len(self._scheduler_options):
-                return self._scheduler_options[i + 1]
+                return ipc_address(self._scheduler_options[i + 1])
         try:
             directory = tempfile.mkdtemp(prefix="celeriac-")
         except OSError as exc:
             log.warning("no directory for a Unix socket (%s); using TCP only", exc)
             return None
         self._socket_dir = weakref.finalize(self, shutil.rmtree, directory, True)
-        path = os.path.join(directory, "scheduler.sock")
-        return path if len(path.encode()) <= MAX_IPC_PATH else None  # else: a very long $TMPDIR
+        try:
+            return ipc_address(os.path.join(directory, "scheduler.sock"))
+        except ValueError:  # a $TMPDIR too long for a socket path: TCP only
+            return None
 
     def _scheduler_defaults(self) -> tuple[str, ...]:
         options = self._scheduler_options

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import select
-import stat
 import threading
 import time
 import uuid
@@ -25,6 +24,7 @@ from pathlib import Path
 import zmq
 
 from celeriac import protocol, sharedmem
+from celeriac.addresses import not_a_socket
 from celeriac.errors import SchedulerUnavailable
 from celeriac.protocol import Message
 from celeriac.security import secure_client
@@ -297,10 +297,10 @@ def _unix_socket_problem(address: str) -> str | None:
     if not address.startswith("ipc://"):
         return None
     path = address.removeprefix("ipc://")
+    if not_a_socket(path):
+        return f"{path} is not a socket: is that the path given to `celeriac scheduler --ipc`"
     if not os.path.lexists(path):
         return f"there is no socket at {path}: is `celeriac scheduler --ipc {path}` running"
-    if not stat.S_ISSOCK(os.lstat(path).st_mode):
-        return f"{path} is not a socket: is that the path given to `celeriac scheduler --ipc`"
     if not os.access(path, os.W_OK):
         return f"this user may not connect to {path} (no write permission on it)"
     return None

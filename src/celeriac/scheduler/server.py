@@ -11,7 +11,6 @@ import gc
 import logging
 import os
 import socket
-import stat
 import time
 from collections import defaultdict, deque
 from collections.abc import Iterable
@@ -21,7 +20,13 @@ from typing import Any
 import zmq
 
 from celeriac import protocol, sharedmem
-from celeriac.addresses import InsecureBindError, bind_refusal, ipc_address, tcp_address
+from celeriac.addresses import (
+    InsecureBindError,
+    bind_refusal,
+    ipc_address,
+    not_a_socket,
+    tcp_address,
+)
 from celeriac.protocol import Message, ProtocolError
 from celeriac.scheduler.journal import Journal
 from celeriac.scheduler.state import SchedulerConfig, SchedulerState, Send
@@ -145,13 +150,12 @@ class SchedulerServer:
             while self._running:
                 deadline = min(next_tick, self.state.next_deadline() or next_tick)
                 waiting_since = time.perf_counter()
-                if self._wait(poller, deadline, conversing):
-                    conversing = time.perf_counter() - waiting_since <= 2 * self.busy_poll
-                    with sharedmem.deletions_deferred():
+                with sharedmem.deletions_deferred():  # after this turn's replies are out
+                    if self._wait(poller, deadline, conversing):
+                        conversing = time.perf_counter() - waiting_since <= 2 * self.busy_poll
                         self._send(self._read_available())
-                now = time.time()
-                if now >= deadline:
-                    with sharedmem.deletions_deferred():
+                    now = time.time()
+                    if now >= deadline:
                         self._send(self._tick(now))
                 if now >= next_tick:
                     next_tick = now + tick_every
@@ -187,7 +191,7 @@ class SchedulerServer:
         (35-80 µs per round trip).  ZeroMQ would replace whatever is at ``path``
         (a file, another scheduler's socket): refuse that instead."""
         address = ipc_address(path)
-        if _something_else_at(path):
+        if not_a_socket(path):
             raise OSError(f"cannot listen at {address}: {path} exists and is not a socket")
         if _listening_at(path):
             raise OSError(f"cannot listen at {address}: another process listens there")
@@ -301,13 +305,6 @@ class SchedulerServer:
                 log.warning("could not send to %s: %s", peer.hex(), exc)
             except OSError as exc:  # a segment to inline is gone (deleted by hand?)
                 log.error("could not send %d message(s) to %s: %s", len(messages), peer.hex(), exc)
-
-
-def _something_else_at(path: str) -> bool:
-    try:
-        return not stat.S_ISSOCK(os.lstat(path).st_mode)
-    except FileNotFoundError:
-        return False
 
 
 def _listening_at(path: str) -> bool:
