@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from celeriac import Client
-from celeriac.cluster import LISTENING
+from celeriac.client.cluster import LISTENING
 from conftest import wait_until
 
 CELERIAC = [sys.executable, "-m", "celeriac"]

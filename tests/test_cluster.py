@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-import celeriac.cluster as embedded
+import celeriac.client.cluster as embedded
 from celeriac import Client, LocalCluster
-from celeriac.cluster import ClusterStartError
+from celeriac.client.cluster import ClusterStartError
 from tasks_for_tests import inc
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from celeriac.cli import build_parser
-from celeriac.config import ConfigError, Resolved, parse
+from celeriac.cli.config import ConfigError, Resolved, parse
+from celeriac.cli.main import build_parser
 
 CELERIAC = [sys.executable, "-m", "celeriac"]
 

@@ -193,7 +193,7 @@ def test_unknown_key_is_lost(client: Client) -> None:
 
 
 def _future_for_unknown_key(client: Client):
-    from celeriac.protocol import Message
+    from celeriac.wire.protocol import Message
 
     future = client._new_future("never-submitted")
     client._conn.send(Message("want", {"key": "never-submitted"}))

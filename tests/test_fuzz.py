@@ -30,9 +30,10 @@ import msgpack
 import pytest
 import zmq
 
-from celeriac import Client, LocalCluster, protocol
-from celeriac.protocol import Message, ProtocolError
-from celeriac.serialize import dumps, loads
+from celeriac import Client, LocalCluster
+from celeriac.wire import protocol
+from celeriac.wire.protocol import Message, ProtocolError
+from celeriac.wire.serialize import dumps, loads
 from conftest import FAST_SCHEDULER
 from tasks_for_tests import inc
 

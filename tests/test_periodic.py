@@ -11,10 +11,10 @@ import pytest
 
 import tasks_for_tests as t
 from celeriac import App, Client, every
-from celeriac.protocol import Message
 from celeriac.scheduler.periodic import PeriodicJob, due_runs, run_key
 from celeriac.scheduler.state import SchedulerState
 from celeriac.schedules import crontab
+from celeriac.wire.protocol import Message
 from conftest import wait_until
 
 C, W = b"client", b"worker"
@@ -194,7 +194,7 @@ def test_cli_lists_pauses_and_runs_jobs(cluster) -> None:
 
 
 def test_schedule_file_is_loaded_at_start(tmp_path: Path, monkeypatch) -> None:
-    from celeriac.cluster import LocalCluster
+    from celeriac.client.cluster import LocalCluster
 
     schedule = tmp_path / "jobs.toml"
     marker = tmp_path / "ran"

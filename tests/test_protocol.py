@@ -13,9 +13,9 @@ import msgpack
 import numpy as np
 import pytest
 
-from celeriac import protocol
-from celeriac.addresses import DEFAULT_PORT, is_loopback, normalize, tcp_address
-from celeriac.protocol import (
+from celeriac.wire import protocol
+from celeriac.wire.addresses import DEFAULT_PORT, is_loopback, normalize, tcp_address
+from celeriac.wire.protocol import (
     MAX_FRAMES_PER_PAYLOAD,
     VERSION,
     Message,
@@ -235,7 +235,7 @@ def test_decode_of_zmq_frames() -> None:
 
 
 class _Exported:
-    """A large frame moved to shared memory, as :class:`celeriac.sharedmem.Segment`."""
+    """A large frame moved to shared memory, as :class:`celeriac.wire.sharedmem.Segment`."""
 
     __slots__ = ("nbytes", "shm_name")
 

@@ -15,18 +15,18 @@ from typing import Any
 
 import pytest
 
-from celeriac.protocol import VERSION, Message, decode, encode
 from celeriac.scheduler.policies import TokenBucket
 from celeriac.scheduler.queues import ReadyQueues
 from celeriac.scheduler.records import Task
 from celeriac.scheduler.state import SchedulerConfig, SchedulerState, Send
-from celeriac.scheduler.states import (
+from celeriac.scheduler.transitions import (
     FINISHED,
     TRANSITIONS,
     InvalidTransition,
     TaskState,
     check_transition,
 )
+from celeriac.wire.protocol import VERSION, Message, decode, encode
 
 C, C2 = b"client-1", b"client-2"
 W1, W2, W3 = b"worker-1", b"worker-2", b"worker-3"

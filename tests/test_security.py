@@ -10,7 +10,7 @@ import pytest
 import zmq.auth
 
 from celeriac import Client, LocalCluster, SchedulerUnavailable
-from celeriac.security import KeysError, create_keys
+from celeriac.wire.security import KeysError, create_keys
 from tasks_for_tests import inc
 
 CELERIAC = [sys.executable, "-m", "celeriac"]

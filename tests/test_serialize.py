@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import zmq
 
-from celeriac.refs import KEEP, TaskRef, replace, resolve
-from celeriac.serialize import (
+from celeriac.wire.refs import KEEP, TaskRef, replace, resolve
+from celeriac.wire.serialize import (
     OOB_THRESHOLD,
     FunctionCache,
     LoadedFunctions,

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import zmq
 
-from celeriac import App, AsyncResult, Client, protocol, sharedmem
-from celeriac.protocol import Message, ProtocolError
-from celeriac.sharedmem import Segment, Spiller
+from celeriac import App, AsyncResult, Client
+from celeriac.wire import protocol, sharedmem
+from celeriac.wire.protocol import Message, ProtocolError
+from celeriac.wire.sharedmem import Segment, Spiller
 from conftest import wait_until
 from tasks_for_tests import array_backing, inc
 from test_reliability import Deployment

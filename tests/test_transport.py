@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import zmq
 
-from celeriac.transport import busy_poll, readable, recv_frames, send_frames
+from celeriac.wire.transport import busy_poll, readable, recv_frames, send_frames
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from celeriac import wakeup
-from celeriac.wakeup import Waker
+from celeriac.wire import wakeup
+from celeriac.wire.wakeup import Waker
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -1,9 +1,21 @@
-"""Celeriac: Dask-style futures and Celery-style tasks on one ZeroMQ engine."""
+"""Celeriac: Dask-style futures and Celery-style tasks on one ZeroMQ engine.
 
-from celeriac.app import App, Task
-from celeriac.canvas import chain, chord, group
+The public names are re-exported here; the code lives in layers, each
+importing only from the layers below it (``tests/unit/test_layers.py`` checks):
+
+* shared vocabulary: ``errors``, ``schedules``, ``context``, ``logs``;
+* ``wire``: message format, pickling, shared memory, sockets, keys;
+* ``scheduler`` and ``worker``: the engine's processes (neither imports the other);
+* ``client``: ``Client``, futures, the embedded cluster;
+* ``tasks``: the Celery-style front door (``App``, ``Task``, canvas);
+* ``cli`` and ``testing``: the ``celeriac`` command and the test harnesses.
+"""
+
+from celeriac import _moved
 from celeriac.client import Client
-from celeriac.cluster import LocalCluster
+from celeriac.client.cluster import LocalCluster
+from celeriac.client.futures import Future, as_completed, fire_and_forget, wait
+from celeriac.client.progress import progress
 from celeriac.errors import (
     CancelledError,
     FutureLostError,
@@ -17,13 +29,15 @@ from celeriac.errors import (
     TimeLimitExceeded,
     TimeoutError,
 )
-from celeriac.futures import Future, as_completed, fire_and_forget, wait
-from celeriac.progress import progress
-from celeriac.result import AsyncResult, GroupResult
 from celeriac.schedules import at, crontab, every
-from celeriac.serialize import RemoteError, SerializationError
+from celeriac.tasks.app import App, Task
+from celeriac.tasks.canvas import chain, chord, group
+from celeriac.tasks.result import AsyncResult, GroupResult
+from celeriac.wire.serialize import RemoteError, SerializationError
 
 __version__ = "0.1.0"
+
+_moved.install()
 
 __all__ = [
     "App",

@@ -1,5 +1,5 @@
 import sys
 
-from celeriac.cli import main
+from celeriac.cli.main import main
 
 sys.exit(main())

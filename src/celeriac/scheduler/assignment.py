@@ -11,12 +11,12 @@ from __future__ import annotations
 import heapq
 from typing import Any
 
-from celeriac.protocol import Message, Payload
 from celeriac.scheduler.lifecycle import TaskLifecycle
 from celeriac.scheduler.outbox import Outbox
 from celeriac.scheduler.policies import RateLimits
 from celeriac.scheduler.records import SchedulerConfig, Task, Worker
-from celeriac.scheduler.states import TaskState
+from celeriac.scheduler.transitions import TaskState
+from celeriac.wire.protocol import Message, Payload
 
 
 class Assignment:

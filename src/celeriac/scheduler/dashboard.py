@@ -27,8 +27,8 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from celeriac.addresses import is_loopback
-from celeriac.scheduler.states import TaskState
+from celeriac.scheduler.transitions import TaskState
+from celeriac.wire.addresses import is_loopback
 
 log = logging.getLogger("celeriac.dashboard")
 

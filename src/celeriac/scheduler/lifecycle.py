@@ -14,7 +14,6 @@ import random
 from collections import deque
 from typing import Any
 
-from celeriac.protocol import Message, Payload, nbytes
 from celeriac.scheduler.outbox import JournalOps, Outbox
 from celeriac.scheduler.periodic import PeriodicJobs
 from celeriac.scheduler.policies import backoff_delay
@@ -27,8 +26,9 @@ from celeriac.scheduler.records import (
     Task,
     Worker,
 )
-from celeriac.scheduler.states import FINISHED, TRANSITIONS, TaskState, check_transition
 from celeriac.scheduler.timers import TimerQueue
+from celeriac.scheduler.transitions import FINISHED, TRANSITIONS, TaskState, check_transition
+from celeriac.wire.protocol import Message, Payload, nbytes
 
 log = logging.getLogger("celeriac.scheduler")
 

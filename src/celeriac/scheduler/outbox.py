@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from celeriac.protocol import Message, Payload
 from celeriac.scheduler.periodic import PeriodicJob
 from celeriac.scheduler.records import Send, Task, task_record
+from celeriac.wire.protocol import Message, Payload
 
 #: A journal operation: (table, key, record), or ``None`` for the record to delete it.
 JournalOp = tuple[str, str, Any]

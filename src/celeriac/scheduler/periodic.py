@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from celeriac.protocol import Message, Payload, check_task_options
-from celeriac.scheduler.policies import parse_rate
 from celeriac.scheduler.records import Task, public_status
 from celeriac.scheduler.timers import TimerQueue
 from celeriac.schedules import Schedule, next_run, schedule_from_dict
+from celeriac.wire.protocol import Message, Payload, check_task_options, parse_rate
 
 log = logging.getLogger("celeriac.scheduler")
 

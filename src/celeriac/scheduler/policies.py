@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
 
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*([smh])\s*$")
-_PER = {"s": 1.0, "m": 60.0, "h": 3600.0}
+from celeriac.wire.protocol import parse_rate
+
 #: Epoch seconds as floats are spaced ~0.2 µs apart: a refill computed from
 #: them can land a hair under a whole token.  Shorter waits are rounding.
 _CLOCK_RESOLUTION = 1e-6
-
-
-def parse_rate(text: str) -> tuple[float, float]:
-    """``"100/m"`` -> ``(100.0, 60.0)``: that many tasks per that many seconds."""
-    match = _RATE.match(text)
-    if match is None or float(match[1]) <= 0:
-        raise ValueError(f"rate limit {text!r} must look like '10/s', '100/m' or '1000/h'")
-    return float(match[1]), _PER[match[2]]
 
 
 def backoff_delay(

@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import Iterable
 
 from celeriac.scheduler.records import Task
-from celeriac.scheduler.states import TaskState
+from celeriac.scheduler.transitions import TaskState
 
 _QUEUED = TaskState.QUEUED  # a task in any other state has left its queue
 

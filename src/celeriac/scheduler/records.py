@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from celeriac.protocol import Message, Payload, buffer_of
-from celeriac.scheduler.states import TaskState
+from celeriac.scheduler.transitions import TaskState
+from celeriac.wire.protocol import Message, Payload, buffer_of
 
 #: Who "wants" a detached task (fire-and-forget, Celery-style): nobody in
 #: particular, but keep it until it finishes.

@@ -19,19 +19,19 @@ from typing import Any
 
 import zmq
 
-from celeriac import protocol, sharedmem
-from celeriac.addresses import (
+from celeriac.scheduler.journal import Journal
+from celeriac.scheduler.state import SchedulerConfig, SchedulerState, Send
+from celeriac.wire import protocol, sharedmem
+from celeriac.wire.addresses import (
     InsecureBindError,
     bind_refusal,
     ipc_address,
     not_a_socket,
     tcp_address,
 )
-from celeriac.protocol import Message, ProtocolError
-from celeriac.scheduler.journal import Journal
-from celeriac.scheduler.state import SchedulerConfig, SchedulerState, Send
-from celeriac.security import secure_server
-from celeriac.transport import busy_poll, readable, recv_frames, send_frames
+from celeriac.wire.protocol import Message, ProtocolError
+from celeriac.wire.security import secure_server
+from celeriac.wire.transport import busy_poll, readable, recv_frames, send_frames
 
 log = logging.getLogger("celeriac.scheduler")
 

@@ -26,13 +26,11 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from celeriac.protocol import VERSION, Message, ProtocolError
 from celeriac.scheduler import inspection, recovery
 from celeriac.scheduler.assignment import Assignment
 from celeriac.scheduler.lifecycle import TaskLifecycle
 from celeriac.scheduler.outbox import JournalOp, JournalOps, Outbox
 from celeriac.scheduler.periodic import PeriodicJobs
-from celeriac.scheduler.policies import parse_rate
 from celeriac.scheduler.records import (
     DETACHED,
     Client,
@@ -43,7 +41,8 @@ from celeriac.scheduler.records import (
     public_status,
 )
 from celeriac.scheduler.revocations import Revocations
-from celeriac.scheduler.states import TaskState
+from celeriac.scheduler.transitions import TaskState
+from celeriac.wire.protocol import VERSION, Message, ProtocolError, parse_rate
 
 __all__ = ["DETACHED", "SchedulerConfig", "SchedulerState", "Send"]
 

@@ -7,11 +7,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from celeriac import refs
 from celeriac.context import TaskRequest, set_request
 from celeriac.errors import MaxRetriesExceededError, Retry
-from celeriac.protocol import Message, Payload
-from celeriac.serialize import (
+from celeriac.wire import refs
+from celeriac.wire.protocol import Message, Payload
+from celeriac.wire.serialize import (
     LoadedFunctions,
     SerializationError,
     dumps,

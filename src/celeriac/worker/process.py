@@ -22,14 +22,14 @@ from pathlib import Path
 
 import zmq
 
-from celeriac import protocol, sharedmem
-from celeriac.addresses import normalize
 from celeriac.errors import SoftTimeLimitExceeded
-from celeriac.protocol import Message, ProtocolError
-from celeriac.security import secure_client
-from celeriac.serialize import LoadedFunctions, dumps_exception
-from celeriac.transport import RECHECK_MS, SharedSocket, reconnect_quickly
-from celeriac.wakeup import Waker
+from celeriac.wire import protocol, sharedmem
+from celeriac.wire.addresses import normalize
+from celeriac.wire.protocol import Message, ProtocolError
+from celeriac.wire.security import secure_client
+from celeriac.wire.serialize import LoadedFunctions, dumps_exception
+from celeriac.wire.transport import RECHECK_MS, SharedSocket, reconnect_quickly
+from celeriac.wire.wakeup import Waker
 from celeriac.worker.execute import Assignment, run_task
 from celeriac.worker.limits import ControlChannel, SoftLimits
 

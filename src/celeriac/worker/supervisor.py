@@ -21,10 +21,10 @@ from pathlib import Path
 
 import zmq
 
-from celeriac import protocol
-from celeriac.protocol import Message
-from celeriac.security import secure_client
-from celeriac.transport import drain, reconnect_quickly, send_frames
+from celeriac.wire import protocol
+from celeriac.wire.protocol import Message
+from celeriac.wire.security import secure_client
+from celeriac.wire.transport import drain, reconnect_quickly, send_frames
 
 log = logging.getLogger("celeriac.worker")
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from celeriac.client.futures import Future
 from celeriac.errors import FutureLostError
-from celeriac.futures import Future
-from celeriac.protocol import Message
-from celeriac.serialize import format_traceback
+from celeriac.wire.protocol import Message
+from celeriac.wire.serialize import format_traceback
 
 if TYPE_CHECKING:
-    from celeriac.app import App
+    from celeriac.tasks.app import App
 
 R = TypeVar("R")
 
@@ -49,7 +49,7 @@ class AsyncResult(Generic[R]):
 
     def get(self, timeout: float | None = None, propagate: bool = True) -> R:
         """Wait for the outcome; raise the task's exception (or return it, if not ``propagate``)."""
-        future = self._future()
+        future = self.as_future()
         exc = future.exception(timeout)
         if exc is None:
             return future.result()
@@ -76,7 +76,7 @@ class AsyncResult(Generic[R]):
         """The remote traceback as text, for a failed task."""
         if self.status != "FAILURE":
             return None
-        exc = self._future().exception()
+        exc = self.as_future().exception()
         return format_traceback(exc) if exc is not None else None
 
     def revoke(self, terminate: bool = False) -> None:
@@ -87,7 +87,8 @@ class AsyncResult(Generic[R]):
         """Drop the stored outcome now instead of at the end of its TTL."""
         self.app.client._send(Message("forget", {"key": self.id}))
 
-    def _future(self) -> Future[R]:
+    def as_future(self) -> Future[R]:
+        """A future for this result in this process (what ``progress`` takes)."""
         if self._held is not None:
             return self._held
         return self.app.client._want(self.id)

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from celeriac.addresses import InsecureBindError, is_loopback
-from celeriac.inspect_report import UNREACHABLE, table
+from celeriac.cli.inspect import UNREACHABLE, table
+from celeriac.wire.addresses import InsecureBindError, is_loopback
 
 if TYPE_CHECKING:
     from celeriac.scheduler.journal import Journal
@@ -28,7 +28,7 @@ DASHBOARD_PORT = 8787
 
 
 def run_scheduler(args: argparse.Namespace) -> int:
-    from celeriac.cluster import DASHBOARD_AT, LISTENING
+    from celeriac.client.cluster import DASHBOARD_AT, LISTENING
 
     try:
         server = _scheduler_server(args)
@@ -80,7 +80,7 @@ def _scheduler_server(args: argparse.Namespace) -> SchedulerServer:
 
 def _install_schedule(server: SchedulerServer, path: str | Path) -> bool:
     """Load the ``--schedule`` file into the scheduler; on error log it and close the server."""
-    from celeriac.schedule_file import load_schedule_file
+    from celeriac.cli.schedule_file import load_schedule_file
 
     try:
         server.state.load_periodic(load_schedule_file(path), time.time())
@@ -128,7 +128,7 @@ def _open_journal(args: argparse.Namespace) -> Journal | None:
 
 
 def run_worker(args: argparse.Namespace) -> int:
-    from celeriac.addresses import normalize
+    from celeriac.wire.addresses import normalize
     from celeriac.worker.supervisor import Supervisor, WorkerOptions
 
     try:
@@ -160,7 +160,7 @@ def _on_stop_signals(stop: Callable[[], object]) -> None:
 
 
 def run_keys(args: argparse.Namespace) -> int:
-    from celeriac.security import KeysError, create_keys
+    from celeriac.wire.security import KeysError, create_keys
 
     try:
         written = create_keys(args.directory)

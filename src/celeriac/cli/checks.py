@@ -13,9 +13,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from celeriac.addresses import InsecureBindError, bind_refusal, ipc_address, not_a_socket
-from celeriac.commands import dashboard_bind, journal_path
-from celeriac.config import Resolved, _subparsers, describe
+from celeriac.cli.commands import dashboard_bind, journal_path
+from celeriac.cli.config import Resolved, _subparsers, describe
+from celeriac.wire.addresses import InsecureBindError, bind_refusal, ipc_address, not_a_socket
 
 
 def run_check(args: argparse.Namespace, resolved: Resolved, parser: argparse.ArgumentParser) -> int:
@@ -63,7 +63,7 @@ def check_scheduler(args: argparse.Namespace) -> list[str]:
 
 def check_worker(args: argparse.Namespace) -> list[str]:
     """What would stop ``celeriac worker`` with these flags from starting or running tasks."""
-    from celeriac.addresses import normalize
+    from celeriac.wire.addresses import normalize
 
     errors = _positive(args, nprocs="--nprocs", nthreads="--nthreads")
     errors += _non_negative(args, stop_timeout="--stop-timeout")
@@ -144,7 +144,7 @@ def _dashboard_errors(args: argparse.Namespace) -> list[str]:
 def _scheduler_key_errors(args: argparse.Namespace) -> list[str]:
     if not args.keys:
         return []
-    from celeriac.security import allowlist_problem
+    from celeriac.wire.security import allowlist_problem
 
     errors = _key_errors(Path(args.keys), ["scheduler.key_secret"])
     if (problem := allowlist_problem(args.keys)) is not None:
@@ -196,7 +196,7 @@ def _ipc_errors(path: str | None) -> list[str]:
 def _schedule_errors(args: argparse.Namespace) -> list[str]:
     if not args.schedule:
         return []
-    from celeriac.schedule_file import load_schedule_file
+    from celeriac.cli.schedule_file import load_schedule_file
 
     try:
         load_schedule_file(args.schedule)

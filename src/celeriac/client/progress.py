@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from celeriac.futures import FINISHED, Future, as_completed
-from celeriac.result import AsyncResult
+from celeriac.client.futures import FINISHED, Future, SupportsFuture, as_completed
 
 
 def progress(
-    futures: Iterable[Future[Any] | AsyncResult[Any]],
+    futures: Iterable[Future[Any] | SupportsFuture[Any]],
     *,
     description: str = "tasks",
     timeout: float | None = None,
@@ -34,7 +33,5 @@ def progress(
             bar.update(1)
 
 
-def _as_future(item: Future[Any] | AsyncResult[Any]) -> Future[Any]:
-    if isinstance(item, AsyncResult):
-        return item.app.client._want(item.id)
-    return item
+def _as_future(item: Future[Any] | SupportsFuture[Any]) -> Future[Any]:
+    return item if isinstance(item, Future) else item.as_future()

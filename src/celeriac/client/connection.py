@@ -23,19 +23,19 @@ from pathlib import Path
 
 import zmq
 
-from celeriac import protocol, sharedmem
-from celeriac.addresses import not_a_socket
 from celeriac.errors import SchedulerUnavailable
-from celeriac.protocol import Message
-from celeriac.security import secure_client
-from celeriac.transport import (
+from celeriac.wire import protocol, sharedmem
+from celeriac.wire.addresses import not_a_socket
+from celeriac.wire.protocol import Message
+from celeriac.wire.security import secure_client
+from celeriac.wire.transport import (
     RECHECK_MS,
     SharedSocket,
     busy_poll,
     readable,
     reconnect_quickly,
 )
-from celeriac.wakeup import Waker
+from celeriac.wire.wakeup import Waker
 
 log = logging.getLogger("celeriac.client")
 

@@ -7,7 +7,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
 
 from celeriac.errors import (
     FutureLostError,
@@ -17,11 +17,11 @@ from celeriac.errors import (
     TimeLimitExceeded,
     TimeoutError,
 )
-from celeriac.protocol import Payload
-from celeriac.serialize import RemoteError, loads, loads_exception
+from celeriac.wire.protocol import Payload
+from celeriac.wire.serialize import RemoteError, loads, loads_exception
 
 if TYPE_CHECKING:
-    from celeriac.client import Client
+    from celeriac.client.client import Client
 
 log = logging.getLogger("celeriac.client")
 R = TypeVar("R")
@@ -190,6 +190,12 @@ class Future(Generic[R]):
 
     def __repr__(self) -> str:
         return f"<Future {self.status} key={self.key!r}>"
+
+
+class SupportsFuture(Protocol[R]):
+    """Anything that can hand out a future for its result, e.g. a Celery-style ``AsyncResult``."""
+
+    def as_future(self) -> Future[R]: ...
 
 
 class DoneAndNotDone(NamedTuple):

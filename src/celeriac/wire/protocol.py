@@ -10,7 +10,7 @@ payloads (a pickled function, arguments, a result) lists them in ``"p"``: one
 list of frames per payload, each frame either inline bytes (small ones: a
 whole batch then costs one ZeroMQ frame), ``None``, meaning "the next
 out-of-band frame" (large buffers, sent without a copy), or ``[name, size]``,
-a shared memory segment on this host (see :mod:`celeriac.sharedmem`).  Payload frames are
+a shared memory segment on this host (see :mod:`celeriac.wire.sharedmem`).  Payload frames are
 never unpickled by the scheduler; it only stores and forwards them, so a hostile frame can at worst
 be rejected there, never executed.
 
@@ -21,6 +21,7 @@ validated, because every byte of it arrives from the network.
 from __future__ import annotations
 
 import math
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -384,6 +385,20 @@ def validate(head: Any) -> tuple[Message, bool]:
     if carries or npayloads:  # most messages carry no payload: skip the walk
         refers = _check_payload_layout(op, layout, npayloads)
     return Message(op, head, layout), refers
+
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*([smh])\s*$")
+_PER = {"s": 1.0, "m": 60.0, "h": 3600.0}
+#: Epoch seconds as floats are spaced ~0.2 µs apart: a refill computed from
+#: them can land a hair under a whole token.  Shorter waits are rounding.
+
+
+def parse_rate(text: str) -> tuple[float, float]:
+    """``"100/m"`` -> ``(100.0, 60.0)``: that many tasks per that many seconds."""
+    match = _RATE.match(text)
+    if match is None or float(match[1]) <= 0:
+        raise ValueError(f"rate limit {text!r} must look like '10/s', '100/m' or '1000/h'")
+    return float(match[1]), _PER[match[2]]
 
 
 def check_task_options(options: dict[str, Any]) -> None:

@@ -13,11 +13,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from celeriac import refs
-from celeriac.addresses import normalize
-from celeriac.connection import Connection
-from celeriac.errors import SchedulerUnavailable
-from celeriac.futures import (
+from celeriac.client.connection import Connection
+from celeriac.client.futures import (
     CANCELLED,
     ERROR,
     FINISHED,
@@ -26,10 +23,13 @@ from celeriac.futures import (
     Future,
     FutureState,
 )
-from celeriac.protocol import Message, Payload, nbytes
+from celeriac.errors import SchedulerUnavailable
 from celeriac.schedules import Schedule
-from celeriac.security import keys_from_env
-from celeriac.serialize import FunctionCache, dumps, dumps_plain
+from celeriac.wire import refs
+from celeriac.wire.addresses import normalize
+from celeriac.wire.protocol import Message, Payload, nbytes
+from celeriac.wire.security import keys_from_env
+from celeriac.wire.serialize import FunctionCache, dumps, dumps_plain
 
 log = logging.getLogger("celeriac.client")
 P = ParamSpec("P")
@@ -55,7 +55,7 @@ class Client:
         timeout: float = DEFAULT_TIMEOUT,
         keys: str | Path | None = None,
     ) -> None:
-        from celeriac.cluster import LocalCluster  # only the embedded case needs it
+        from celeriac.client.cluster import LocalCluster  # only the embedded case needs it
 
         self._cluster: LocalCluster | None = None
         if address is None:

@@ -22,17 +22,16 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 import cloudpickle
 
-from celeriac.addresses import DEFAULT_ADDRESS, normalize
 from celeriac.context import TaskRequest, current_request
 from celeriac.errors import Retry
-from celeriac.protocol import Message
-from celeriac.scheduler.policies import parse_rate
+from celeriac.wire.addresses import DEFAULT_ADDRESS, normalize
+from celeriac.wire.protocol import Message, parse_rate
 
 if TYPE_CHECKING:
-    from celeriac.canvas import Signature
     from celeriac.client import Client
-    from celeriac.result import AsyncResult
     from celeriac.schedules import Schedule
+    from celeriac.tasks.canvas import Signature
+    from celeriac.tasks.result import AsyncResult
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -143,7 +142,7 @@ class App:
         return name
 
     def AsyncResult(self, task_id: str) -> AsyncResult[Any]:
-        from celeriac.result import AsyncResult
+        from celeriac.tasks.result import AsyncResult
 
         return AsyncResult(task_id, app=self)
 
@@ -220,7 +219,7 @@ class Task(Generic[P, R]):
         UTC); ``countdown`` and a number for ``expires`` are seconds from now.
         A ``task_id`` makes sending idempotent: the same id runs once.
         """
-        from celeriac.result import AsyncResult
+        from celeriac.tasks.result import AsyncResult
 
         message = self.message(
             tuple(args),
@@ -241,13 +240,13 @@ class Task(Generic[P, R]):
 
     def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
         """A signature: this task with (partial) arguments, for chains, groups and chords."""
-        from celeriac.canvas import Signature
+        from celeriac.tasks.canvas import Signature
 
         return Signature(self, args, kwargs)
 
     def si(self, *args: Any, **kwargs: Any) -> Signature[R]:
         """An immutable signature: a chain will not prepend the previous result."""
-        from celeriac.canvas import Signature
+        from celeriac.tasks.canvas import Signature
 
         return Signature(self, args, kwargs, immutable=True)
 

@@ -38,7 +38,7 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from celeriac.protocol import Frame, buffer_of, nbytes
+from celeriac.wire.protocol import Frame, buffer_of, nbytes
 
 log = logging.getLogger("celeriac")
 
@@ -77,7 +77,7 @@ def hello_fields() -> dict[str, str]:
 class Segment:
     """A named file in ``/dev/shm`` holding one frame; behaves as a frame.
 
-    ``buffer`` (what :func:`celeriac.protocol.buffer_of` reads) maps the file
+    ``buffer`` (what :func:`celeriac.wire.protocol.buffer_of` reads) maps the file
     on first use; ``nbytes`` is its size.
     """
 

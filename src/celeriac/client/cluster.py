@@ -20,7 +20,7 @@ import time
 import weakref
 from typing import IO
 
-from celeriac.addresses import ipc_address
+from celeriac.wire.addresses import ipc_address
 
 log = logging.getLogger("celeriac.cluster")
 

@@ -23,7 +23,7 @@ from typing import Any
 import cloudpickle
 from tblib import Traceback
 
-from celeriac.protocol import Frame, buffer_of
+from celeriac.wire.protocol import Frame, buffer_of
 
 #: Buffers smaller than this are kept in-band: a frame costs more than a copy.
 OOB_THRESHOLD = 64 * 1024

@@ -12,8 +12,8 @@ from typing import Any
 
 import zmq
 
-from celeriac import protocol, sharedmem
-from celeriac.protocol import Message, ProtocolError
+from celeriac.wire import protocol, sharedmem
+from celeriac.wire.protocol import Message, ProtocolError
 
 log = logging.getLogger("celeriac")
 

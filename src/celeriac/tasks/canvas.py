@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from celeriac.refs import TaskRef
-from celeriac.result import AsyncResult, GroupResult
+from celeriac.tasks.result import AsyncResult, GroupResult
+from celeriac.wire.refs import TaskRef
 
 if TYPE_CHECKING:
-    from celeriac.app import App, Task
-    from celeriac.protocol import Message
+    from celeriac.tasks.app import App, Task
+    from celeriac.wire.protocol import Message
 
 R = TypeVar("R")
 

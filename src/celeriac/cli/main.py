@@ -1,7 +1,7 @@
 """``celeriac``: the command line's parsers, and ``main``, which runs the chosen command.
 
-What each command does is in :mod:`celeriac.commands`, :mod:`celeriac.inspect_report` and
-:mod:`celeriac.checks` (``--check``).  :mod:`celeriac.config` reads the options, their
+What each command does is in :mod:`celeriac.cli.commands`, :mod:`celeriac.cli.inspect` and
+:mod:`celeriac.cli.checks` (``--check``).  :mod:`celeriac.cli.config` reads the options, their
 defaults and config sections from these parsers, so every setting is declared once, here.
 """
 
@@ -12,11 +12,11 @@ import logging
 import re
 import sys
 
-from celeriac.addresses import DEFAULT_ADDRESS, DEFAULT_PORT
-from celeriac.checks import run_check
-from celeriac.commands import run_keys, run_periodic, run_scheduler, run_worker
-from celeriac.config import ConfigError, comma_list, parse, path_arg
-from celeriac.inspect_report import run_inspect
+from celeriac.cli.checks import run_check
+from celeriac.cli.commands import run_keys, run_periodic, run_scheduler, run_worker
+from celeriac.cli.config import ConfigError, comma_list, parse, path_arg
+from celeriac.cli.inspect import run_inspect
+from celeriac.wire.addresses import DEFAULT_ADDRESS, DEFAULT_PORT
 
 log = logging.getLogger("celeriac")
 

@@ -19,9 +19,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from celeriac.protocol import Message
-from celeriac.refs import CallableRef
 from celeriac.schedules import Schedule, at, crontab, every
+from celeriac.wire.protocol import Message
+from celeriac.wire.refs import CallableRef
 
 _JOB_KEYS = {
     "name", "task", "every", "cron", "tz", "at", "args", "kwargs", "queue",
