@@ -35,8 +35,7 @@ def address(tmp_path: Path) -> Iterator[str]:
     celeriac = [sys.executable, "-m", "celeriac"]
     address = f"tcp://127.0.0.1:{port}"
     scheduler = subprocess.Popen(
-        [*celeriac, "scheduler", "--port", str(port), "--journal", str(journal)]
-        + ["--dashboard-port", "0", "--log-level", "WARNING"]
+        [*celeriac, "scheduler", f"--port={port}", f"--journal={journal}", "--dashboard-port=0"]
     )
     worker = subprocess.Popen([*celeriac, "worker", address, "--nprocs", "1"])
     yield address

@@ -24,8 +24,7 @@ with socket.socket() as s:
 address = f"tcp://127.0.0.1:{port}"
 celeriac = [sys.executable, "-m", "celeriac"]
 scheduler = subprocess.Popen(
-    [*celeriac, "scheduler", "--port", str(port), "--journal", str(journal)]
-    + ["--dashboard-port", "0"]
+    [*celeriac, "scheduler", "--port", str(port), "--journal", str(journal), "--dashboard-port=0"]
 )
 worker = subprocess.Popen([*celeriac, "worker", address, "--nprocs", "1"])
 app = App(address, result_ttl=100 * 365 * 86400.0)  # kept for a century: read back for years
