@@ -63,6 +63,7 @@ def test_old_module_paths_load_the_new_modules() -> None:
     import celeriac.app
     import celeriac.refs
     import celeriac.serialize
+
     from celeriac.tasks import app
     from celeriac.wire import refs, serialize
 
