@@ -1,15 +1,13 @@
-"""Shared fixtures: real scheduler and worker processes on loopback."""
+"""Shared fixtures: real scheduler and worker processes on loopback (``celeriac.testing``)."""
 
 from __future__ import annotations
 
 import atexit
 import os
 import shutil
-import signal
 import tempfile
-import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from pathlib import Path
 
 import cloudpickle
 import pytest
@@ -17,6 +15,7 @@ import zmq
 
 import tasks_for_tests
 from celeriac import Client, LocalCluster
+from celeriac.testing import ClusterFactory, Deployment, descendants, kill, wait_until
 
 # Workers cannot import modules from tests/, so these functions travel by value.
 cloudpickle.register_pickle_by_value(tasks_for_tests)
@@ -28,37 +27,12 @@ if "XDG_STATE_HOME" not in os.environ:
     os.environ["XDG_STATE_HOME"] = _state
     atexit.register(shutil.rmtree, _state, True)
 
-#: Short timeouts so fault tests detect a dead worker in about a second.
-FAST_SCHEDULER = ("--worker-timeout", "1.0", "--heartbeat-interval", "0.1")
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
-    """Poll ``predicate`` until it returns something truthy, or fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s: {predicate}")
-        time.sleep(interval)
-
 
 @pytest.fixture
 def cluster_factory() -> Iterator[Callable[..., LocalCluster]]:
     """Start real clusters; every one is torn down after the test."""
-    started: list[LocalCluster] = []
-
-    def make(n_workers: int = 2, threads_per_worker: int = 1, **kwargs: Any) -> LocalCluster:
-        kwargs.setdefault("scheduler_args", FAST_SCHEDULER)
-        kwargs.setdefault("log_level", "INFO")
-        cluster = LocalCluster(n_workers, threads_per_worker, **kwargs)
-        started.append(cluster)
-        return cluster
-
-    yield make
-    for cluster in started:
-        cluster.close()
+    with ClusterFactory() as make:
+        yield make
 
 
 @pytest.fixture
@@ -86,36 +60,13 @@ def raw(client: Client) -> Iterator[zmq.Socket]:
     context.term()
 
 
-def worker_pids(client: Client) -> list[int]:
-    return [w["pid"] for w in client.scheduler_info()["workers"]]
-
-
-def kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _descendants(root: int) -> list[int]:
-    """Live descendant pids of ``root``, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":  # zombies are already dead
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    found, stack = [], [root]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
+@pytest.fixture
+def deployment(tmp_path: Path) -> Iterator[Deployment]:
+    """A scheduler on a journal in ``tmp_path``, started through the CLI; stopped after."""
+    d = Deployment(tmp_path / "journal.sqlite3")
+    d.start_scheduler()
+    yield d
+    d.stop()
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -124,9 +75,19 @@ def no_process_left_behind() -> Iterator[None]:
     if not os.path.isdir("/proc"):
         return
     try:
-        wait_until(lambda: not _descendants(os.getpid()), timeout=15)
+        wait_until(lambda: not descendants(os.getpid()), timeout=15)
     except AssertionError:
-        leftovers = _descendants(os.getpid())
+        leftovers = descendants(os.getpid())
         for leftover in leftovers:
             kill(leftover)
         pytest.fail(f"processes left behind by the test suite: {leftovers}")
+
+
+INTEGRATION = Path(__file__).parent / "integration"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/integration is ``slow``: ``-m "not slow"`` is the quick loop."""
+    for item in items:
+        if INTEGRATION in item.path.parents:
+            item.add_marker(pytest.mark.slow)

@@ -57,15 +57,3 @@ def test_old_journal_restores_results_queued_work_and_jobs(address: str) -> None
             app.AsyncResult(IDS["revoked"]).get(timeout=20)
         jobs = {job["name"]: job for job in app.client.periodic()}
         assert IDS["job"] in jobs
-
-
-def test_old_module_paths_load_the_new_modules() -> None:
-    import celeriac.app
-    import celeriac.refs
-    import celeriac.serialize
-
-    from celeriac.tasks import app
-    from celeriac.wire import refs, serialize
-
-    assert (celeriac.app, celeriac.refs, celeriac.serialize) == (app, refs, serialize)
-    assert celeriac.refs.TaskRef.__module__ == "celeriac.wire.refs"

@@ -18,23 +18,20 @@ import pickle
 import random
 import socket
 import struct
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import cloudpickle
 import msgpack
 import pytest
 import zmq
 
 from celeriac import Client, LocalCluster
+from celeriac.testing import FAST_SCHEDULER, FakeScheduler, RawPeer
+from celeriac.testing.fakes import args_payload, function_payload, header
 from celeriac.wire import protocol
 from celeriac.wire.protocol import Message, ProtocolError
-from celeriac.wire.serialize import dumps, loads
-from conftest import FAST_SCHEDULER
 from tasks_for_tests import inc
 
 SEED = 0xCE1E41AC
@@ -74,10 +71,6 @@ def alive(pid: int) -> bool:
         return False
 
 
-def header(messages: list[dict[str, Any]], version: Any = protocol.VERSION) -> bytes:
-    return msgpack.packb([version, messages], use_bin_type=True)
-
-
 def locally_bad(frames: list[bytes]) -> bool:
     """Whether the scheduler must answer these frames with ``bad message: ...``."""
     try:
@@ -85,66 +78,6 @@ def locally_bad(frames: list[bytes]) -> bool:
     except ProtocolError:
         return True
     return False
-
-
-def function_payload(fn: Callable[..., Any]) -> list[bytes]:
-    return [cloudpickle.dumps(fn, protocol=5)]
-
-
-def args_payload(*args: Any, **kwargs: Any) -> list[Any]:
-    return dumps((args, kwargs))
-
-
-class Peer:
-    """A raw DEALER socket with a fixed identity, and a barrier to sync on its replies.
-
-    A barrier is a message with an unknown op, ``barrier-N``: the scheduler
-    (and only a scheduler) answers it with ``bad message: unknown op
-    'barrier-N'``, whoever we are, so every reply before it answers what we
-    sent before it.
-    """
-
-    def __init__(self, context: zmq.Context, address: str, identity: bytes) -> None:
-        self.identity = identity
-        self.socket = context.socket(zmq.DEALER)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.setsockopt(zmq.ROUTING_ID, identity)
-        self.socket.setsockopt(zmq.SNDTIMEO, 10_000)
-        self.socket.connect(address)
-        self._barriers = 0
-
-    def send(self, frames: list[Any]) -> None:
-        self.socket.send_multipart(frames, copy=False)
-
-    def send_messages(self, *messages: Message) -> None:
-        self.send(protocol.encode(list(messages)))
-
-    def recv(self, timeout: float) -> list[dict[str, Any]] | None:
-        if not self.socket.poll(int(timeout * 1000)):
-            return None
-        frames = self.socket.recv_multipart()
-        return msgpack.unpackb(frames[0], raw=False)[1]
-
-    def sync(self, timeout: float = 15.0) -> list[dict[str, Any]]:
-        """Everything the scheduler answered to what we sent so far (barrier excluded)."""
-        self._barriers += 1
-        marker = f"barrier-{self._barriers}"
-        self.send([header([{"op": marker}])])
-        replies: list[dict[str, Any]] = []
-        deadline = time.monotonic() + timeout
-        while True:
-            batch = self.recv(max(0.0, deadline - time.monotonic()))
-            if batch is None:
-                raise AssertionError(
-                    f"peer {self.identity!r}: no answer to {marker} in {timeout} s"
-                )
-            for reply in batch:
-                if reply.get("op") == "error" and f"'{marker}'" in reply.get("text", ""):
-                    return replies
-                replies.append(reply)
-
-    def close(self) -> None:
-        self.socket.close(linger=0)
 
 
 # -- the generator ------------------------------------------------------------------
@@ -605,7 +538,7 @@ def _show(culprits: list[list[Any]], limit: int = 5) -> str:
 
 def _replay(context: zmq.Context, address: str, frames: list[Any]) -> bool:
     """Whether ``frames`` alone, from a fresh client, draw an internal error."""
-    peer = Peer(context, address, b"replay-" + os.urandom(6))
+    peer = RawPeer(context, address, b"replay-" + os.urandom(6))
     try:
         peer.send_messages(Message("hello-client", {"version": protocol.VERSION}))
         peer.send(frames)
@@ -624,7 +557,7 @@ def test_scheduler_survives_hostile_messages_and_keeps_serving(  # noqa: C901
     fuzz = Hostile(rng)
     started = time.monotonic()
 
-    peers = [Peer(context, cluster.address, f"fuzz-{i}".encode()) for i in range(8)]
+    peers = [RawPeer(context, cluster.address, f"fuzz-{i}".encode()) for i in range(8)]
     # 0-3 say hello as clients, 4-5 as (fake) workers on a queue of their own, 6-7 never do
     # Like real peers, those that said hello say it again when told to reregister
     # (after a fuzzed goodbye, or a fake worker declared lost for its silence).
@@ -654,7 +587,7 @@ def test_scheduler_survives_hostile_messages_and_keeps_serving(  # noqa: C901
             assert client.submit(inc, i).result(timeout=10) == i + 1
             checks += 1
 
-        def chunk(peer: Peer, frames_list: list[list[Any]]) -> None:
+        def chunk(peer: RawPeer, frames_list: list[list[Any]]) -> None:
             nonlocal sent, bad_sent, bad_answered
             expected_bad = 0
             for frames in frames_list:
@@ -826,101 +759,11 @@ def test_raw_tcp_junk_does_not_hurt_the_scheduler(  # noqa: C901
 # -- the worker fuzz -----------------------------------------------------------------------------
 
 
-class FakeScheduler:
-    """A ROUTER we control, and one real worker process connected to it."""
-
-    def __init__(self, context: zmq.Context, log_path: str) -> None:
-        self.router = context.socket(zmq.ROUTER)
-        self.router.setsockopt(zmq.LINGER, 0)
-        self.router.setsockopt(zmq.SNDTIMEO, 10_000)
-        # A ROUTER silently drops messages for a peer whose queue is full: the
-        # "after" task must not be one of them while the worker is busy failing junk.
-        self.router.setsockopt(zmq.SNDHWM, 0)
-        port = self.router.bind_to_random_port("tcp://127.0.0.1")
-        self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celeriac.worker", f"tcp://127.0.0.1:{port}",
-             "--log-level", "WARNING"],
-            stdout=self._log,
-            stderr=self._log,
-        )  # fmt: skip
-        self.identity: bytes | None = None
-        self.received: Counter[str] = Counter()
-        self.outcomes: dict[str, dict[str, Any]] = {}
-        self.payloads: dict[str, list[bytes]] = {}
-        self.last_heartbeat = 0.0
-
-    def welcome(self, **fields: Any) -> None:
-        fields = {"version": protocol.VERSION, "heartbeat_interval": 0.1, **fields}
-        self.send(protocol.encode([Message("welcome", fields)]))
-
-    def send(self, frames: list[Any]) -> None:
-        assert self.identity is not None
-        self.router.send_multipart([self.identity, *frames], copy=False)
-
-    def pump(self, timeout: float) -> None:
-        """Read what the worker sent within ``timeout``; welcome it if it says hello."""
-        deadline = time.monotonic() + timeout
-        while self.router.poll(int(max(0.0, deadline - time.monotonic()) * 1000)):
-            identity, *frames = self.router.recv_multipart()
-            self.identity = identity
-            for msg in protocol.decode(frames):
-                self.received[msg.op] += 1
-                if msg.op == "hello-worker":
-                    self.welcome()
-                elif msg.op == "heartbeat":
-                    self.last_heartbeat = time.monotonic()
-                elif msg.op in ("task-done", "task-failed"):
-                    self.outcomes[msg["key"]] = {"op": msg.op, **msg.fields}
-                    self.payloads[msg["key"]] = [bytes(f) for f in msg.payloads[0]]
-            if time.monotonic() >= deadline:
-                break
-
-    def heartbeats_flowing(self, timeout: float = 5.0) -> bool:
-        since = time.monotonic()
-        deadline = since + timeout
-        while time.monotonic() < deadline:
-            self.pump(0.05)
-            if self.last_heartbeat > since:
-                return True
-        return False
-
-    def run_real_task(self, key: str, x: int, timeout: float = 15.0) -> Any:
-        head = Message("run", {"key": key, "deps": [], "name": "inc"},
-                       [function_payload(inc), args_payload(x)])  # fmt: skip
-        self.send(protocol.encode([head]))
-        deadline = time.monotonic() + timeout
-        while key not in self.outcomes and time.monotonic() < deadline:
-            self.pump(0.05)
-        outcome = self.outcomes.get(key)
-        assert outcome is not None, f"no outcome for {key} in {timeout} s; {self.log()[-3000:]}"
-        assert outcome["op"] == "task-done", outcome
-        return loads(self.payloads[key])
-
-    def log(self) -> str:
-        self._log.flush()
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-        self._log.close()
-        self.router.close(linger=0)
-
-
 @pytest.fixture
 def fake_scheduler(context: zmq.Context, tmp_path: Any) -> Iterator[FakeScheduler]:
     fake = FakeScheduler(context, str(tmp_path / "worker.log"))
     try:
-        deadline = time.monotonic() + 20
-        while fake.identity is None and time.monotonic() < deadline:
-            fake.pump(0.1)
-            assert fake.proc.poll() is None, fake.log()
-        assert fake.received["hello-worker"] == 1, "the worker never said hello"
-        assert fake.heartbeats_flowing(), "no heartbeats after the welcome"
+        fake.wait_registered()
         yield fake
     finally:
         fake.close()
@@ -932,7 +775,7 @@ def test_worker_survives_a_hostile_scheduler(fake_scheduler: FakeScheduler) -> N
     rng = random.Random(SEED + 2)
     fuzz = Hostile(rng)
     started = time.monotonic()
-    assert fake.run_real_task("before", 1) == 2
+    assert fake.run_real_task("before", inc, 1) == 2
     sent = 0
     while sent < WORKER_MESSAGES:
         for _ in range(50):
@@ -941,7 +784,7 @@ def test_worker_survives_a_hostile_scheduler(fake_scheduler: FakeScheduler) -> N
         fake.pump(0.0)
         assert fake.proc.poll() is None, f"the worker exited: {fake.log()[-3000:]}"
     # the worker runs its queue in order: this comes back once all junk before it is done
-    assert fake.run_real_task("after", 41, timeout=60) == 42
+    assert fake.run_real_task("after", inc, 41, timeout=60) == 42
     assert fake.heartbeats_flowing(), "the worker stopped sending heartbeats"
     assert fake.proc.poll() is None
     log = fake.log()
@@ -970,8 +813,8 @@ def shared_cluster() -> Iterator[LocalCluster]:
 
 
 @pytest.fixture
-def raw_client(shared_cluster: LocalCluster, context: zmq.Context) -> Iterator[Peer]:
-    peer = Peer(context, shared_cluster.address, b"raw-" + os.urandom(6))
+def raw_client(shared_cluster: LocalCluster, context: zmq.Context) -> Iterator[RawPeer]:
+    peer = RawPeer(context, shared_cluster.address, b"raw-" + os.urandom(6))
     peer.send_messages(Message("hello-client", {"version": protocol.VERSION}))
     assert [m["op"] for m in peer.sync()] == ["welcome"]
     yield peer
@@ -993,7 +836,7 @@ MISTYPED_SCHEDULES = {
 @pytest.mark.parametrize("schedule", MISTYPED_SCHEDULES.values(), ids=MISTYPED_SCHEDULES.keys())
 @pytest.mark.timeout(60)
 def test_periodic_set_with_a_mistyped_schedule_is_an_error(
-    raw_client: Peer, schedule: dict[str, Any]
+    raw_client: RawPeer, schedule: dict[str, Any]
 ) -> None:
     fields = {"name": "mistyped", "schedule": schedule, "options": {"queue": FUZZ_QUEUE},
               "misfire": "skip", "grace": 1.0, "allow_overlap": False, "ack": True}  # fmt: skip
@@ -1004,7 +847,7 @@ def test_periodic_set_with_a_mistyped_schedule_is_an_error(
 
 
 @pytest.mark.timeout(60)
-def test_periodic_job_with_a_bad_rate_limit_is_refused(raw_client: Peer) -> None:
+def test_periodic_job_with_a_bad_rate_limit_is_refused(raw_client: RawPeer) -> None:
     fields = {"name": "bad-rate", "schedule": {"kind": "every", "seconds": 3600, "anchor": ANCHOR},
               "options": {"queue": FUZZ_QUEUE, "rate_limit": "junk"}, "misfire": "skip",
               "grace": 1.0, "allow_overlap": False, "ack": True}  # fmt: skip
@@ -1022,7 +865,7 @@ def test_nan_expiry_does_not_stall_the_timers(
     cluster_factory: Callable[..., LocalCluster], context: zmq.Context
 ) -> None:
     cluster = cluster_factory(n_workers=1, log_level="WARNING")
-    peer = Peer(context, cluster.address, b"nan-" + os.urandom(6))
+    peer = RawPeer(context, cluster.address, b"nan-" + os.urandom(6))
     try:
         peer.send_messages(Message("hello-client", {"version": protocol.VERSION}))
         peer.sync()
@@ -1052,7 +895,7 @@ def test_revoking_unknown_ids_keeps_memory_bounded(
     cluster_factory: Callable[..., LocalCluster], context: zmq.Context
 ) -> None:
     cluster = cluster_factory(n_workers=1, log_level="WARNING")
-    peer = Peer(context, cluster.address, b"revoker-" + os.urandom(6))
+    peer = RawPeer(context, cluster.address, b"revoker-" + os.urandom(6))
     max_revoked = 100_000  # SchedulerConfig.max_revoked
     try:
         peer.send_messages(Message("hello-client", {"version": protocol.VERSION}))
@@ -1083,7 +926,7 @@ def test_worker_survives_a_malformed_run(
     fake = fake_scheduler
     fake.send(protocol.encode([Message("run", {"key": "bad", **fields}, [[b"\x00"]] * count)]))
     assert fake.heartbeats_flowing(), "the worker stopped sending heartbeats"
-    assert fake.run_real_task("after", 1) == 2
+    assert fake.run_real_task("after", inc, 1) == 2
     assert fake.proc.poll() is None
 
 
@@ -1094,7 +937,7 @@ def test_worker_survives_a_welcome_with_an_absurd_heartbeat_interval(
     fake = fake_scheduler
     fake.welcome(heartbeat_interval=1e300)
     fake.pump(0.5)
-    assert fake.run_real_task("after", 1) == 2
+    assert fake.run_real_task("after", inc, 1) == 2
     assert fake.proc.poll() is None
 
 
@@ -1115,7 +958,7 @@ def test_worker_survives_tiny_soft_time_limits(fake_scheduler: FakeScheduler) ->
         assert time.monotonic() < deadline, "the worker hangs"
         fake.pump(0.1)
     assert fake.proc.poll() is None, f"the worker exited: {fake.log()[-3000:]}"
-    assert fake.run_real_task("after", 1) == 2
+    assert fake.run_real_task("after", inc, 1) == 2
 
 
 def _next_from_worker(fake: FakeScheduler, wanted: Callable[[Message], bool]) -> Message:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-COMPARE = Path(__file__).resolve().parents[1] / "benchmarks" / "compare.py"
+COMPARE = Path(__file__).resolve().parents[2] / "benchmarks" / "compare.py"
 
 WORKLOADS = ("W0", "W1", "W2", "W3", "W4", "W5", "W6", "W7")
 

@@ -12,7 +12,7 @@ import pytest
 
 from celeriac import Client
 from celeriac.client.cluster import LISTENING
-from conftest import wait_until
+from celeriac.testing import wait_until
 
 CELERIAC = [sys.executable, "-m", "celeriac"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-CORE = Path(__file__).resolve().parents[1] / "benchmarks" / "core.py"
+CORE = Path(__file__).resolve().parents[2] / "benchmarks" / "core.py"
 
 WORKLOADS = (
     "submit_gather",

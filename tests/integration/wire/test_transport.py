@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
 import zmq
 
-from celeriac.wire.transport import busy_poll, readable, recv_frames, send_frames
+from celeriac.wire.transport import readable, recv_frames, send_frames
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -48,16 +47,3 @@ def test_noblock_send_to_a_full_peer_raises_again() -> None:
     finally:
         dealer.close(0)
         context.term()
-
-
-def test_busy_poll_sees_readiness_without_sleeping() -> None:
-    answers = iter([False, False, True])
-    assert busy_poll(lambda: next(answers), time.perf_counter() + 60)
-    assert next(answers, "used up") == "used up"  # asked exactly until it came true
-
-
-def test_busy_poll_gives_up_at_its_deadline() -> None:
-    asked = []
-    assert not busy_poll(lambda: asked.append(1) is not None, time.perf_counter() + 0.001)
-    assert len(asked) >= 1
-    assert busy_poll(lambda: True, time.perf_counter() - 1)  # ready beats an expired deadline

@@ -10,7 +10,7 @@ import sys
 
 from celeriac import Client, LocalCluster
 from celeriac.schedules import every
-from conftest import wait_until
+from celeriac.testing import wait_until
 from tasks_for_tests import fail
 
 CELERIAC = [sys.executable, "-m", "celeriac"]

@@ -29,7 +29,7 @@ from celeriac import App, AsyncResult, LocalCluster
 pytest.importorskip("flask", reason="the web app test needs flask (pip install flask)")
 pytest.importorskip("gunicorn", reason="the web app test needs gunicorn (pip install gunicorn)")
 
-WEBAPP = Path(__file__).resolve().parents[1] / "docs" / "examples" / "webapp"
+WEBAPP = Path(__file__).resolve().parents[3] / "docs" / "examples" / "webapp"
 REQUESTS = 200
 
 #: Open the Celeriac connection in the gunicorn master before it forks, the

@@ -25,7 +25,7 @@ from celeriac import (
     chord,
     group,
 )
-from conftest import wait_until
+from celeriac.testing import wait_until
 
 
 @pytest.fixture

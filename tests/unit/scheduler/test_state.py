@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -26,7 +26,10 @@ from celeriac.scheduler.transitions import (
     TaskState,
     check_transition,
 )
-from celeriac.wire.protocol import VERSION, Message, decode, encode
+from celeriac.testing import SimulatedScheduler as Sim
+from celeriac.testing import hello_worker, ops
+from celeriac.testing import message as msg
+from celeriac.wire.protocol import VERSION, Message
 
 C, C2 = b"client-1", b"client-2"
 W1, W2, W3 = b"worker-1", b"worker-2", b"worker-3"
@@ -35,10 +38,6 @@ EXC = [b"pickled-exception"]
 
 
 # -- message builders --------------------------------------------------------------------
-
-
-def msg(op: str, payloads: Iterable[Any] = (), **fields: Any) -> Message:
-    return Message(op, fields, list(payloads))
 
 
 def args(key: str) -> list[bytes]:
@@ -87,48 +86,7 @@ def cancelled(to: bytes, key: str, reason: str = "cancelled") -> Send:
     return Send(to, msg("cancelled", key=key, reason=reason))
 
 
-def hello_worker(slots: int = 1, queues: Sequence[str] = ("default",), version: int = VERSION):
-    return msg("hello-worker", version=version, slots=slots, queues=list(queues), name="w", pid=1)
-
-
-def ops(sends: Iterable[Send]) -> list[tuple[bytes, str, str | None]]:
-    return [(s.to, s.msg.op, s.msg.get("key")) for s in sends]
-
-
-def checked(sends: list[Send]) -> list[Send]:
-    """Everything the scheduler emits must pass the wire format's own validation."""
-    for send in sends:
-        assert decode(encode([send.msg])) == [send.msg], send
-    return sends
-
-
 # -- the harness -------------------------------------------------------------------------
-
-
-class Sim:
-    """A SchedulerState, a fake clock, and client ``C`` already connected."""
-
-    def __init__(self, **config: Any) -> None:
-        self.config = SchedulerConfig(**config)
-        self.state = SchedulerState(self.config)
-        self.now = 0.0
-        assert ops(self(C, msg("hello-client", version=VERSION))) == [(C, "welcome", None)]
-
-    def __call__(self, sender: bytes, *messages: Message) -> list[Send]:
-        return checked(self.state.handle(sender, list(messages), now=self.now))
-
-    def tick(self, now: float) -> list[Send]:
-        self.now = now
-        return checked(self.state.tick(now))
-
-    def add_worker(self, wid: bytes, slots: int = 1, queues: Sequence[str] = ("default",)):
-        """Register a worker; return what was sent besides its welcome."""
-        out = self(wid, hello_worker(slots, queues))
-        assert ops(out[:1]) == [(wid, "welcome", None)]
-        return out[1:]
-
-    def states(self) -> dict[str, str]:
-        return {key: task.state.value for key, task in self.state.tasks.items()}
 
 
 @pytest.fixture

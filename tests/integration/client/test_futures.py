@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from celeriac import CancelledError, Client, LocalCluster, as_completed, fire_and_forget, wait
-from conftest import wait_until
+from celeriac.testing import wait_until
 from tasks_for_tests import add, append_line, inc, slow_inc, total, touch, wait_for_file
 
 

@@ -80,8 +80,3 @@ def test_non_loopback_bind_without_keys_points_to_them() -> None:
     refused = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     assert refused.returncode == 2
     assert "celeriac keys create" in refused.stderr and "--keys DIR" in refused.stderr
-
-
-def test_missing_key_files_are_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="does not exist"):
-        Client("tcp://127.0.0.1:1", keys=tmp_path, timeout=0.5)

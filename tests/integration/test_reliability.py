@@ -8,14 +8,9 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,59 +18,7 @@ import pytest
 
 import tasks_for_tests as t
 from celeriac import App, AsyncResult, Client, TaskRevokedError, every
-from conftest import kill, wait_until, worker_pids
-
-CELERIAC = [sys.executable, "-m", "celeriac"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Deployment:
-    """A scheduler on a fixed port and journal that a test can kill -9 and restart."""
-
-    def __init__(self, journal: Path) -> None:
-        self.port = free_port()
-        self.address = f"tcp://127.0.0.1:{self.port}"
-        self.journal = journal
-        self.scheduler: subprocess.Popen[bytes] | None = None
-        self.workers: list[subprocess.Popen[bytes]] = []
-
-    def start_scheduler(self) -> None:
-        cmd = [*CELERIAC, "scheduler", "--port", str(self.port), "--journal", str(self.journal)]
-        cmd += ["--dashboard-port", "0"]  # tests run side by side: no fixed dashboard port
-        cmd += ["--worker-timeout", "2", "--heartbeat-interval", "0.2", "--log-level", "WARNING"]
-        self.scheduler = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-
-    def kill_scheduler(self) -> None:
-        assert self.scheduler is not None
-        self.scheduler.send_signal(signal.SIGKILL)
-        self.scheduler.wait()
-
-    def start_worker(self, nprocs: int = 2) -> None:
-        cmd = [*CELERIAC, "worker", self.address, "--nprocs", str(nprocs), "--log-level", "WARNING"]
-        self.workers.append(subprocess.Popen(cmd))
-
-    def stop(self) -> None:
-        for popen in [*self.workers, self.scheduler]:
-            if popen is not None and popen.poll() is None:
-                popen.terminate()
-                try:
-                    popen.wait(20)
-                except subprocess.TimeoutExpired:
-                    popen.kill()
-                    popen.wait()
-
-
-@pytest.fixture
-def deployment(tmp_path: Path) -> Iterator[Deployment]:
-    d = Deployment(tmp_path / "journal.sqlite3")
-    d.start_scheduler()
-    yield d
-    d.stop()
+from celeriac.testing import Deployment, kill, wait_until, worker_pids
 
 
 def report(**figures: object) -> None:

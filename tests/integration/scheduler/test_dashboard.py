@@ -19,8 +19,8 @@ import pytest
 
 import tasks_for_tests as t
 from celeriac import Client, LocalCluster, every
-from celeriac.scheduler.dashboard import page, prometheus
-from conftest import FAST_SCHEDULER, wait_until
+from celeriac.scheduler.dashboard import page
+from celeriac.testing import FAST_SCHEDULER, wait_until
 
 BOOM = "dashboard-boom"
 #: Markup in a failure: the page must show it as text, never as an element.
@@ -127,21 +127,6 @@ def test_metrics_match_the_snapshot(busy_cluster: LocalCluster) -> None:
     assert values['celeriac_periodic_runs_total{job="hourly-report"}'] == 0
     assert values['celeriac_periodic_next_run_timestamp_seconds{job="hourly-report"}'] > 0
     assert values["celeriac_snapshot_timestamp_seconds"] > 0
-
-
-def test_metrics_escape_label_values() -> None:
-    snapshot = {
-        "time": 1.5,
-        "info": {
-            "counters": {"done": 1},
-            "queues": {'we"ird\\queue\nname': 3},
-            "workers": [],
-            "periodic": [],
-        },
-    }
-    text = prometheus(snapshot)
-    assert 'celeriac_queue_depth{queue="we\\"ird\\\\queue\\nname"} 3' in text
-    assert samples(text)["celeriac_snapshot_timestamp_seconds"] == 1.5
 
 
 def test_page_is_self_contained_and_locked_down(cluster_factory: Callable[..., Any]) -> None:

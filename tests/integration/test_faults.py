@@ -22,7 +22,7 @@ from celeriac import (
     SchedulerUnavailable,
     SerializationError,
 )
-from conftest import kill, wait_until, worker_pids
+from celeriac.testing import kill, wait_until, worker_pids
 from tasks_for_tests import (
     die,
     fail,
@@ -168,12 +168,6 @@ def test_an_unreachable_unix_socket_says_why(tmp_path: Path) -> None:
         Client(f"ipc://{missing}", timeout=0.2)
     with pytest.raises(SchedulerUnavailable, match=f"{tmp_path} is not a socket"):
         Client(f"ipc://{tmp_path}", timeout=0.2)
-
-
-@pytest.mark.parametrize("address", ["", "http://x:1", "tcp://host:99999", "tcp://a b:1"])
-def test_malformed_address_is_a_value_error(address: str) -> None:
-    with pytest.raises(ValueError):
-        Client(address, timeout=0.5)
 
 
 def test_other_protocol_version_is_refused(raw: zmq.Socket) -> None:
