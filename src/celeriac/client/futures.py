@@ -17,6 +17,7 @@ from celeriac.errors import (
     TimeLimitExceeded,
     TimeoutError,
 )
+from celeriac.states import FutureStatus
 from celeriac.wire.protocol import Payload
 from celeriac.wire.serialize import RemoteError, loads, loads_exception
 
@@ -26,7 +27,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("celeriac.client")
 R = TypeVar("R")
 
-PENDING, FINISHED, ERROR, CANCELLED, LOST = "pending", "finished", "error", "cancelled", "lost"
+# Module constants, not enum attribute lookups: read on every submit and result.
+PENDING, FINISHED, ERROR = FutureStatus.PENDING, FutureStatus.FINISHED, FutureStatus.ERROR
+CANCELLED, LOST = FutureStatus.CANCELLED, FutureStatus.LOST
 _DONE_STATUSES = frozenset({FINISHED, ERROR, CANCELLED, LOST})
 _NO_VALUE = object()
 
@@ -55,7 +58,9 @@ class FutureState:
         self._value: Any = _NO_VALUE
         self._settled = False
 
-    def finish(self, status: str, payload: Payload | None = None, error: Any = None) -> None:
+    def finish(
+        self, status: FutureStatus, payload: Payload | None = None, error: Any = None
+    ) -> None:
         """Record the outcome (on whichever thread read it) and run callbacks."""
         with self.lock:
             self.status = status
@@ -129,7 +134,8 @@ class Future(Generic[R]):
         return self._client
 
     @property
-    def status(self) -> str:
+    def status(self) -> FutureStatus:
+        """``pending``, ``finished``, ``error``, ``cancelled`` or ``lost``, as in Dask."""
         return self._state.status
 
     def done(self) -> bool:

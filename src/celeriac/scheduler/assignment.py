@@ -14,16 +14,16 @@ from typing import Any
 from celeriac.scheduler.lifecycle import TaskLifecycle
 from celeriac.scheduler.outbox import Outbox
 from celeriac.scheduler.policies import RateLimits
-from celeriac.scheduler.records import SchedulerConfig, Task, Worker
-from celeriac.scheduler.transitions import TaskState
+from celeriac.scheduler.records import SchedulerConfig, TaskRecord, WorkerRecord
+from celeriac.states import TaskState
 from celeriac.wire.protocol import Message, Payload
 
 
-class Assignment:
+class Assigner:
     def __init__(
         self,
         config: SchedulerConfig,
-        workers: dict[bytes, Worker],
+        workers: dict[bytes, WorkerRecord],
         lifecycle: TaskLifecycle,
         outbox: Outbox,
     ) -> None:
@@ -62,7 +62,7 @@ class Assignment:
         old = self._durations.get(name)
         self._durations[name] = duration if old is None else 0.8 * old + 0.2 * duration
 
-    def _has_room(self, worker: Worker) -> bool:
+    def _has_room(self, worker: WorkerRecord) -> bool:
         if worker.closing:
             return False
         held = len(worker.assigned)
@@ -73,7 +73,7 @@ class Assignment:
             and worker.queued_work < self._config.prefetch_seconds * worker.slots
         )
 
-    def _next_for(self, worker: Worker) -> Task | None:
+    def _next_for(self, worker: WorkerRecord) -> TaskRecord | None:
         """The next queued task for this worker, past expiry and rate-limit checks."""
         lifecycle = self._lifecycle
         now = lifecycle.now
@@ -91,7 +91,7 @@ class Assignment:
             return task
         return None
 
-    def _give(self, worker: Worker, task: Task) -> None:
+    def _give(self, worker: WorkerRecord, task: TaskRecord) -> None:
         self._lifecycle.transition(task, TaskState.PROCESSING)
         task.worker = worker.id
         task.estimate = self._durations.get(task.name, self._config.unknown_duration)
@@ -99,7 +99,7 @@ class Assignment:
         worker.queued_work += task.estimate
         self._outbox.put(worker.id, Message("run", _run_fields(task), self._run_payloads(task)))
 
-    def _run_payloads(self, task: Task) -> list[Payload]:
+    def _run_payloads(self, task: TaskRecord) -> list[Payload]:
         """The function, the arguments, then the result of each dependency."""
         payloads = [task.function, task.args]
         if task.deps:
@@ -111,7 +111,7 @@ class Assignment:
         return payloads
 
 
-def _run_fields(task: Task) -> dict[str, Any]:
+def _run_fields(task: TaskRecord) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "key": task.key,
         "name": task.name,

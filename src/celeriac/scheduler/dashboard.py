@@ -27,7 +27,7 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from celeriac.scheduler.transitions import TaskState
+from celeriac.states import TaskState
 from celeriac.wire.addresses import is_loopback
 
 log = logging.getLogger("celeriac.dashboard")

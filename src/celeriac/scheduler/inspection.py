@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from celeriac.scheduler.lifecycle import TaskLifecycle
-from celeriac.scheduler.records import Worker
+from celeriac.scheduler.records import WorkerRecord
 
 #: The latest failures shown, and how much of each traceback's end.
 FAILURES_SHOWN = 20
@@ -19,7 +19,7 @@ FAILURE_TEXT_CHARS = 2000
 def summary(
     about: dict[str, Any],
     lifecycle: TaskLifecycle,
-    workers: Iterable[Worker],
+    workers: Iterable[WorkerRecord],
     clients: int,
 ) -> dict[str, Any]:
     depths, oldest = lifecycle.ready.summary()
@@ -41,7 +41,7 @@ def summary(
     }
 
 
-def _describe_worker(worker: Worker) -> dict[str, Any]:
+def _describe_worker(worker: WorkerRecord) -> dict[str, Any]:
     return {
         "name": worker.name,
         "pid": worker.pid,

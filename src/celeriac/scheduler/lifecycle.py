@@ -21,13 +21,14 @@ from celeriac.scheduler.queues import ReadyQueues
 from celeriac.scheduler.records import (
     DETACHED,
     SUBMIT_OPTIONS,
-    Client,
+    ClientRecord,
     SchedulerConfig,
-    Task,
-    Worker,
+    TaskRecord,
+    WorkerRecord,
 )
 from celeriac.scheduler.timers import TimerQueue
-from celeriac.scheduler.transitions import FINISHED, TRANSITIONS, TaskState, check_transition
+from celeriac.scheduler.transitions import TRANSITIONS, check_transition
+from celeriac.states import FINISHED, TaskState
 from celeriac.wire.protocol import Message, Payload, nbytes
 
 log = logging.getLogger("celeriac.scheduler")
@@ -57,12 +58,12 @@ class TaskLifecycle:
     def __init__(
         self,
         config: SchedulerConfig,
-        workers: dict[bytes, Worker],
+        workers: dict[bytes, WorkerRecord],
         outbox: Outbox,
         journal: JournalOps,
     ) -> None:
         self._config = config
-        self.tasks: dict[str, Task] = {}
+        self.tasks: dict[str, TaskRecord] = {}
         self.ready = ReadyQueues()
         self.timers = TimerQueue()
         self.periodic = PeriodicJobs(
@@ -87,8 +88,8 @@ class TaskLifecycle:
     # -- new tasks ---------------------------------------------------------------------
 
     def submit(
-        self, msg: Message, wanted_by: Client | None, *, durable: bool, revoked: bool = False
-    ) -> Task:
+        self, msg: Message, wanted_by: ClientRecord | None, *, durable: bool, revoked: bool = False
+    ) -> TaskRecord:
         """A task from a ``submit`` message whose key is new; ``None`` wants it detached."""
         task = self._new_task(msg)
         task.durable = durable
@@ -100,7 +101,7 @@ class TaskLifecycle:
             self.link_dependencies(task)
         return task
 
-    def add(self, task: Task) -> None:
+    def add(self, task: TaskRecord) -> None:
         self.tasks[task.key] = task
         self.by_state[task.state] += 1
 
@@ -108,7 +109,7 @@ class TaskLifecycle:
         """The next submission number: ties in priority go to the older task."""
         return next(self._seq)
 
-    def link_dependencies(self, task: Task) -> None:
+    def link_dependencies(self, task: TaskRecord) -> None:
         """Wait for unfinished dependencies, inherit a failed one's fate, or become ready."""
         for dep_key in task.deps:
             dep = self.tasks.get(dep_key)
@@ -124,7 +125,7 @@ class TaskLifecycle:
         if not task.waiting_on:
             self.make_ready(task)
 
-    def want(self, client: Client | None, task: Task) -> None:
+    def want(self, client: ClientRecord | None, task: TaskRecord) -> None:
         """The client wants the task's outcome (``None``: detached, keep it until it ends)."""
         if client is None:
             if task.state not in FINISHED:
@@ -135,7 +136,7 @@ class TaskLifecycle:
         if task.state in FINISHED:
             self.notify(client.id, task, inline_limit=self._config.inline_result_bytes)
 
-    def _new_task(self, msg: Message) -> Task:
+    def _new_task(self, msg: Message) -> TaskRecord:
         fields = msg.fields
         key = fields["key"]
         name = fields.get("name", key)
@@ -146,7 +147,7 @@ class TaskLifecycle:
         queue = fields["queue"]
         retries_left = max(0, fields["retries"])
         # Positional, in field order: matching keywords would cost a third of the call.
-        task = Task(key, name, function, args, deps, priority, seq, queue, retries_left)
+        task = TaskRecord(key, name, function, args, deps, priority, seq, queue, retries_left)
         if "eta" in fields:
             task.not_before = fields["eta"]
         # Walks the (few) fields given, not every option: most submits set none.
@@ -168,7 +169,7 @@ class TaskLifecycle:
 
     # -- moves -------------------------------------------------------------------------
 
-    def transition(self, task: Task, new: TaskState) -> None:
+    def transition(self, task: TaskRecord, new: TaskState) -> None:
         old = task.state
         if new not in TRANSITIONS[old]:  # checked here first: this runs on every move
             check_transition(task.key, old, new)
@@ -179,7 +180,7 @@ class TaskLifecycle:
         if old is _QUEUED:
             self.ready.left(task)
 
-    def make_ready(self, task: Task) -> None:
+    def make_ready(self, task: TaskRecord) -> None:
         """Queue the task now, or at its ``not_before`` time."""
         if task.expires is not None and task.expires <= self.now:
             self.expire(task)
@@ -191,12 +192,12 @@ class TaskLifecycle:
             self.ready.push(task)
             self.needs_assigning = True
 
-    def defer(self, task: Task, until: float) -> None:
+    def defer(self, task: TaskRecord, until: float) -> None:
         task.not_before = until
         self.transition(task, TaskState.SCHEDULED)
         self.timers.add(until, task.key, "ready")
 
-    def unassign(self, task: Task) -> None:
+    def unassign(self, task: TaskRecord) -> None:
         """Take the task back from its worker's load (the worker itself is told nothing)."""
         worker = self._workers.get(task.worker) if task.worker else None
         if worker is not None:
@@ -205,7 +206,7 @@ class TaskLifecycle:
             self.needs_assigning = True
         task.worker = None
 
-    def retry(self, task: Task, countdown: float | None) -> bool:
+    def retry(self, task: TaskRecord, countdown: float | None) -> bool:
         """Schedule another attempt if retries are left; False if they are not."""
         if task.retries_left <= 0:
             return False
@@ -224,7 +225,7 @@ class TaskLifecycle:
 
     # -- endings -----------------------------------------------------------------------
 
-    def succeed(self, task: Task, result: Payload) -> None:
+    def succeed(self, task: TaskRecord, result: Payload) -> None:
         """Keep the result, tell who wants it, and queue dependents waiting only on it."""
         self.transition(task, TaskState.MEMORY)
         task.result = _NONE if task.ignore_result else result
@@ -235,7 +236,7 @@ class TaskLifecycle:
             self._ready_dependents(task)
         self._after_finish(task)
 
-    def _ready_dependents(self, task: Task) -> None:
+    def _ready_dependents(self, task: TaskRecord) -> None:
         """Queue the dependents that waited only on this (now finished) task."""
         # A copy: a dependent that expires as it becomes ready leaves ``dependents``.
         for dependent_key in list(task.dependents):
@@ -245,7 +246,7 @@ class TaskLifecycle:
                 if not dependent.waiting_on:
                     self.make_ready(dependent)
 
-    def fail(self, task: Task, kind: str, text: str, payload: Payload = ()) -> None:
+    def fail(self, task: TaskRecord, kind: str, text: str, payload: Payload = ()) -> None:
         self.transition(task, TaskState.ERRED)
         failure = {"key": task.key, "name": task.name, "kind": kind, "text": text}
         self.recent_failures.append({**failure, "time": self.now})
@@ -254,7 +255,7 @@ class TaskLifecycle:
         self.counters["erred"] += 1
         self._finish_unsuccessfully(task)
 
-    def cancel(self, task: Task, terminate: bool = False) -> None:
+    def cancel(self, task: TaskRecord, terminate: bool = False) -> None:
         if task.state is TaskState.PROCESSING and task.worker is not None:
             self._outbox.send(task.worker, "drop", key=task.key, terminate=terminate)
             self.unassign(task)
@@ -262,20 +263,20 @@ class TaskLifecycle:
         task.function = task.args = ()
         self._finish_unsuccessfully(task)
 
-    def expire(self, task: Task) -> None:
+    def expire(self, task: TaskRecord) -> None:
         log.info("task %s (%s) expired before it ran", task.key, task.name)
         self.transition(task, TaskState.EXPIRED)
         task.function = task.args = ()
         self._finish_unsuccessfully(task)
 
-    def _inherit_failure(self, task: Task, dep: Task) -> None:
+    def _inherit_failure(self, task: TaskRecord, dep: TaskRecord) -> None:
         if dep.state is TaskState.ERRED:
             assert dep.error is not None
             self.fail(task, *dep.error)
         else:  # cancelled or expired: this one will not run either
             self.cancel(task)
 
-    def _finish_unsuccessfully(self, task: Task) -> None:
+    def _finish_unsuccessfully(self, task: TaskRecord) -> None:
         self._notify_wanters(task, inline_limit=None)
         for dependent_key in list(task.dependents):
             dependent = self.tasks.get(dependent_key)
@@ -283,7 +284,7 @@ class TaskLifecycle:
                 self._inherit_failure(dependent, task)
         self._after_finish(task)
 
-    def _after_finish(self, task: Task) -> None:
+    def _after_finish(self, task: TaskRecord) -> None:
         task.wanted_by.pop(DETACHED, None)
         self.periodic.run_finished(task)
         if task.result_ttl is not None and not task.ignore_result:
@@ -296,7 +297,7 @@ class TaskLifecycle:
 
     # -- forgetting --------------------------------------------------------------------
 
-    def forget_if_unneeded(self, task: Task) -> None:
+    def forget_if_unneeded(self, task: TaskRecord) -> None:
         """Forget a task no client wants and no dependent needs (cancel it if unfinished)."""
         if task.wanted_by or task.dependents or self.tasks.get(task.key) is not task:
             return
@@ -312,7 +313,7 @@ class TaskLifecycle:
         if task.deps:
             self._release_dependencies(task)
 
-    def _release_dependencies(self, task: Task) -> None:
+    def _release_dependencies(self, task: TaskRecord) -> None:
         """A finished task no longer needs its dependencies' results."""
         for dep_key in task.deps:
             dep = self.tasks.get(dep_key)
@@ -322,7 +323,7 @@ class TaskLifecycle:
 
     # -- telling clients ---------------------------------------------------------------
 
-    def notify(self, to: bytes, task: Task, inline_limit: int | None) -> None:
+    def notify(self, to: bytes, task: TaskRecord, inline_limit: int | None) -> None:
         """Tell a client how a finished task ended; results over ``inline_limit`` wait for fetch."""
         if task.state is TaskState.MEMORY:
             assert task.result is not None
@@ -338,7 +339,7 @@ class TaskLifecycle:
         else:
             self._outbox.send(to, "cancelled", key=task.key, reason=task.state.value)
 
-    def watch(self, client_id: bytes, task: Task) -> None:
+    def watch(self, client_id: bytes, task: TaskRecord) -> None:
         """Push the outcome of a detached task to the client holding its result.
 
         Unlike ``want``, this keeps nothing: the task's result TTL and
@@ -349,7 +350,7 @@ class TaskLifecycle:
         else:
             task.watcher = client_id
 
-    def _notify_wanters(self, task: Task, inline_limit: int | None) -> None:
+    def _notify_wanters(self, task: TaskRecord, inline_limit: int | None) -> None:
         for client_id in task.wanted_by:
             if client_id != DETACHED:
                 self.notify(client_id, task, inline_limit)
@@ -386,6 +387,6 @@ def _size(payload: Payload) -> int:
     return size
 
 
-def _expired_before_running(task: Task, now: float) -> bool:
+def _expired_before_running(task: TaskRecord, now: float) -> bool:
     waiting = task.state in (TaskState.WAITING, TaskState.SCHEDULED, TaskState.QUEUED)
     return waiting and task.expires is not None and task.expires <= now

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from celeriac.scheduler.periodic import PeriodicJob
-from celeriac.scheduler.records import Send, Task, task_record
+from celeriac.scheduler.records import Send, TaskRecord, journal_entry
 from celeriac.wire.protocol import Message, Payload
 
 #: A journal operation: (table, key, record), or ``None`` for the record to delete it.
@@ -60,10 +60,10 @@ class JournalOps:
         if self.enabled:
             self.pending.append((table, key, record))
 
-    def task(self, task: Task) -> None:
+    def task(self, task: TaskRecord) -> None:
         """Journal the task as it is now, if it is durable (detached work)."""
         if task.durable and self.enabled:
-            self.pending.append(("task", task.key, task_record(task)))
+            self.pending.append(("task", task.key, journal_entry(task)))
 
     def job(self, name: str, job: PeriodicJob | None) -> None:
         self.record("periodic", name, job.to_dict() if job is not None else None)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from celeriac.scheduler.records import Task, public_status
+from celeriac.scheduler.records import TaskRecord, public_status
 from celeriac.scheduler.timers import TimerQueue
 from celeriac.schedules import Schedule, next_run, schedule_from_dict
 from celeriac.wire.protocol import Message, Payload, check_task_options, parse_rate
@@ -97,7 +97,7 @@ class PeriodicJobs:
         self,
         timers: TimerQueue,
         enqueue: Callable[[Message], bool],
-        lookup: Callable[[str], Task | None],
+        lookup: Callable[[str], TaskRecord | None],
         journal: Callable[[str, PeriodicJob | None], None],
     ) -> None:
         self.jobs: dict[str, PeriodicJob] = {}
@@ -187,7 +187,7 @@ class PeriodicJobs:
             self._timers.add(job.next_run, job.name, "periodic")
         self._journal(job.name, job)
 
-    def run_finished(self, task: Task) -> None:
+    def run_finished(self, task: TaskRecord) -> None:
         name = self._run_of.pop(task.key, None)
         if name is not None and name in self.jobs:
             self.jobs[name].last_status = public_status(task)

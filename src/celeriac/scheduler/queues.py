@@ -6,13 +6,13 @@ import heapq
 from collections import deque
 from collections.abc import Iterable
 
-from celeriac.scheduler.records import Task
-from celeriac.scheduler.transitions import TaskState
+from celeriac.scheduler.records import TaskRecord
+from celeriac.states import TaskState
 
 _QUEUED = TaskState.QUEUED  # a task in any other state has left its queue
 
 #: ``(-priority, seq, task)``: ``seq`` is unique, so tasks themselves never compare.
-Entry = tuple[int, int, Task]
+Entry = tuple[int, int, TaskRecord]
 
 
 class ReadyQueues:
@@ -27,18 +27,18 @@ class ReadyQueues:
     def __init__(self) -> None:
         self._queues: dict[str, _Queue] = {}
 
-    def push(self, task: Task) -> None:
+    def push(self, task: TaskRecord) -> None:
         queue = self._queues.get(task.queue)
         if queue is None:
             queue = self._queues[task.queue] = _Queue()
         queue.push((-task.priority, task.seq, task))
         queue.live += 1
 
-    def left(self, task: Task) -> None:
+    def left(self, task: TaskRecord) -> None:
         """``task`` left the QUEUED state (its entry, if still there, is stale now)."""
         self._queues[task.queue].live -= 1
 
-    def pop(self, queues: Iterable[str]) -> Task | None:
+    def pop(self, queues: Iterable[str]) -> TaskRecord | None:
         """The best live task across ``queues``, removed; ``None`` if all are empty."""
         best: Entry | None = None
         best_queue = None

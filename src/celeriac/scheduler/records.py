@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from celeriac.scheduler.transitions import TaskState
+from celeriac.states import CeleryState, TaskState, celery_state
 from celeriac.wire.protocol import Message, Payload, buffer_of
 
 #: Who "wants" a detached task (fire-and-forget, Celery-style): nobody in
@@ -33,7 +33,7 @@ class SchedulerConfig:
     max_prefetch: int = 256
     #: Duration assumed for a task whose function has not been timed yet.
     unknown_duration: float = 0.5
-    #: Worker deaths a task may cause before it fails with KilledWorker.
+    #: WorkerRecord deaths a task may cause before it fails with KilledWorker.
     allowed_failures: int = 3
     #: Results up to this size are pushed to clients with the completion notice.
     inline_result_bytes: int = 1 << 20
@@ -49,7 +49,7 @@ class SchedulerConfig:
 
 
 @dataclass(slots=True, eq=False)
-class Task:
+class TaskRecord:
     key: str
     name: str
     function: Payload
@@ -104,11 +104,11 @@ SUBMIT_OPTIONS = (
     "soft_time_limit",
 )
 
-#: Task options that a journal record carries, besides the fixed fields.
+#: TaskRecord options that a journal record carries, besides the fixed fields.
 OPTION_FIELDS = ("not_before", "keep_until", *SUBMIT_OPTIONS)
 
 
-def task_record(task: Task) -> dict[str, Any]:
+def journal_entry(task: TaskRecord) -> dict[str, Any]:
     """A durable task as plain data (msgpack-friendly), for the journal."""
     finished = task.state.finished
     return {
@@ -130,8 +130,8 @@ def task_record(task: Task) -> dict[str, Any]:
     }
 
 
-def task_from_record(record: dict[str, Any], seq: int) -> Task:
-    task = Task(
+def task_from_journal(record: dict[str, Any], seq: int) -> TaskRecord:
+    task = TaskRecord(
         key=record["key"],
         name=record["name"],
         function=record["function"],
@@ -157,7 +157,7 @@ def task_from_record(record: dict[str, Any], seq: int) -> Task:
 
 
 @dataclass(eq=False)
-class Worker:
+class WorkerRecord:
     id: bytes
     name: str
     slots: int
@@ -174,26 +174,15 @@ class Worker:
 
 
 @dataclass(eq=False)
-class Client:
+class ClientRecord:
     id: bytes
     last_seen: float
     wants: set[str] = field(default_factory=set)
     shm: str | None = None  # the /dev/shm namespace its hello named
 
 
-def public_status(task: Task | None) -> str:
+def public_status(task: TaskRecord | None) -> CeleryState:
     """The Celery-style status of a task; ``UNKNOWN`` when we hold no record of it."""
     if task is None:
-        return "UNKNOWN"
-    state = task.state
-    if state is TaskState.MEMORY:
-        return "SUCCESS"
-    if state is TaskState.ERRED:
-        return "FAILURE"
-    if state is TaskState.CANCELLED:
-        return "REVOKED"
-    if state is TaskState.EXPIRED:
-        return "EXPIRED"
-    if state is TaskState.PROCESSING and task.started:
-        return "STARTED"
-    return "RETRY" if task.attempts else "PENDING"
+        return CeleryState.UNKNOWN
+    return celery_state(task.state, started=task.started, retried=task.attempts > 0)

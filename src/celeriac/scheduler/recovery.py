@@ -12,7 +12,7 @@ from typing import Any
 
 from celeriac.scheduler.lifecycle import TaskLifecycle
 from celeriac.scheduler.periodic import PeriodicJob
-from celeriac.scheduler.records import DETACHED, Task, task_from_record
+from celeriac.scheduler.records import DETACHED, TaskRecord, task_from_journal
 from celeriac.scheduler.revocations import Revocations
 
 log = logging.getLogger("celeriac.scheduler")
@@ -27,7 +27,7 @@ def restore(
 ) -> None:
     """Put back what the journal held, as of ``lifecycle.now``."""
     revocations.restore(revoked, lifecycle.now)
-    restored = [task_from_record(record, lifecycle.next_seq()) for record in tasks]
+    restored = [task_from_journal(record, lifecycle.next_seq()) for record in tasks]
     # Every task first, so each unfinished one finds its dependencies.
     for task in restored:
         lifecycle.add(task)
@@ -52,7 +52,7 @@ def restore(
     )
 
 
-def _resume(lifecycle: TaskLifecycle, task: Task) -> None:
+def _resume(lifecycle: TaskLifecycle, task: TaskRecord) -> None:
     """An unfinished task runs again (or fails at once if a dependency is gone)."""
     if task.expires is not None:
         lifecycle.timers.add(task.expires, task.key, "expire")

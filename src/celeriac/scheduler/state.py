@@ -13,7 +13,7 @@ connected, what each message asks for, and what becomes of a worker's tasks
 when it goes.  The rest is composed in, each part given what it needs:
 
 * ``lifecycle.TaskLifecycle``: the tasks and every move they make;
-* ``assignment.Assignment``: which worker gets each ready task;
+* ``assignment.Assigner``: which worker gets each ready task;
 * ``revocations.Revocations``: ids revoked before they were submitted;
 * ``outbox``: the messages and journal operations waiting for the server;
 * ``recovery`` and ``inspection``: the journal read back, the summary given out.
@@ -27,21 +27,21 @@ from collections.abc import Iterable
 from typing import Any
 
 from celeriac.scheduler import inspection, recovery
-from celeriac.scheduler.assignment import Assignment
+from celeriac.scheduler.assignment import Assigner
 from celeriac.scheduler.lifecycle import TaskLifecycle
 from celeriac.scheduler.outbox import JournalOp, JournalOps, Outbox
 from celeriac.scheduler.periodic import PeriodicJobs
 from celeriac.scheduler.records import (
     DETACHED,
-    Client,
+    ClientRecord,
     SchedulerConfig,
     Send,
-    Task,
-    Worker,
+    TaskRecord,
+    WorkerRecord,
     public_status,
 )
 from celeriac.scheduler.revocations import Revocations
-from celeriac.scheduler.transitions import TaskState
+from celeriac.states import TaskState
 from celeriac.wire.protocol import VERSION, Message, ProtocolError, parse_rate
 
 __all__ = ["DETACHED", "SchedulerConfig", "SchedulerState", "Send"]
@@ -52,8 +52,8 @@ log = logging.getLogger("celeriac.scheduler")
 class SchedulerState:
     def __init__(self, config: SchedulerConfig | None = None) -> None:
         self.config = config or SchedulerConfig()
-        self.workers: dict[bytes, Worker] = {}
-        self.clients: dict[bytes, Client] = {}
+        self.workers: dict[bytes, WorkerRecord] = {}
+        self.clients: dict[bytes, ClientRecord] = {}
         #: Facts about the process around us (pid, address), set by the server.
         self.about: dict[str, Any] = {}
         #: What the server adds to every welcome (how large frames may travel).
@@ -64,9 +64,9 @@ class SchedulerState:
             self.config.revoke_ttl, self.config.max_revoked, self._journal
         )
         self._lifecycle = TaskLifecycle(self.config, self.workers, self._outbox, self._journal)
-        self._assignment = Assignment(self.config, self.workers, self._lifecycle, self._outbox)
+        self._assigner = Assigner(self.config, self.workers, self._lifecycle, self._outbox)
         #: The lifecycle's tasks by key (the same dict, read on every message).
-        self.tasks: dict[str, Task] = self._lifecycle.tasks
+        self.tasks: dict[str, TaskRecord] = self._lifecycle.tasks
 
     # -- what the server, the dashboard and tests read ---------------------------------
 
@@ -174,14 +174,14 @@ class SchedulerState:
     def take_journal(self) -> list[JournalOp]:
         return self._journal.take()
 
-    def _transition(self, task: Task, new: TaskState) -> None:
+    def _transition(self, task: TaskRecord, new: TaskState) -> None:
         # The tests make an illegal move through here; the moves are the lifecycle's.
         self._lifecycle.transition(task, new)
 
     def _flush(self) -> list[Send]:
         if self._lifecycle.needs_assigning:
             self._lifecycle.needs_assigning = False
-            self._assignment.assign()
+            self._assigner.assign()
         return self._outbox.take()
 
     # -- dispatch ----------------------------------------------------------------------
@@ -201,7 +201,7 @@ class SchedulerState:
     def _client_hello(self, sender: bytes, msg: Message, now: float) -> None:
         if not self._speaks_our_version(sender, msg):
             return
-        client = self.clients.setdefault(sender, Client(sender, now))
+        client = self.clients.setdefault(sender, ClientRecord(sender, now))
         client.last_seen, client.shm = now, msg.get("shm")
         self._outbox.send(
             sender,
@@ -211,7 +211,7 @@ class SchedulerState:
             **self.welcome_fields,
         )
 
-    def _submit(self, client: Client, msg: Message) -> None:
+    def _submit(self, client: ClientRecord, msg: Message) -> None:
         # ``msg.fields`` read directly, here and on the other per-task paths:
         # ``Message.get`` is a Python call, and these run for every task.
         fields = msg.fields
@@ -233,14 +233,14 @@ class SchedulerState:
         if fields.get("held", False):
             self._lifecycle.watch(client.id, task)
 
-    def _on_want(self, client: Client, msg: Message) -> None:
+    def _on_want(self, client: ClientRecord, msg: Message) -> None:
         task = self.tasks.get(msg["key"])
         if task is None:
             self._say_unknown(client, msg["key"])
         else:
             self._lifecycle.want(client, task)
 
-    def _on_release(self, client: Client, msg: Message) -> None:
+    def _on_release(self, client: ClientRecord, msg: Message) -> None:
         for key in msg.fields["keys"]:
             client.wants.discard(key)
             task = self.tasks.get(key)
@@ -250,29 +250,29 @@ class SchedulerState:
                 task.wanted_by.pop(client.id, None)
                 self._lifecycle.forget_if_unneeded(task)
 
-    def _on_fire_and_forget(self, client: Client, msg: Message) -> None:
+    def _on_fire_and_forget(self, client: ClientRecord, msg: Message) -> None:
         task = self.tasks.get(msg["key"])
         if task is not None and not task.state.finished:
             self._lifecycle.want(None, task)
             task.durable = True
             self._journal.task(task)
 
-    def _on_fetch(self, client: Client, msg: Message) -> None:
+    def _on_fetch(self, client: ClientRecord, msg: Message) -> None:
         task = self.tasks.get(msg["key"])
         if task is None:
             self._say_unknown(client, msg["key"])
         elif task.state.finished:
             self._lifecycle.notify(client.id, task, inline_limit=None)
 
-    def _say_unknown(self, client: Client, key: str) -> None:
+    def _say_unknown(self, client: ClientRecord, key: str) -> None:
         self._outbox.send(client.id, "erred", key=key, kind="lost", text="key is not known")
 
-    def _on_cancel(self, client: Client, msg: Message) -> None:
+    def _on_cancel(self, client: ClientRecord, msg: Message) -> None:
         task = self.tasks.get(msg["key"])
         if task is not None and not task.state.finished:
             self._lifecycle.cancel(task)
 
-    def _on_revoke(self, client: Client, msg: Message) -> None:
+    def _on_revoke(self, client: ClientRecord, msg: Message) -> None:
         """Cancel cluster-wide; an id not seen yet stays revoked for ``revoke_ttl``."""
         key = msg["key"]
         task = self.tasks.get(key)
@@ -282,17 +282,17 @@ class SchedulerState:
             terminate = msg.get("terminate", False) and task.state is TaskState.PROCESSING
             self._lifecycle.cancel(task, terminate=terminate)
 
-    def _on_forget(self, client: Client, msg: Message) -> None:
+    def _on_forget(self, client: ClientRecord, msg: Message) -> None:
         task = self.tasks.get(msg["key"])
         if task is not None and task.state.finished:
             task.keep_until = 0.0
             self._lifecycle.forget_if_unneeded(task)
 
-    def _on_status(self, client: Client, msg: Message) -> None:
+    def _on_status(self, client: ClientRecord, msg: Message) -> None:
         states = {key: public_status(self.tasks.get(key)) for key in msg["keys"]}
         self._outbox.send(client.id, "status-reply", rid=msg["rid"], states=states)
 
-    def _on_periodic_set(self, client: Client, msg: Message) -> None:
+    def _on_periodic_set(self, client: ClientRecord, msg: Message) -> None:
         try:
             self.periodic.set(msg, self._lifecycle.now)
         except (ValueError, ProtocolError) as exc:
@@ -301,7 +301,7 @@ class SchedulerState:
         if msg.get("ack", False):
             self._outbox.accepted(client.id, msg["name"])
 
-    def _on_periodic(self, client: Client, msg: Message) -> None:
+    def _on_periodic(self, client: ClientRecord, msg: Message) -> None:
         try:
             jobs = self.periodic.act(msg["action"], msg.get("name"), self._lifecycle.now)
         except LookupError as exc:
@@ -310,16 +310,16 @@ class SchedulerState:
             return
         self._outbox.send(client.id, "periodic-reply", rid=msg["rid"], jobs=jobs)
 
-    def _on_info(self, client: Client, msg: Message) -> None:
+    def _on_info(self, client: ClientRecord, msg: Message) -> None:
         self._outbox.send(client.id, "info-reply", rid=msg["rid"], info=self.info())
 
-    def _on_goodbye(self, client: Client, msg: Message) -> None:
+    def _on_goodbye(self, client: ClientRecord, msg: Message) -> None:
         self._remove_client(client)
 
-    def _on_client_heartbeat(self, client: Client, msg: Message) -> None:
+    def _on_client_heartbeat(self, client: ClientRecord, msg: Message) -> None:
         pass  # last_seen was updated by the dispatcher
 
-    def _remove_client(self, client: Client) -> None:
+    def _remove_client(self, client: ClientRecord) -> None:
         del self.clients[client.id]
         for key in client.wants:
             task = self.tasks.get(key)
@@ -329,7 +329,7 @@ class SchedulerState:
 
     # -- supervisors (connected as clients) ----------------------------------------------
 
-    def _on_worker_died(self, client: Client, msg: Message) -> None:
+    def _on_worker_died(self, client: ClientRecord, msg: Message) -> None:
         """A supervisor saw its worker process die: no need to wait for heartbeats.
 
         With a ``key``, the supervisor killed it for that task (hard time
@@ -348,13 +348,13 @@ class SchedulerState:
             self._retry_or_fail_over_time_limit(culprit)
         self._remove_worker(worker, lost="key" not in msg.fields)
 
-    def _retry_or_fail_over_time_limit(self, task: Task) -> None:
+    def _retry_or_fail_over_time_limit(self, task: TaskRecord) -> None:
         self._lifecycle.unassign(task)
         if not self._lifecycle.retry(task, None):
             text = f"task {task.key!r} ({task.name}) exceeded its time limit of {task.time_limit} s"
             self._lifecycle.fail(task, "time-limit", text)
 
-    def _on_workers_alive(self, client: Client, msg: Message) -> None:
+    def _on_workers_alive(self, client: ClientRecord, msg: Message) -> None:
         """A supervisor vouches that these processes are alive.
 
         A task stuck in C code holding the GIL silences its worker's own
@@ -385,7 +385,7 @@ class SchedulerState:
         self._welcome_worker(worker)
         self._lifecycle.needs_assigning = True
 
-    def _welcome_worker(self, worker: Worker) -> None:
+    def _welcome_worker(self, worker: WorkerRecord) -> None:
         self._outbox.send(
             worker.id,
             "welcome",
@@ -395,26 +395,26 @@ class SchedulerState:
             **self.welcome_fields,
         )
 
-    def _on_heartbeat(self, worker: Worker, msg: Message) -> None:
+    def _on_heartbeat(self, worker: WorkerRecord, msg: Message) -> None:
         worker.memory = msg.get("memory", worker.memory)
         worker.running = msg.get("running", worker.running)
         self._outbox.send(worker.id, "heartbeat-ack")
 
-    def _on_started(self, worker: Worker, msg: Message) -> None:
+    def _on_started(self, worker: WorkerRecord, msg: Message) -> None:
         task = self._assigned_task(worker, msg["key"])
         if task is not None:
             task.started = True
 
-    def _on_task_done(self, worker: Worker, msg: Message) -> None:
+    def _on_task_done(self, worker: WorkerRecord, msg: Message) -> None:
         fields = msg.fields
         task = self._assigned_task(worker, fields["key"])
         if task is None:
             return
         self._lifecycle.unassign(task)
-        self._assignment.learn_duration(task.name, fields.get("duration"))
+        self._assigner.learn_duration(task.name, fields.get("duration"))
         self._lifecycle.succeed(task, msg.payloads[0])
 
-    def _on_task_failed(self, worker: Worker, msg: Message) -> None:
+    def _on_task_failed(self, worker: WorkerRecord, msg: Message) -> None:
         task = self._assigned_task(worker, msg["key"])
         if task is None:
             return
@@ -426,7 +426,7 @@ class SchedulerState:
         kind = "remote" if kind == "retry" else kind
         self._lifecycle.fail(task, kind, msg["text"], msg.payloads[0])
 
-    def _on_worker_leaving(self, worker: Worker, msg: Message) -> None:
+    def _on_worker_leaving(self, worker: WorkerRecord, msg: Message) -> None:
         """The worker hands back what it has not started and finishes the rest."""
         log.info("worker %s is closing; %d tasks handed back", worker.name, len(msg["keys"]))
         worker.closing = True
@@ -436,17 +436,17 @@ class SchedulerState:
                 self._lifecycle.unassign(task)
                 self._lifecycle.make_ready(task)
 
-    def _on_worker_goodbye(self, worker: Worker, msg: Message) -> None:
+    def _on_worker_goodbye(self, worker: WorkerRecord, msg: Message) -> None:
         log.info("worker %s left", worker.name)
         self._remove_worker(worker, lost=False)
 
-    def _assigned_task(self, worker: Worker, key: str) -> Task | None:
+    def _assigned_task(self, worker: WorkerRecord, key: str) -> TaskRecord | None:
         task = self.tasks.get(key)
         if task is None or task.worker != worker.id or task.state is not TaskState.PROCESSING:
             return None  # cancelled, released or reassigned meanwhile: stale news
         return task
 
-    def _remove_worker(self, worker: Worker, *, lost: bool) -> None:
+    def _remove_worker(self, worker: WorkerRecord, *, lost: bool) -> None:
         del self.workers[worker.id]
         suspects = self._running_on(worker) if lost else set()
         for key in list(worker.assigned):
@@ -457,7 +457,7 @@ class SchedulerState:
         worker.assigned.clear()
         self._lifecycle.needs_assigning = True
 
-    def _take_back(self, task: Task, worker: Worker, *, suspect: bool) -> None:
+    def _take_back(self, task: TaskRecord, worker: WorkerRecord, *, suspect: bool) -> None:
         """Queue a gone worker's task again; a suspect of its death counts a kill."""
         task.worker = None
         task.estimate = 0.0
@@ -469,7 +469,7 @@ class SchedulerState:
         task.started = False
         self._lifecycle.make_ready(task)
 
-    def _running_on(self, worker: Worker) -> set[str]:
+    def _running_on(self, worker: WorkerRecord) -> set[str]:
         """Tasks that were (probably) executing when the worker died.
 
         Those reported started, topped up with the oldest assigned ones: a
@@ -485,8 +485,8 @@ class SchedulerState:
         return running
 
 
-def _new_worker(sender: bytes, hello: Message, now: float) -> Worker:
-    return Worker(
+def _new_worker(sender: bytes, hello: Message, now: float) -> WorkerRecord:
+    return WorkerRecord(
         id=sender,
         name=hello["name"],
         slots=max(1, hello["slots"]),
@@ -498,7 +498,7 @@ def _new_worker(sender: bytes, hello: Message, now: float) -> Worker:
     )
 
 
-def _killed_too_many(task: Task, worker: Worker) -> str:
+def _killed_too_many(task: TaskRecord, worker: WorkerRecord) -> str:
     return (
         f"task {task.key!r} was running on {task.kills} workers that died "
         f"(last: {worker.name}, pid {worker.pid}); giving up"

@@ -1,4 +1,4 @@
-"""Task states and the only legal moves between them.
+"""The only legal moves between task states (:class:`celeriac.states.TaskState`).
 
 Every state change in the scheduler goes through :func:`check_transition`; an
 illegal move is a bug and raises, it is never silently ignored.
@@ -6,26 +6,9 @@ illegal move is a bug and raises, it is never silently ignored.
 
 from __future__ import annotations
 
-from enum import StrEnum
-
-
-class TaskState(StrEnum):
-    WAITING = "waiting"  # some dependency has not finished yet
-    SCHEDULED = "scheduled"  # ready, but not before a time (eta, back-off, rate limit)
-    QUEUED = "queued"  # ready, in its queue, not given to a worker
-    PROCESSING = "processing"  # given to a worker (prefetched or running)
-    MEMORY = "memory"  # finished; the scheduler holds the result
-    ERRED = "erred"  # failed for good (after retries)
-    CANCELLED = "cancelled"  # cancelled or revoked
-    EXPIRED = "expired"  # its expiry time passed before it started
-
-    @property
-    def finished(self) -> bool:
-        return self in FINISHED
-
+from celeriac.states import TaskState
 
 _S = TaskState
-FINISHED = frozenset({_S.MEMORY, _S.ERRED, _S.CANCELLED, _S.EXPIRED})
 
 TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     _S.WAITING: frozenset({_S.SCHEDULED, _S.QUEUED, _S.ERRED, _S.CANCELLED, _S.EXPIRED}),

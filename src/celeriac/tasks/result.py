@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from celeriac.client.futures import Future
 from celeriac.errors import FutureLostError
+from celeriac.states import READY_STATES, CeleryState
 from celeriac.wire.protocol import Message
 from celeriac.wire.serialize import format_traceback
 
@@ -13,8 +14,6 @@ if TYPE_CHECKING:
     from celeriac.tasks.app import App
 
 R = TypeVar("R")
-
-READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED", "EXPIRED"})
 
 
 class AsyncResult(Generic[R]):
@@ -42,7 +41,7 @@ class AsyncResult(Generic[R]):
         return self.status in READY_STATES
 
     def successful(self) -> bool:
-        return self.status == "SUCCESS"
+        return self.status == CeleryState.SUCCESS
 
     def failed(self) -> bool:
         return self.status == "FAILURE"
@@ -120,7 +119,7 @@ class GroupResult:
 
     def completed_count(self) -> int:
         states = self.results[0].app.client.status([r.id for r in self.results])
-        return sum(1 for s in states.values() if s == "SUCCESS")
+        return sum(1 for s in states.values() if s == CeleryState.SUCCESS)
 
     def __iter__(self) -> Any:
         return iter(self.results)

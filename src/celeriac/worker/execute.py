@@ -25,7 +25,9 @@ log = logging.getLogger("celeriac.worker")
 
 
 @dataclass(slots=True)
-class Assignment:
+class RunRequest:
+    """One task as a worker received it in a ``run`` message: what to call, with what."""
+
     key: str
     name: str
     function: Payload
@@ -36,7 +38,7 @@ class Assignment:
     soft_time_limit: float | None = None
 
 
-def run_task(task: Assignment, functions: LoadedFunctions) -> Message:
+def run_task(task: RunRequest, functions: LoadedFunctions) -> Message:
     """Execute a task; return its ``task-done`` or ``task-failed`` message."""
     try:
         fn = functions.load(task.function[0])
@@ -63,7 +65,7 @@ def run_task(task: Assignment, functions: LoadedFunctions) -> Message:
     return Message("task-done", {"key": task.key, "duration": duration}, [payload])
 
 
-def _raised(task: Assignment, exc: BaseException, duration: float) -> Message:
+def _raised(task: RunRequest, exc: BaseException, duration: float) -> Message:
     """The task raised: a failure, or (``Retry``) a request to run again."""
     if isinstance(exc, Retry):
         log.info(
@@ -83,12 +85,12 @@ def _raised(task: Assignment, exc: BaseException, duration: float) -> Message:
     return Message("task-failed", fields, [dumps_exception(reported)])
 
 
-def _failed(task: Assignment, kind: str, exc: BaseException, context: str) -> Message:
+def _failed(task: RunRequest, kind: str, exc: BaseException, context: str) -> Message:
     error = SerializationError(f"{context}: {exc}")
     error.__cause__ = exc
     log.error("task %s: %s", task.key, error)
     return Message("task-failed", _failure_fields(task, kind, error), [dumps_exception(error)])
 
 
-def _failure_fields(task: Assignment, kind: str, exc: BaseException) -> dict[str, Any]:
+def _failure_fields(task: RunRequest, kind: str, exc: BaseException) -> dict[str, Any]:
     return {"key": task.key, "kind": kind, "text": format_traceback(exc)[-4000:]}

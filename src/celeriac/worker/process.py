@@ -30,7 +30,7 @@ from celeriac.wire.security import secure_client
 from celeriac.wire.serialize import LoadedFunctions, dumps_exception
 from celeriac.wire.transport import RECHECK_MS, SharedSocket, reconnect_quickly
 from celeriac.wire.wakeup import Waker
-from celeriac.worker.execute import Assignment, run_task
+from celeriac.worker.execute import RunRequest, run_task
 from celeriac.worker.limits import ControlChannel, SoftLimits
 
 log = logging.getLogger("celeriac.worker")
@@ -80,7 +80,7 @@ class WorkerProcess:
         self._control = ControlChannel(control_fd)
         self._soft_limits = SoftLimits()
         self._functions = LoadedFunctions()
-        self._todo: deque[Assignment] = deque()
+        self._todo: deque[RunRequest] = deque()
         self._todo_ready = threading.Condition()
         self._dropped: set[str] = set()
         self._running: dict[str, int] = {}  # key -> executing thread's id
@@ -255,7 +255,7 @@ class WorkerProcess:
             self._waker.wake()
             return
         deps = dict(zip(msg["deps"], msg.payloads[2:], strict=True))
-        task = Assignment(
+        task = RunRequest(
             key=msg["key"],
             name=msg.get("name", msg["key"]),
             function=msg.payloads[0],
@@ -330,7 +330,7 @@ class WorkerProcess:
 
     # -- executors ---------------------------------------------------------------------
 
-    def _next_task(self, block: bool) -> Assignment | None:
+    def _next_task(self, block: bool) -> RunRequest | None:
         with self._todo_ready:
             while True:
                 # Closing: start nothing new; the helper thread hands the queue back.
@@ -379,7 +379,7 @@ class WorkerProcess:
         while (task := self._next_task(block=True)) is not None:
             self._execute(task)
 
-    def _execute(self, task: Assignment) -> None:
+    def _execute(self, task: RunRequest) -> None:
         # No send: the notice rides along with the outcome, or the next heartbeat.
         self._outbox.append(Message("started", {"key": task.key}))
         try:
@@ -422,7 +422,7 @@ class WorkerProcess:
             log.info("worker %s: recycling at %d MiB resident", self.name, rss >> 20)
             self.request_close()
 
-    def _run_with_limits(self, task: Assignment) -> Message:
+    def _run_with_limits(self, task: RunRequest) -> Message:
         if task.time_limit is not None:
             self._control.deadline(task.key, task.time_limit)
         try:

@@ -17,15 +17,10 @@ import pytest
 
 from celeriac.scheduler.policies import TokenBucket
 from celeriac.scheduler.queues import ReadyQueues
-from celeriac.scheduler.records import Task
+from celeriac.scheduler.records import TaskRecord
 from celeriac.scheduler.state import SchedulerConfig, SchedulerState, Send
-from celeriac.scheduler.transitions import (
-    FINISHED,
-    TRANSITIONS,
-    InvalidTransition,
-    TaskState,
-    check_transition,
-)
+from celeriac.scheduler.transitions import TRANSITIONS, InvalidTransition, check_transition
+from celeriac.states import FINISHED, TaskState
 from celeriac.testing import SimulatedScheduler as Sim
 from celeriac.testing import hello_worker, ops
 from celeriac.testing import message as msg
@@ -667,16 +662,16 @@ def test_ready_queue_pops_in_priority_then_submission_order_whatever_the_arrival
     rng = random.Random(7)
     ready = ReadyQueues()
     model: list[tuple[int, int, str]] = []  # what should wait, sorted
-    tasks: dict[str, Task] = {}
-    given: list[Task] = []  # popped: may come back
+    tasks: dict[str, TaskRecord] = {}
+    given: list[TaskRecord] = []  # popped: may come back
     seqs = itertools.count()
     clock = itertools.count()
 
-    def leave(task: Task, state: TaskState) -> None:  # as the lifecycle's transition does
+    def leave(task: TaskRecord, state: TaskState) -> None:  # as the lifecycle's transition does
         task.state = state
         ready.left(task)
 
-    def queue(task: Task) -> None:
+    def queue(task: TaskRecord) -> None:
         task.state = TaskState.QUEUED
         task.queued_at = float(next(clock))
         ready.push(task)
@@ -688,7 +683,11 @@ def test_ready_queue_pops_in_priority_then_submission_order_whatever_the_arrival
         if roll < 0.45:
             key = f"t{step}"
             priority = rng.choice([0, 0, 0, 0, 1, -1, 5])
-            queue(tasks.setdefault(key, Task(key, key, (), (), (), priority, next(seqs), "q", 0)))
+            queue(
+                tasks.setdefault(
+                    key, TaskRecord(key, key, (), (), (), priority, next(seqs), "q", 0)
+                )
+            )
         elif roll < 0.5 and given:
             queue(given.pop(rng.randrange(len(given))))
         elif roll < 0.6 and model:  # cancelled while queued: its entry goes stale
