@@ -38,6 +38,7 @@ class TaskState(StrEnum):
 
     @property
     def finished(self) -> bool:
+        """Whether the task is done for good (no state follows)."""
         return self in FINISHED
 
 

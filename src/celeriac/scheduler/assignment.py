@@ -20,6 +20,12 @@ from celeriac.wire.protocol import Message, Payload
 
 
 class Assigner:
+    """Gives ready tasks to workers: ``assign`` after every batch that made work ready.
+
+    ``config`` holds prefetch and timing; ``workers`` and ``lifecycle`` are the
+    state's own (shared, not copied); ``run`` messages go to ``outbox``.
+    """
+
     def __init__(
         self,
         config: SchedulerConfig,

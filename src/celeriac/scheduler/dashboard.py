@@ -36,6 +36,13 @@ Snapshot = Callable[[], dict[str, Any]]
 
 
 class Dashboard:
+    """The web page, JSON status and ``/metrics``, served on ``host``:``port`` from a thread.
+
+    ``snapshot`` returns the data to show (the server refreshes it each loop
+    turn); the server never waits on a request.  Nothing binds until made;
+    nothing is served until :meth:`start`.
+    """
+
     def __init__(self, host: str, port: int, snapshot: Snapshot) -> None:
         handler = type(
             "Handler",
@@ -52,10 +59,12 @@ class Dashboard:
         )
 
     def start(self) -> None:
+        """Serve from a daemon thread."""
         self._thread.start()
         log.info("dashboard at %s", self.address)
 
     def stop(self) -> None:
+        """Stop serving and close the socket."""
         self._server.shutdown()
         self._server.server_close()
 

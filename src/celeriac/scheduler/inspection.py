@@ -22,6 +22,10 @@ def summary(
     workers: Iterable[WorkerRecord],
     clients: int,
 ) -> dict[str, Any]:
+    """What ``celeriac inspect`` and the dashboard show: tasks by state, queues, workers, jobs.
+
+    ``about`` holds facts about the server process; ``clients`` is how many are connected.
+    """
     depths, oldest = lifecycle.ready.summary()
     return {
         "scheduler": about,

@@ -37,6 +37,14 @@ TABLES = ("task", "revoked", "periodic")
 
 
 class Journal:
+    """The SQLite journal of durable work at ``path`` (WAL mode; created if missing).
+
+    ``fsync``: ``always`` (every commit reaches the disk before replies go out),
+    ``batch`` (the default: WAL with ``synchronous=NORMAL``) or ``never``; see
+    docs/reliability.md.  One transaction per loop turn (:meth:`commit`), read
+    back only at start (:meth:`load`).
+    """
+
     def __init__(self, path: str | Path, fsync: str = "batch") -> None:
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {fsync!r}")
@@ -81,6 +89,7 @@ class Journal:
         return tasks, revoked, jobs
 
     def close(self) -> None:
+        """Close the database."""
         self._db.close()
 
 

@@ -102,6 +102,7 @@ class TaskLifecycle:
         return task
 
     def add(self, task: TaskRecord) -> None:
+        """Put a task in the table (counted by its state), as submitted or restored."""
         self.tasks[task.key] = task
         self.by_state[task.state] += 1
 
@@ -170,6 +171,7 @@ class TaskLifecycle:
     # -- moves -------------------------------------------------------------------------
 
     def transition(self, task: TaskRecord, new: TaskState) -> None:
+        """Move ``task`` to ``new``; an illegal move raises ``InvalidTransition``."""
         old = task.state
         if new not in TRANSITIONS[old]:  # checked here first: this runs on every move
             check_transition(task.key, old, new)
@@ -193,6 +195,7 @@ class TaskLifecycle:
             self.needs_assigning = True
 
     def defer(self, task: TaskRecord, until: float) -> None:
+        """Hold a ready task back until ``until`` (eta, back-off, rate limit)."""
         task.not_before = until
         self.transition(task, TaskState.SCHEDULED)
         self.timers.add(until, task.key, "ready")
@@ -247,6 +250,10 @@ class TaskLifecycle:
                     self.make_ready(dependent)
 
     def fail(self, task: TaskRecord, kind: str, text: str, payload: Payload = ()) -> None:
+        """Fail for good: ``kind`` of failure, its ``text``, the pickled exception ``payload``.
+
+        Dependents fail with the same error; the failure is kept for inspection.
+        """
         self.transition(task, TaskState.ERRED)
         failure = {"key": task.key, "name": task.name, "kind": kind, "text": text}
         self.recent_failures.append({**failure, "time": self.now})
@@ -256,6 +263,7 @@ class TaskLifecycle:
         self._finish_unsuccessfully(task)
 
     def cancel(self, task: TaskRecord, terminate: bool = False) -> None:
+        """Cancel (revoke); a worker holding it is told to drop it (kill it: ``terminate``)."""
         if task.state is TaskState.PROCESSING and task.worker is not None:
             self._outbox.send(task.worker, "drop", key=task.key, terminate=terminate)
             self.unassign(task)
@@ -264,6 +272,7 @@ class TaskLifecycle:
         self._finish_unsuccessfully(task)
 
     def expire(self, task: TaskRecord) -> None:
+        """Its expiry time passed before it started: it never runs."""
         log.info("task %s (%s) expired before it ran", task.key, task.name)
         self.transition(task, TaskState.EXPIRED)
         task.function = task.args = ()
@@ -361,6 +370,7 @@ class TaskLifecycle:
     # -- timers ------------------------------------------------------------------------
 
     def fire_timers(self, now: float) -> None:
+        """Act on every timer due by ``now``: readiness, expiry, forgetting, periodic ticks."""
         for timer in self.timers.due(now):
             self._fire(timer.kind, timer.key, now)
 

@@ -22,6 +22,8 @@ _send = tuple.__new__
 
 
 class Outbox:
+    """The messages the state has decided to send, until the server takes them."""
+
     def __init__(self) -> None:
         self._sends: list[Send] = []
         self._acks: dict[bytes, list[str]] = {}  # the pending "accepted" per peer
@@ -29,6 +31,7 @@ class Outbox:
     def send(
         self, to: bytes, op: str, payloads: list[Payload] | None = None, /, **fields: Any
     ) -> None:
+        """Send ``op`` with ``fields`` (and payload frames) to peer ``to``."""
         self._sends.append(_send(Send, (to, Message(op, fields, payloads or []))))
 
     def put(self, to: bytes, msg: Message) -> None:
@@ -44,6 +47,7 @@ class Outbox:
         keys.append(key)
 
     def take(self) -> list[Send]:
+        """Everything decided since the last call, in order."""
         sends, self._sends = self._sends, []
         self._acks.clear()
         return sends
@@ -57,6 +61,7 @@ class JournalOps:
         self.pending: list[JournalOp] = []
 
     def record(self, table: str, key: str, record: Any) -> None:
+        """Write ``record`` under ``key`` in ``table`` (``None`` deletes it)."""
         if self.enabled:
             self.pending.append((table, key, record))
 
@@ -66,8 +71,10 @@ class JournalOps:
             self.pending.append(("task", task.key, journal_entry(task)))
 
     def job(self, name: str, job: PeriodicJob | None) -> None:
+        """Journal a periodic job as it is now (``None``: it was removed)."""
         self.record("periodic", name, job.to_dict() if job is not None else None)
 
     def take(self) -> list[JournalOp]:
+        """The operations piled up since the last call, in order."""
         ops, self.pending = self.pending, []
         return ops

@@ -27,6 +27,8 @@ MAX_CATCH_UP = 1000
 
 @dataclass
 class PeriodicJob:
+    """One periodic job: what to run, on what schedule, and how its runs have gone."""
+
     name: str
     schedule: Schedule
     function: Payload
@@ -45,6 +47,7 @@ class PeriodicJob:
     skipped: int = 0
 
     def describe(self) -> dict[str, Any]:
+        """The job as ``celeriac periodic list`` and the dashboard show it."""
         return {
             "name": self.name,
             "schedule": str(self.schedule),
@@ -80,6 +83,7 @@ class PeriodicJob:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PeriodicJob:
+        """The job as journaled (``to_dict``), read back."""
         fields = dict(data)
         fields["schedule"] = schedule_from_dict(fields["schedule"])
         return cls(**fields)
@@ -188,11 +192,13 @@ class PeriodicJobs:
         self._journal(job.name, job)
 
     def run_finished(self, task: TaskRecord) -> None:
+        """A run ended: remember its status on its job (if ``task`` was a run)."""
         name = self._run_of.pop(task.key, None)
         if name is not None and name in self.jobs:
             self.jobs[name].last_status = public_status(task)
 
     def describe(self) -> list[dict[str, Any]]:
+        """Every job, with the status of its last run."""
         for job in self.jobs.values():
             last = self._lookup(job.last_key) if job.last_key else None
             if last is not None:
@@ -249,6 +255,7 @@ def due_runs(job: PeriodicJob, now: float) -> tuple[list[float], float | None]:
 
 
 def run_key(name: str, when: float) -> str:
+    """The task id of job ``name``'s run due at ``when``: the same tick, the same id."""
     return f"periodic:{name}:{_iso(when)}"
 
 

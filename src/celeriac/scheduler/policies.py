@@ -26,6 +26,8 @@ def backoff_delay(
 
 @dataclass
 class TokenBucket:
+    """A token bucket: ``rate`` tokens per ``per`` seconds, holding at most ``rate``."""
+
     rate: float  # tokens per `per` seconds
     per: float
     tokens: float
@@ -50,6 +52,7 @@ class RateLimits:
         self._buckets: dict[str, TokenBucket] = {}
 
     def wait_time(self, name: str, limit: str, now: float) -> float:
+        """Seconds until a task ``name`` may start under ``limit`` (``"10/s"``); 0: now."""
         rate, per = parse_rate(limit)
         bucket = self._buckets.get(name)
         if bucket is None or (bucket.rate, bucket.per) != (rate, per):

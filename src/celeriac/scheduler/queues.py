@@ -28,6 +28,7 @@ class ReadyQueues:
         self._queues: dict[str, _Queue] = {}
 
     def push(self, task: TaskRecord) -> None:
+        """Queue a ready task in its queue, ordered by (priority, submission order)."""
         queue = self._queues.get(task.queue)
         if queue is None:
             queue = self._queues[task.queue] = _Queue()

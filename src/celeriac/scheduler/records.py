@@ -14,12 +14,16 @@ DETACHED = b""
 
 
 class Send(NamedTuple):
+    """A command out of the state: send ``msg`` to the peer with routing id ``to``."""
+
     to: bytes
     msg: Message
 
 
 @dataclass
 class SchedulerConfig:
+    """What the state machine is told at start: timeouts, prefetch, limits (seconds, bytes)."""
+
     worker_timeout: float = 5.0
     heartbeat_interval: float = 0.5
     client_timeout: float = 60.0
@@ -50,6 +54,8 @@ class SchedulerConfig:
 
 @dataclass(slots=True, eq=False)
 class TaskRecord:
+    """The scheduler's record of one task: what to run, where it is, who waits for it."""
+
     key: str
     name: str
     function: Payload
@@ -131,6 +137,7 @@ def journal_entry(task: TaskRecord) -> dict[str, Any]:
 
 
 def task_from_journal(record: dict[str, Any], seq: int) -> TaskRecord:
+    """A durable task read back from its journal entry; ``seq`` orders it among the rest."""
     task = TaskRecord(
         key=record["key"],
         name=record["name"],
@@ -158,6 +165,8 @@ def task_from_journal(record: dict[str, Any], seq: int) -> TaskRecord:
 
 @dataclass(eq=False)
 class WorkerRecord:
+    """One connected worker process: its slots and queues, what it was given, how busy."""
+
     id: bytes
     name: str
     slots: int
@@ -175,6 +184,8 @@ class WorkerRecord:
 
 @dataclass(eq=False)
 class ClientRecord:
+    """One connected client: the keys it holds futures for."""
+
     id: bytes
     last_seen: float
     wants: set[str] = field(default_factory=set)

@@ -26,6 +26,7 @@ class Revocations:
         return len(self.until)
 
     def remember(self, key: str, now: float) -> None:
+        """Revoke ``key`` before it is known (until its TTL; the oldest go first when full)."""
         if len(self.until) >= self._max:
             oldest = next(iter(self.until))
             del self.until[oldest]

@@ -50,6 +50,18 @@ log = logging.getLogger("celeriac.scheduler")
 
 
 class SchedulerState:
+    """Everything the scheduler knows and decides, with no sockets and no clock.
+
+    ``config`` (:class:`SchedulerConfig`): timeouts, prefetch, limits, and
+    whether to emit journal operations; the defaults are the CLI's defaults.
+
+    Drive it with :meth:`handle` (a batch of messages from one peer, with the
+    time it arrived) and :meth:`tick` (the time now); both return the
+    :class:`Send` commands to carry out, in order.  Durable changes pile up in
+    :attr:`journal_ops` for the server to commit before it sends.  After a
+    restart, :meth:`restore` rebuilds durable work from the journal.
+    """
+
     def __init__(self, config: SchedulerConfig | None = None) -> None:
         self.config = config or SchedulerConfig()
         self.workers: dict[bytes, WorkerRecord] = {}
@@ -76,14 +88,17 @@ class SchedulerState:
         return known.shm if known is not None else None
 
     def knows(self, peer: bytes) -> bool:
+        """Whether ``peer`` (a ZeroMQ routing id) is a registered worker or client."""
         return peer in self.workers or peer in self.clients
 
     @property
     def periodic(self) -> PeriodicJobs:
+        """The periodic jobs (the lifecycle owns them: their runs are tasks)."""
         return self._lifecycle.periodic
 
     @property
     def counters(self) -> dict[str, int]:
+        """Totals since start (submitted, finished, failed, ...), for monitoring."""
         return self._lifecycle.counters
 
     @property
@@ -104,7 +119,12 @@ class SchedulerState:
     # -- entry points ------------------------------------------------------------------
 
     def handle(self, sender: bytes, messages: Iterable[Message], now: float) -> list[Send]:
-        """Apply a batch of messages from one peer; return what to send."""
+        """Apply a batch of messages from one peer; return what to send.
+
+        ``sender`` is the peer's routing id, ``messages`` are already validated
+        against the wire schema, ``now`` is wall-clock seconds.  A peer that has
+        not said hello is told to ``reregister``.
+        """
         self._lifecycle.now = now
         # The dispatch, inline: this loop runs for every message of every batch.
         for msg in messages:
@@ -156,6 +176,7 @@ class SchedulerState:
         return self._lifecycle.timers.next_deadline()
 
     def info(self) -> dict[str, Any]:
+        """The summary ``celeriac inspect`` and the dashboard show (see ``inspection``)."""
         return inspection.summary(
             self.about, self._lifecycle, self.workers.values(), len(self.clients)
         )
@@ -172,6 +193,7 @@ class SchedulerState:
         recovery.restore(self._lifecycle, self._revocations, tasks, revoked, jobs)
 
     def take_journal(self) -> list[JournalOp]:
+        """The journal operations piled up since the last call (the server commits them)."""
         return self._journal.take()
 
     def _transition(self, task: TaskRecord, new: TaskState) -> None:

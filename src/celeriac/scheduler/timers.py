@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 
 class Timer(NamedTuple):
+    """One timer: at ``when``, act on task ``key`` (or periodic job) as ``kind`` says."""
+
     when: float
     seq: int
     key: str
@@ -20,11 +22,14 @@ class Timer(NamedTuple):
 
 
 class TimerQueue:
+    """Every timer of the scheduler in one heap, earliest first; ties in insertion order."""
+
     def __init__(self) -> None:
         self._heap: list[Timer] = []
         self._seq = itertools.count()
 
     def add(self, when: float, key: str, kind: str) -> None:
+        """Set a timer; stale ones are not removed, the handler checks when they fire."""
         heapq.heappush(self._heap, Timer(when, next(self._seq), key, kind))
 
     def due(self, now: float) -> list[Timer]:
@@ -35,6 +40,7 @@ class TimerQueue:
         return fired
 
     def next_deadline(self) -> float | None:
+        """When the earliest timer is due (``None``: no timer)."""
         return self._heap[0].when if self._heap else None
 
     def __len__(self) -> int:

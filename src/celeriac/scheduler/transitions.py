@@ -32,5 +32,6 @@ class InvalidTransition(RuntimeError):
 
 
 def check_transition(key: str, old: TaskState, new: TaskState) -> None:
+    """Raise :class:`InvalidTransition` unless ``old -> new`` is in the table."""
     if new not in TRANSITIONS[old]:
         raise InvalidTransition(f"task {key!r}: {old.value} -> {new.value} is not allowed")
