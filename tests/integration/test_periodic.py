@@ -7,14 +7,10 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 import tasks_for_tests as t
 from celeriac import App, Client, every
 from celeriac.scheduler.periodic import PeriodicJob
-from celeriac.scheduler.state import SchedulerState
 from celeriac.testing import wait_until
-from celeriac.wire.protocol import Message
 
 C, W = b"client", b"worker"
 
@@ -27,13 +23,6 @@ def job(policy: str, next_run: float, grace: float = 1.0) -> PeriodicJob:
 
 
 # -- the scheduler state with a fake clock -----------------------------------------
-
-
-@pytest.fixture
-def state() -> SchedulerState:
-    s = SchedulerState()
-    s.handle(C, [Message("hello-client", {"version": 1})], now=0.0)
-    return s
 
 
 # -- real processes --------------------------------------------------------------

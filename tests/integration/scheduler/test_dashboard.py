@@ -21,6 +21,7 @@ import tasks_for_tests as t
 from celeriac import Client, LocalCluster, every
 from celeriac.scheduler.dashboard import page
 from celeriac.testing import FAST_SCHEDULER, wait_until
+from support.prometheus import samples
 
 BOOM = "dashboard-boom"
 #: Markup in a failure: the page must show it as text, never as an element.
@@ -42,24 +43,6 @@ def status(cluster: LocalCluster) -> dict[str, Any]:
     assert code == 200 and kind == "application/json"
     snapshot: dict[str, Any] = json.loads(body)
     return snapshot
-
-
-def samples(text: str) -> dict[str, float]:
-    """Prometheus text format as {'name{labels}': value}, checking every line's shape."""
-    values, helped, typed = {}, set(), set()
-    for line in text.splitlines():
-        if line.startswith("# HELP "):
-            helped.add(line.split()[2])
-        elif line.startswith("# TYPE "):
-            _, _, name, kind = line.split()
-            assert kind in ("counter", "gauge"), line
-            typed.add(name)
-        else:
-            match = re.fullmatch(r'([a-z_]+)(\{[a-z_]+="(?:[^"\\]|\\.)*"\})? (\S+)', line)
-            assert match, f"not a sample line: {line!r}"
-            assert match[1] in typed and match[1] in helped, f"no HELP/TYPE before {line!r}"
-            values[match[1] + (match[2] or "")] = float(match[3])
-    return values
 
 
 @pytest.fixture

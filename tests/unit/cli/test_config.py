@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,16 +21,6 @@ def write(tmp_path: Path, text: str, name: str = "celeriac.toml") -> str:
     path = tmp_path / name
     path.write_text(text)
     return str(path)
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    import os
-
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("CELERIAC_")}
-    environ.update(env or {})
-    return subprocess.run(
-        [*CELERIAC, *args], capture_output=True, text=True, timeout=30, env=environ
-    )
 
 
 # -- precedence: flag > environment > file > default ------------------------------------------
