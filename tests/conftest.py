@@ -20,6 +20,11 @@ from celeriac.testing import ClusterFactory, Deployment, descendants, kill, wait
 # Workers cannot import modules from tests/, so these functions travel by value.
 cloudpickle.register_pickle_by_value(tasks_for_tests)
 
+# Every process the suite starts is configured by the test that starts it:
+# nothing comes from the shell that ran pytest (CELERIAC_ADDRESS, _KEYS, ...).
+for _name in [name for name in os.environ if name.startswith("CELERIAC_")]:
+    del os.environ[_name]
+
 # Schedulers started by tests keep their default journals here, not in $HOME
 # (removed when the test run ends).
 if "XDG_STATE_HOME" not in os.environ:
