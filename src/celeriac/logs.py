@@ -28,6 +28,7 @@ class TaskContextFilter(logging.Filter):
     """Add ``task`` (`` [name id]`` or empty), ``task_id`` and ``task_name`` to records."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Tag ``record`` with the task running in this thread; never drops one."""
         request = current_request()
         if request is None:
             record.__dict__.update(task="", task_id="", task_name="")
@@ -41,6 +42,11 @@ class TaskContextFilter(logging.Filter):
 
 
 def setup_logging(level: str = "INFO") -> None:
+    """Log to stderr in the daemons' format, every line tagged with its task.
+
+    ``level`` is a level name in any case (``"debug"``, ``"INFO"``).  Replaces
+    whatever handlers the root logger had (``basicConfig(force=True)``).
+    """
     handler = logging.StreamHandler(sys.stderr)
     fmt = JOURNAL_FORMAT if _logging_to_journal() else FORMAT
     handler.setFormatter(logging.Formatter(fmt, DATE_FORMAT))

@@ -123,7 +123,11 @@ def _plain_number(value: float) -> int | float:
 
 @dataclass(frozen=True, slots=True)
 class Every:
-    """Runs at ``anchor + k * interval`` for every whole ``k``: elapsed time, no zones."""
+    """Runs at ``anchor + k * interval`` for every whole ``k``: elapsed time, no zones.
+
+    ``interval`` must be positive; ``anchor`` is an aware datetime or ISO-8601
+    string, held in UTC.  Usually made with :func:`every`.
+    """
 
     interval: timedelta
     anchor: datetime = EPOCH
@@ -135,10 +139,12 @@ class Every:
         object.__setattr__(self, "anchor", anchor)
 
     def next_after(self, after: datetime) -> datetime:
+        """The first tick strictly after the aware ``after``, in UTC (see :func:`next_run`)."""
         ticks_done = (after - self.anchor) // self.interval  # floor, also before the anchor
         return self.anchor + (ticks_done + 1) * self.interval
 
     def to_dict(self) -> dict[str, Any]:
+        """``{"kind": "every", "seconds": ..., "anchor": ISO}``, for :func:`schedule_from_dict`."""
         return {
             "kind": "every",
             "seconds": _plain_number(self.interval.total_seconds()),
@@ -198,7 +204,11 @@ def _check_amount(name: str, value: float) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Crontab:
-    """A 5-field cron expression evaluated in an IANA zone; see the module docstring."""
+    """A 5-field cron expression evaluated in an IANA zone; see the module docstring.
+
+    ``expr`` (whitespace normalized) and ``tz`` as :func:`crontab` takes them;
+    both are validated on creation (``ValueError``; ``TypeError`` for non-strings).
+    """
 
     expr: str
     tz: str = "UTC"
@@ -212,6 +222,7 @@ class Crontab:
 
     @property
     def zone(self) -> ZoneInfo:
+        """The ``ZoneInfo`` named by ``tz``."""
         return _zone(self.tz)
 
     @property
@@ -220,6 +231,10 @@ class Crontab:
         return CRON_ALIASES.get(self.expr.lower(), self.expr)
 
     def next_after(self, after: datetime) -> datetime | None:
+        """The first run strictly after the aware ``after``, in UTC; ``None``: none in 50 years.
+
+        The earlier of cronsim's answer and a run at the end of a spring-forward gap.
+        """
         local = after.astimezone(self.zone)
         found = [
             run
@@ -254,6 +269,7 @@ class Crontab:
         return None
 
     def to_dict(self) -> dict[str, Any]:
+        """``{"kind": "crontab", "expr": ..., "tz": ...}``, for :func:`schedule_from_dict`."""
         return {"kind": "crontab", "expr": self.expr, "tz": self.tz}
 
     def __str__(self) -> str:
@@ -327,7 +343,10 @@ def crontab(expr: str, tz: str = "UTC") -> Crontab:
 
 @dataclass(frozen=True, slots=True)
 class At:
-    """One run at one instant (held in UTC)."""
+    """One run at one instant (held in UTC).
+
+    ``when`` is an aware datetime or ISO-8601 string with an offset.
+    """
 
     when: datetime
 
@@ -335,9 +354,11 @@ class At:
         object.__setattr__(self, "when", _parse_instant(self.when, "at(when)"))
 
     def next_after(self, after: datetime) -> datetime | None:
+        """``when`` if it is strictly after the aware ``after``, else ``None``."""
         return self.when if self.when > after else None
 
     def to_dict(self) -> dict[str, Any]:
+        """``{"kind": "at", "when": ISO}``, for :func:`schedule_from_dict`."""
         return {"kind": "at", "when": self.when.isoformat()}
 
     def __str__(self) -> str:

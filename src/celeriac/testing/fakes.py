@@ -19,7 +19,10 @@ from celeriac.wire.serialize import dumps, loads
 
 
 def header(messages: list[dict[str, Any]], version: Any = protocol.VERSION) -> bytes:
-    """A message header frame built by hand (any fields, any version): for bad input."""
+    """A message header frame built by hand (any fields, any version): for bad input.
+
+    ``messages`` are the raw maps (``"op"`` included), packed unchecked.
+    """
     packed: bytes = msgpack.packb([version, messages], use_bin_type=True)
     return packed
 
@@ -41,6 +44,9 @@ class RawPeer:
     (and only a scheduler) answers it with ``bad message: unknown op
     'barrier-N'``, whoever we are, so every reply before it answers what we
     sent before it.
+
+    ``context`` makes the socket; it connects to ``address`` as ``identity``
+    (the routing id the scheduler sees).  Sends give up after 10 s.
     """
 
     def __init__(self, context: zmq.Context, address: str, identity: bytes) -> None:
@@ -69,7 +75,10 @@ class RawPeer:
         return batch
 
     def sync(self, timeout: float = 15.0) -> list[dict[str, Any]]:
-        """Everything the scheduler answered to what we sent so far (barrier excluded)."""
+        """Everything the scheduler answered to what we sent so far (barrier excluded).
+
+        Raises ``AssertionError`` when the barrier is not answered within ``timeout`` seconds.
+        """
         self._barriers += 1
         marker = f"barrier-{self._barriers}"
         self.send([header([{"op": marker}])])
@@ -87,6 +96,7 @@ class RawPeer:
                 replies.append(reply)
 
     def close(self) -> None:
+        """Close the socket, dropping anything not yet sent."""
         self.socket.close(linger=0)
 
 
@@ -152,7 +162,11 @@ class FakeScheduler:
             self.payloads[msg["key"]] = [bytes(f) for f in msg.payloads[0]]
 
     def wait_registered(self, timeout: float = 20.0) -> None:
-        """Until the worker has said hello and heartbeats flow after the welcome."""
+        """Until the worker has said hello and heartbeats flow after the welcome.
+
+        ``timeout`` bounds the wait for the hello; ``AssertionError`` if the worker
+        exits, never says hello, or sends no heartbeat within 5 s of its welcome.
+        """
         deadline = time.monotonic() + timeout
         while self.identity is None and time.monotonic() < deadline:
             self.pump(0.1)
@@ -173,7 +187,10 @@ class FakeScheduler:
     def run_real_task(
         self, key: str, fn: Callable[..., Any], *args: Any, timeout: float = 15.0
     ) -> Any:
-        """Have the worker run ``fn(*args)``; its result, or an AssertionError."""
+        """Have the worker run ``fn(*args)`` as task ``key``; its result, or an AssertionError.
+
+        Fails when no outcome comes within ``timeout`` seconds or the task failed.
+        """
         head = Message("run", {"key": key, "deps": [], "name": getattr(fn, "__name__", "fn")},
                        [function_payload(fn), args_payload(*args)])  # fmt: skip
         self.send(protocol.encode([head]))

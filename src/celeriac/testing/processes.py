@@ -22,7 +22,11 @@ CELERIAC = (sys.executable, "-m", "celeriac")
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
-    """Poll ``predicate`` until it returns something truthy (returned), or fail at the deadline."""
+    """Poll ``predicate`` until it returns something truthy (returned), or fail at the deadline.
+
+    ``timeout`` is the seconds until ``AssertionError``; ``interval`` the sleep
+    between calls.
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -78,8 +82,8 @@ def descendants(root: int) -> list[int]:
 class ClusterFactory:
     """Start real clusters (:class:`LocalCluster`) and tear every one down at :meth:`close`.
 
-    ``scheduler_args`` default to :data:`FAST_SCHEDULER`; other keywords go to
-    ``LocalCluster``.  As a pytest fixture::
+    ``scheduler_args`` default to :data:`FAST_SCHEDULER` and ``log_level`` to
+    ``"INFO"``; other keywords go to ``LocalCluster``.  As a pytest fixture::
 
         @pytest.fixture
         def cluster_factory():
@@ -93,6 +97,11 @@ class ClusterFactory:
     def __call__(
         self, n_workers: int = 2, threads_per_worker: int = 1, **kwargs: Any
     ) -> LocalCluster:
+        """A started cluster of ``n_workers`` processes with ``threads_per_worker`` slots each.
+
+        ``kwargs`` are ``LocalCluster``'s keywords (``timeout``, ``log_level``,
+        ``scheduler_args``, ``worker_args``).
+        """
         kwargs.setdefault("scheduler_args", FAST_SCHEDULER)
         kwargs.setdefault("log_level", "INFO")
         cluster = LocalCluster(n_workers, threads_per_worker, **kwargs)
@@ -100,6 +109,7 @@ class ClusterFactory:
         return cluster
 
     def close(self) -> None:
+        """Close every cluster started so far."""
         for cluster in self.started:
             cluster.close()
         self.started.clear()
@@ -116,6 +126,7 @@ class Deployment:
 
     Started through the real CLI (``python -m celeriac scheduler``), with
     workers started by :meth:`start_worker`; :meth:`stop` ends them all.
+    ``journal`` is the journal's path; the port is one that was free at creation.
     """
 
     def __init__(self, journal: Path) -> None:
@@ -126,7 +137,11 @@ class Deployment:
         self.workers: list[subprocess.Popen[bytes]] = []
 
     def start_scheduler(self, *extra: str) -> None:
-        """Start the scheduler on this deployment's port and journal."""
+        """Start the scheduler on this deployment's port and journal.
+
+        With a 2 s worker timeout and a dashboard on a free port; ``extra`` are
+        more command-line arguments.  Returns at once, before it listens.
+        """
         cmd = [*CELERIAC, "scheduler", "--port", str(self.port), "--journal", str(self.journal)]
         cmd += ["--dashboard-port", "0"]  # tests run side by side: no fixed dashboard port
         cmd += ["--worker-timeout", "2", "--heartbeat-interval", "0.2", "--log-level", "WARNING"]

@@ -14,14 +14,17 @@ CLIENT = b"client-1"
 
 
 def message(op: str, payloads: Iterable[Any] = (), **fields: Any) -> Message:
-    """A message as a peer would send it; each payload is a list of frames."""
+    """A message as a peer would send it; each payload is a list of frames.
+
+    ``op`` and ``fields`` are taken as given: nothing is validated.
+    """
     return Message(op, fields, list(payloads))
 
 
 def hello_worker(
     slots: int = 1, queues: Sequence[str] = ("default",), version: int = VERSION
 ) -> Message:
-    """A worker's registration."""
+    """A worker's registration: ``slots`` tasks at once from ``queues``, speaking ``version``."""
     return message(
         "hello-worker", version=version, slots=slots, queues=list(queues), name="w", pid=1
     )
@@ -56,6 +59,10 @@ class SimulatedScheduler:
         assert welcome == [(CLIENT, "welcome", None)]
 
     def __call__(self, sender: bytes, *messages: Message) -> list[Send]:
+        """Hand ``messages`` from ``sender`` (a peer's routing id) to the state, at :attr:`now`.
+
+        Returns the commands it emitted, each checked against the wire format.
+        """
         return checked(self.state.handle(sender, list(messages), now=self.now))
 
     def tick(self, now: float) -> list[Send]:
@@ -66,7 +73,10 @@ class SimulatedScheduler:
     def add_worker(
         self, wid: bytes, slots: int = 1, queues: Sequence[str] = ("default",)
     ) -> list[Send]:
-        """Register a worker; return what was sent besides its welcome."""
+        """Register a worker; return what was sent besides its welcome.
+
+        ``wid`` is its routing id; ``slots`` and ``queues`` as for :func:`hello_worker`.
+        """
         out = self(wid, hello_worker(slots, queues))
         assert ops(out[:1]) == [(wid, "welcome", None)]
         return out[1:]

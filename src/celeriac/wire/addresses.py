@@ -17,6 +17,11 @@ _TCP = re.compile(r"^tcp://(?P<host>\[[^\]]+\]|[^:/\s]+):(?P<port>\d{1,5})$")
 
 
 def tcp_address(host: str, port: int | str) -> str:
+    """``tcp://host:port``, with an IPv6 literal ``host`` put in brackets.
+
+    ``port`` may be ``"*"``: ZeroMQ's "any free port" when binding.  Nothing
+    is validated here (see :func:`normalize`).
+    """
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"  # IPv6 literal
     return f"tcp://{host}:{port}"
@@ -71,7 +76,12 @@ class InsecureBindError(ValueError):
 
 
 def bind_refusal(host: str, *, insecure: bool, keys: object) -> str | None:
-    """Why the scheduler must not bind ``host`` as configured, or ``None`` if it may."""
+    """Why the scheduler must not bind ``host`` as configured, or ``None`` if it may.
+
+    It may bind a loopback ``host`` always; any other only with ``insecure``
+    (``--insecure``: the network is trusted) or ``keys`` (the CURVE key
+    directory; any truthy value counts as "authentication is on").
+    """
     if is_loopback(host) or insecure or keys:
         return None
     return (
@@ -82,6 +92,11 @@ def bind_refusal(host: str, *, insecure: bool, keys: object) -> str | None:
 
 
 def is_loopback(host: str) -> bool:
+    """``host`` is ``localhost`` or a loopback IP literal (brackets allowed).
+
+    Any other name is not, even one that resolves to loopback: nothing is
+    looked up.
+    """
     host = host.strip("[]")
     if host == "localhost":
         return True

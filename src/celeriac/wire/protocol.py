@@ -10,9 +10,10 @@ payloads (a pickled function, arguments, a result) lists them in ``"p"``: one
 list of frames per payload, each frame either inline bytes (small ones: a
 whole batch then costs one ZeroMQ frame), ``None``, meaning "the next
 out-of-band frame" (large buffers, sent without a copy), or ``[name, size]``,
-a shared memory segment on this host (see :mod:`celeriac.wire.sharedmem`).  Payload frames are
-never unpickled by the scheduler; it only stores and forwards them, so a hostile frame can at worst
-be rejected there, never executed.
+a shared memory segment on this host (see :mod:`celeriac.wire.sharedmem`).
+Payload frames are never unpickled by the scheduler; it only stores and
+forwards them, so a hostile frame can at worst be rejected there, never
+executed.
 
 This module is pure: no sockets, no clock.  Everything here is bounded and
 validated, because every byte of it arrives from the network.
@@ -52,7 +53,12 @@ class ProtocolError(ValueError):
 
 @dataclass(slots=True)
 class Message:
-    """One logical message: its fields and its payloads (lists of frames)."""
+    """One logical message: its fields and its payloads (lists of frames).
+
+    ``op`` names its schema in :data:`SCHEMAS`; ``fields`` are the header
+    fields other than ``op`` and ``p``; ``payloads`` are in the order the op
+    defines (for ``submit``: the function, then the arguments).
+    """
 
     op: str
     fields: dict[str, Any] = field(default_factory=dict)
@@ -62,6 +68,7 @@ class Message:
         return self.fields[name]
 
     def get(self, name: str, default: Any = None) -> Any:
+        """The field ``name``, or ``default`` when the message lacks it (optional fields)."""
         return self.fields.get(name, default)
 
 
@@ -272,8 +279,11 @@ def decode(
 ) -> list[Message]:
     """Parse and validate a batch; raise :class:`ProtocolError` on anything off.
 
-    ``segment`` makes the frame for a shared memory item; without it, such
-    an item is refused.
+    ``frames`` are the multipart message's frames (header first).  ``max_bytes``
+    bounds the whole message: its frames plus the sizes its shared memory items
+    announce.  ``segment`` makes the frame for a shared memory item from its
+    name and size (a ``ValueError`` or ``OSError`` from it refuses the batch);
+    without it, such an item is refused.
     """
     if not frames:
         raise ProtocolError("empty message")
@@ -389,8 +399,6 @@ def validate(head: Any) -> tuple[Message, bool]:
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*([smh])\s*$")
 _PER = {"s": 1.0, "m": 60.0, "h": 3600.0}
-#: Epoch seconds as floats are spaced ~0.2 µs apart: a refill computed from
-#: them can land a hair under a whole token.  Shorter waits are rounding.
 
 
 def parse_rate(text: str) -> tuple[float, float]:
@@ -402,7 +410,13 @@ def parse_rate(text: str) -> tuple[float, float]:
 
 
 def check_task_options(options: dict[str, Any]) -> None:
-    """Validate the per-run submit fields a periodic job carries."""
+    """Validate the per-run submit fields a periodic job carries.
+
+    ``options`` may hold ``submit``'s optional fields and ``priority``,
+    ``retries`` and ``queue``, each of its type; never ``key``, ``deps`` or the
+    per-submit flags (``detached``, ``ack``, ``held``).  Raises
+    :class:`ProtocolError` otherwise.
+    """
     _, optional, _ = SCHEMAS["submit"]
     allowed = {"priority": _INT, "retries": _INT, "queue": _STR, **optional}
     for name, value in options.items():

@@ -13,7 +13,10 @@ from typing import Any
 
 
 class TaskRef:
-    """Stands in for a dependency's value while the task travels."""
+    """Stands in for a dependency's value while the task travels.
+
+    ``key`` is the dependency's task key, listed in the task's ``deps``.
+    """
 
     __slots__ = ("key",)
 
@@ -46,8 +49,12 @@ def is_plain(obj: tuple[tuple[Any, ...], dict[str, Any]]) -> bool:
 def replace(obj: Any, swap: Callable[[Any], Any]) -> Any:
     """Rebuild ``obj`` with every leaf for which ``swap`` does not return KEEP replaced.
 
-    Only builtin containers are walked; anything else is a leaf.  Containers
-    without a replacement inside are returned as they are (no copy).
+    ``swap`` sees every object, containers included, before it is walked; what
+    it returns (unless :data:`KEEP`) replaces that object whole.  Only builtin
+    containers (exactly ``list``, ``tuple``, ``set``, ``frozenset``, ``dict``;
+    not subclasses) are walked, dict values but not keys; anything else is a
+    leaf.  Containers without a replacement inside are returned as they are
+    (no copy).
     """
     swapped = swap(obj)
     if swapped is not KEEP:
@@ -67,7 +74,11 @@ def replace(obj: Any, swap: Callable[[Any], Any]) -> Any:
 
 
 def resolve(obj: Any, values: Mapping[str, Any]) -> Any:
-    """Replace each :class:`TaskRef` in ``obj`` with its value."""
+    """Replace each :class:`TaskRef` in ``obj`` with its value.
+
+    ``values`` maps each dependency key to its (unpickled) value; a ref to a
+    key it lacks raises ``KeyError``.
+    """
     return replace(obj, lambda o: values[o.key] if type(o) is TaskRef else KEEP)
 
 
@@ -88,7 +99,7 @@ class CallableRef:
     """A function named by its import path; it pickles as "import this on the worker".
 
     Lets the scheduler build a task from a schedule file without importing
-    user code itself.
+    user code itself.  ``path`` is what :func:`import_callable` takes.
     """
 
     __slots__ = ("path",)

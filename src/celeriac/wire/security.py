@@ -38,7 +38,12 @@ class KeysError(ValueError):
 
 
 def create_keys(directory: str | Path) -> list[Path]:
-    """Create the key pairs and the allowlist; refuse to overwrite existing keys."""
+    """Create the key pairs and the allowlist; refuse to overwrite existing keys.
+
+    Makes ``directory`` (and its parents) if needed; the workers' and clients'
+    public keys go into ``authorized``.  Returns every file written; raises
+    :class:`KeysError` if any role's secret key already exists there.
+    """
     directory = Path(directory)
     if any((directory / f"{role}.key_secret").exists() for role in ROLES):
         raise KeysError(f"{directory} already holds keys; remove them first to make new ones")
@@ -58,7 +63,14 @@ def create_keys(directory: str | Path) -> list[Path]:
 def secure_server(
     socket: zmq.Socket, context: zmq.Context, directory: str | Path
 ) -> ThreadAuthenticator:
-    """Make ``socket`` a CURVE server admitting only ``DIR/authorized`` keys.  Before bind."""
+    """Make ``socket`` a CURVE server admitting only ``DIR/authorized`` keys.  Before bind.
+
+    ``directory`` is the key directory (``DIR``), holding the scheduler's pair.
+    ``context`` is ``socket``'s: the ZAP authenticator thread started on it
+    answers its handshakes.  Returns that authenticator, running: stop it when
+    the socket closes.  Raises :class:`KeysError` when the allowlist is empty or
+    the scheduler's pair is missing.
+    """
     directory = Path(directory)
     problem = allowlist_problem(directory)
     if problem is not None:
@@ -85,7 +97,12 @@ def allowlist_problem(directory: str | Path) -> str | None:
 
 
 def secure_client(socket: zmq.Socket, directory: str | Path, role: str) -> None:
-    """Make ``socket`` a CURVE client with ``role``'s key pair.  Before connect."""
+    """Make ``socket`` a CURVE client with ``role``'s key pair.  Before connect.
+
+    ``role`` is ``"worker"`` or ``"client"``; ``directory`` must hold
+    ``ROLE.key_secret`` and the scheduler's public ``scheduler.key``
+    (:class:`KeysError` otherwise).
+    """
     directory = Path(directory)
     public, secret = _load(directory, role)
     server_public, _ = zmq.auth.load_certificate(_existing(directory / "scheduler.key"))
@@ -95,7 +112,11 @@ def secure_client(socket: zmq.Socket, directory: str | Path, role: str) -> None:
 
 
 def keys_from_env(explicit: str | Path | None) -> Path | None:
-    """The key directory: given explicitly, or ``$CELERIAC_KEYS``."""
+    """The key directory: given explicitly, or ``$CELERIAC_KEYS``.
+
+    ``explicit`` other than ``None`` wins, even an empty one; an empty value
+    means no keys (``None``).
+    """
     value = explicit if explicit is not None else os.environ.get("CELERIAC_KEYS")
     return Path(value) if value else None
 

@@ -30,7 +30,11 @@ OOB_THRESHOLD = 64 * 1024
 
 
 class RemoteError(Exception):
-    """A remote exception whose original type could not travel."""
+    """A remote exception whose original type could not travel.
+
+    ``type_name`` is the original class's name, ``message`` its ``str()``,
+    ``traceback_text`` the formatted remote traceback (shown by ``str()``).
+    """
 
     def __init__(self, type_name: str, message: str, traceback_text: str = "") -> None:
         super().__init__(f"{type_name}: {message}")
@@ -96,7 +100,11 @@ class FunctionCache:
     cloudpickle costs several microseconds per call (far more for a function
     defined in ``__main__``, which travels by value); a workload submits the
     same function thousands of times.  Keyed by identity, held weakly where the
-    object allows it so a cache entry never keeps a function alive.
+    object allows it so a cache entry never keeps a function alive.  ``maxsize``
+    bounds the entries; the oldest goes first (a hit does not refresh one).
+
+    The bytes are those of the first pickling: a ``__main__`` function's
+    globals, captured by value then, are not pickled again for later calls.
     """
 
     def __init__(self, maxsize: int = 1024) -> None:
@@ -105,6 +113,11 @@ class FunctionCache:
         self._lock = threading.Lock()
 
     def dumps(self, fn: Any) -> bytes:
+        """``fn`` pickled with cloudpickle, from the cache when this object was seen before.
+
+        An object that cannot be weakly referenced (a bound method of a builtin)
+        is pickled each time, never cached.  Thread-safe.
+        """
         key = id(fn)
         with self._lock:
             hit = self._by_id.get(key)
@@ -123,7 +136,10 @@ class FunctionCache:
 
 
 class LoadedFunctions:
-    """Unpickled functions on the worker, keyed by their pickled bytes."""
+    """Unpickled functions on the worker, keyed by their pickled bytes.
+
+    ``maxsize`` bounds the entries; the oldest goes first (a hit does not refresh one).
+    """
 
     def __init__(self, maxsize: int = 1024) -> None:
         self._cache: OrderedDict[bytes, Any] = OrderedDict()
@@ -131,6 +147,11 @@ class LoadedFunctions:
         self._lock = threading.Lock()
 
     def load(self, frame: Frame) -> Any:
+        """The function pickled in ``frame``, unpickled once per distinct bytes.
+
+        Raises :class:`SerializationError` when it will not unpickle (e.g. its
+        module cannot be imported here).  Thread-safe.
+        """
         data = bytes(buffer_of(frame))
         with self._lock:
             fn = self._cache.get(data)
@@ -172,5 +193,6 @@ def loads_exception(payload: Sequence[Frame]) -> BaseException:
 
 
 def format_traceback(exc: BaseException) -> str:
+    """``exc`` and its traceback (and chained causes) as Python prints them."""
     tb: TracebackType | None = exc.__traceback__
     return "".join(traceback.format_exception(type(exc), exc, tb))

@@ -78,7 +78,12 @@ class Segment:
     """A named file in ``/dev/shm`` holding one frame; behaves as a frame.
 
     ``buffer`` (what :func:`celeriac.wire.protocol.buffer_of` reads) maps the file
-    on first use; ``nbytes`` is its size.
+    on first use; ``nbytes`` is its size.  ``shm_name`` is the file's name in
+    :data:`SHM_DIR` (``celeriac-TAG-HEX``), ``size`` its announced size; a
+    malformed name or a size under one byte is a ``ValueError``.  Making one
+    opens nothing, so the class is also :func:`~celeriac.wire.protocol.decode`'s
+    factory for a batch's ``[name, size]`` items.  The file goes with the object
+    only once it is owned (:meth:`own`).
     """
 
     __slots__ = ("__weakref__", "_owner", "_view", "nbytes", "shm_name")
@@ -95,10 +100,15 @@ class Segment:
 
     @property
     def path(self) -> str:
+        """The file's path, in :data:`SHM_DIR`."""
         return os.path.join(SHM_DIR, self.shm_name)
 
     @property
     def buffer(self) -> memoryview:
+        """The file's bytes, mapped copy-on-write on first use (writable, private).
+
+        Raises ``FileNotFoundError`` when the file is gone (its owner let go of it).
+        """
         if self._view is None:
             try:
                 fd = os.open(self.path, os.O_RDONLY)
@@ -127,6 +137,7 @@ class Segment:
             self._owner = weakref.finalize(self, _unlink, self.path)
 
     def disown(self) -> None:
+        """Stop owning the file: it outlives this object (another process owns it now)."""
         if self._owner is not None:
             self._owner.detach()
             self._owner = None
@@ -208,7 +219,10 @@ class Spiller:
 
     Large frames become segments; the batch is the scheduler's once sent
     (:meth:`handed_over`).  A frame that cannot be written (``/dev/shm``
-    full) travels inline, as it would without shared memory.
+    full) travels inline, as it would without shared memory.  ``tag`` is the
+    scheduler's (its welcome's ``shm_tag``: 8 lowercase hex digits, else
+    ``ValueError``).  One send at a time: the segments made since the last
+    :meth:`handed_over` or :meth:`abandoned` are the next send's.
     """
 
     def __init__(self, tag: str) -> None:
@@ -218,6 +232,11 @@ class Spiller:
         self._made: list[Segment] = []
 
     def __call__(self, frame: Frame) -> Frame:
+        """What ``frame`` travels as: a new segment if it is large (:data:`MIN_BYTES`).
+
+        A smaller frame, a frame already in a segment (it travels by name as it
+        is), or one that cannot be written is returned unchanged.
+        """
         if type(frame) is Segment or nbytes(frame) < MIN_BYTES:
             return frame
         try:
@@ -228,6 +247,7 @@ class Spiller:
         return segment
 
     def handed_over(self) -> None:
+        """The batch went to ZeroMQ: its segments are the scheduler's, left to it to delete."""
         for segment in self._made:
             segment.disown()
         self._made.clear()

@@ -33,7 +33,10 @@ _get = zmq.backend.Socket.get
 
 
 def send_frames(socket: zmq.Socket, frames: list[Any], flags: int = 0) -> None:
-    """``socket.send_multipart(frames, flags, copy=False)``, minus pyzmq's per-frame overhead."""
+    """``socket.send_multipart(frames, flags, copy=False)``, minus pyzmq's per-frame overhead.
+
+    ``frames`` must not be empty; ``flags`` (e.g. ``zmq.NOBLOCK``) apply to every frame.
+    """
     more = flags | _SNDMORE
     for frame in frames[:-1]:
         _send(socket, frame, more, False)
@@ -117,6 +120,10 @@ class SharedSocket:
     signal of a message that then sits unread.  So every method here reads
     whatever is readable before it lets go of the lock; a message that
     arrives after that raises the signal anew.
+
+    ``socket`` is the DEALER connected to the scheduler; ``on_batch`` gets
+    each batch read, on whichever thread reads it, with :attr:`lock` held (it
+    may send: the nested read is skipped, and the outer one reads on).
     """
 
     def __init__(self, socket: zmq.Socket, on_batch: Callable[[list[Message]], None]) -> None:
@@ -128,7 +135,11 @@ class SharedSocket:
         self._spiller: sharedmem.Spiller | None = None
 
     def share_memory(self, welcome: Message) -> None:
-        """Send large frames through ``/dev/shm`` if the scheduler shares ours."""
+        """Send large frames through ``/dev/shm`` if the scheduler shares ours.
+
+        ``welcome`` is the scheduler's ``welcome`` message; its ``shm`` and
+        ``shm_tag`` decide.  Without them (or with a bad tag) everything is inline.
+        """
         namespace, tag = welcome.get("shm"), welcome.get("shm_tag")
         local = namespace is not None and namespace == sharedmem.namespace()
         with self.lock:
@@ -139,7 +150,11 @@ class SharedSocket:
                 self._spiller = None
 
     def send(self, messages: list[Message], flags: int = 0) -> None:
-        """Send one batch now (``zmq.Again`` with ``zmq.NOBLOCK`` when it cannot)."""
+        """Send one batch now (``zmq.Again`` with ``zmq.NOBLOCK`` when it cannot).
+
+        ``flags`` go to every frame.  Whatever arrived meanwhile is read (and handed
+        to ``on_batch``) before the lock is let go, whether or not the send worked.
+        """
         with self.lock:
             spiller = self._spiller
             try:

@@ -1,10 +1,10 @@
 """Wake a ZeroMQ poll loop from another thread.
 
 ZeroMQ sockets are not thread-safe, so other threads hand work to the I/O
-thread through a queue and poke it through a pipe, which ``zmq.Poller``
-watches next to its sockets.  A flag keeps it to one byte per wake-up however
-many items pile up meanwhile: that is what turns a burst of calls into one
-batch on the wire.
+thread through a queue and poke it through a pipe, which its ``select.poll``
+watches next to the socket's ``ZMQ_FD``.  A flag keeps it to one byte per
+wake-up however many items pile up meanwhile: that is what turns a burst of
+calls into one batch on the wire.
 """
 
 from __future__ import annotations
@@ -15,6 +15,13 @@ import threading
 
 
 class Waker:
+    """A pipe one thread polls (:attr:`fd`) and any thread writes to (:meth:`wake`).
+
+    Register :attr:`fd` for ``POLLIN``; call :meth:`clear` after each wake-up,
+    before looking at the work.  :meth:`wake` and :meth:`close` may be called
+    from any thread.
+    """
+
     def __init__(self) -> None:
         self.fd, self._write_fd = os.pipe()
         os.set_blocking(self.fd, False)
@@ -23,6 +30,7 @@ class Waker:
         self._closed = False
 
     def wake(self) -> None:
+        """Make :attr:`fd` readable; a no-op while a wake-up is pending, or once closed."""
         # The flag and the byte change together under the lock, so clear()
         # never sees one without the other.
         with self._lock:
@@ -47,6 +55,7 @@ class Waker:
             self._pending = False
 
     def close(self) -> None:
+        """Close both ends of the pipe, once (collection does it too); later wakes do nothing."""
         with self._lock:
             if self._closed:  # never close a descriptor number twice: it may be reused
                 return

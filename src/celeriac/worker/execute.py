@@ -26,7 +26,16 @@ log = logging.getLogger("celeriac.worker")
 
 @dataclass(slots=True)
 class RunRequest:
-    """One task as a worker received it in a ``run`` message: what to call, with what."""
+    """One task as a worker received it in a ``run`` message: what to call, with what.
+
+    ``key`` and ``name`` identify it (``name`` is the key when the message had
+    none); ``function`` is the payload whose first frame is the pickled function,
+    ``args`` the payload of the pickled ``(args, kwargs)``, ``deps`` maps each
+    dependency's key (what the :class:`~celeriac.wire.refs.TaskRef` objects in
+    the arguments name) to the payload of its value.  ``attempt`` counts the
+    retries before this run (0 at first); ``time_limit`` and ``soft_time_limit``
+    are seconds, ``None`` for no limit (see :mod:`celeriac.worker.limits`).
+    """
 
     key: str
     name: str
@@ -39,7 +48,14 @@ class RunRequest:
 
 
 def run_task(task: RunRequest, functions: LoadedFunctions) -> Message:
-    """Execute a task; return its ``task-done`` or ``task-failed`` message."""
+    """Execute a task; return its ``task-done`` or ``task-failed`` message.
+
+    ``functions`` caches the unpickled functions across tasks.  A failure is the
+    message, not an exception: whatever the task raises (any ``BaseException``;
+    :class:`~celeriac.errors.Retry` asks to run it again), or a function,
+    arguments or result that will not (un)pickle (kind ``serialize``).  Time
+    limits are the caller's to enforce.
+    """
     try:
         fn = functions.load(task.function[0])
         args, kwargs = loads(task.args)

@@ -29,7 +29,11 @@ SOFT_LIMIT_SIGNAL = signal.SIGUSR1
 
 
 class SoftLimits:
-    """Deadlines of running tasks, checked by the I/O thread."""
+    """Deadlines of running tasks, checked by the I/O thread.
+
+    A slot thread brackets its task with :meth:`start` and :meth:`stop`; the
+    I/O thread sleeps until :meth:`next_deadline` and then calls :meth:`enforce`.
+    """
 
     def __init__(self) -> None:
         self._deadlines: dict[str, tuple[float, int]] = {}  # key -> (deadline, thread id)
@@ -43,12 +47,17 @@ class SoftLimits:
         signal.signal(SOFT_LIMIT_SIGNAL, self._on_signal)
 
     def start(self, key: str, seconds: float) -> None:
+        """Raise :class:`SoftTimeLimitExceeded` in task ``key`` if it runs ``seconds`` from now.
+
+        Call from the thread about to run it: that thread is the one interrupted.
+        """
         with self._lock:
             self._deadlines[key] = (time.monotonic() + seconds, threading.get_ident())
             if threading.get_ident() == self._main:
                 self._main_running = key
 
     def stop(self, key: str) -> None:
+        """Task ``key`` ended: forget its deadline, and any interrupt not yet raised for it."""
         with self._lock:
             self._deadlines.pop(key, None)
             if self._main_running == key:
@@ -57,6 +66,7 @@ class SoftLimits:
                 self._interrupt_main_for = None
 
     def next_deadline(self) -> float | None:
+        """The earliest pending deadline (``time.monotonic()`` seconds), or ``None``."""
         with self._lock:
             return min((d for d, _ in self._deadlines.values()), default=None)
 
@@ -87,22 +97,35 @@ class SoftLimits:
 
 
 class ControlChannel:
-    """Lines to the supervisor: hard deadlines, and requests to be killed."""
+    """Lines to the supervisor: hard deadlines, and requests to be killed.
+
+    ``fd`` is the write end of the supervisor's control pipe (``--control-fd``),
+    or ``None`` for a worker run on its own: then every call is a no-op.  A
+    write that fails logs once and makes the channel unsupervised.
+    """
 
     def __init__(self, fd: int | None) -> None:
         self._fd = fd
 
     @property
     def supervised(self) -> bool:
+        """A supervisor reads this channel (so it can kill this process)."""
         return self._fd is not None
 
     def deadline(self, key: str, seconds: float) -> None:
+        """Have the supervisor kill this process if task ``key`` still runs ``seconds`` from now."""
         self._write(["deadline", key, time.monotonic() + seconds])
 
     def clear(self, key: str) -> None:
+        """Task ``key`` ended: cancel its deadline."""
         self._write(["clear", key, 0])
 
     def kill_me(self, key: str, reason: str) -> None:
+        """Have the supervisor kill this process now, for task ``key``.
+
+        ``reason`` (e.g. ``"terminated"``) goes to the scheduler in its
+        ``worker-died`` report, which names ``key`` as the culprit.
+        """
         self._write(["kill", key, reason])
 
     def _write(self, event: list[object]) -> None:
