@@ -94,21 +94,24 @@ def test_periodic_restart_under_each_misfire_policy(
     with App(deployment.address, timeout=20) as app:
         task = app.task(t.record_request_id)
         app.add_periodic_task(
-            every(seconds=1), task.s(str(runs)), name="job", misfire=policy, grace=0.1
+            every(seconds=2), task.s(str(runs)), name="job", misfire=policy, grace=0.1
         )
         wait_until(lambda: len(_lines(runs)) >= 2, timeout=15)
     deployment.kill_scheduler()
     before = _lines(runs)
     last_tick = max(_tick_time(i) for i in before)
-    # Down across three ticks; back half-way to the fourth (the scenario, not a wait).
-    time.sleep(max(0.0, last_tick + 3.5 - time.time()))
+    # The scenario, not a wait: down across three ticks (+2, +4, +6 s), back 0.3 s
+    # after the third (past its 0.1 s grace), so the restart has 1.7 s before the
+    # fourth (+8 s) is due: that one must run on time under every policy.
+    time.sleep(max(0.0, last_tick + 6.3 - time.time()))
     deployment.start_scheduler()
     with Client(deployment.address) as client:
-        wait_until(lambda: max(_tick_time(i) for i in _lines(runs)) >= last_tick + 4, timeout=20)
+        wait_until(lambda: max(_tick_time(i) for i in _lines(runs)) >= last_tick + 8, timeout=20)
         client.periodic("pause", "job")
     after = _lines(runs)
     assert len(set(after)) == len(after), "a tick ran twice"
-    missed = [i for i in after if last_tick < _tick_time(i) < last_tick + 3.5]
+    assert last_tick + 8 in {_tick_time(i) for i in after}, "the first tick after the restart"
+    missed = [i for i in after if last_tick < _tick_time(i) < last_tick + 7]
     report(test=f"periodic-restart-{policy}", missed_runs=len(missed), duplicates=0)
     assert len(missed) == expected_missed_runs
 
