@@ -7,9 +7,9 @@ Run from the repository root::
     python benchmarks/core.py --repeat 5 --json out.json
 
 Every workload runs against 2 worker processes x 1 thread. The table printed at
-the end shows the median of the repetitions beside the target and the Celery+Redis
-and Dask figures measured earlier on this machine; the JSON file keeps every sample.
-See benchmarks/README.md.
+the end shows the median of the repetitions beside the target; the JSON file keeps
+every sample. Celeriac alone: `compare.py` measures Celery and Dask beside it, in
+the same run. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ QUICK = Sizes(tasks=1_000, round_trips=100, tree_leaves=256, array_bytes=10 * MB
 
 @dataclass(frozen=True)
 class Metric:
-    """One number in the table: how to read it, the goal, and the reference figures.
+    """One number in the table: how to read it, and the goal.
 
     ``label`` is a template filled from :class:`Sizes` (plus ``array_mb``).
     """
@@ -68,8 +68,6 @@ class Metric:
     unit: str
     higher_is_better: bool
     target: float | None = None
-    celery: float | None = None
-    dask: float | None = None
 
     def meets(self, value: float) -> bool | None:
         if self.target is None:
@@ -78,17 +76,15 @@ class Metric:
 
 
 METRICS: dict[str, Metric] = {
-    "submit_gather": Metric(
-        "submit+gather {tasks:,} trivial tasks", "tasks/s", True, 10_000, 916, 646
-    ),
+    "submit_gather": Metric("submit+gather {tasks:,} trivial tasks", "tasks/s", True, 10_000),
     "map_gather": Metric("map+gather {tasks:,} (info: batched)", "tasks/s", True),
-    "round_trip_median": Metric("round trip, median", "ms", False, 0.5, 1.61, 10.7),
-    "round_trip_p99": Metric("round trip, p99", "ms", False, 2.0, 3.08, 14.2),
-    "tree_reduction": Metric("tree reduction, {tree_leaves:,} leaves", "s", False, 1.5, 41.8, 11.6),
-    "array_to_client": Metric("{array_mb:g} MB result -> client", "MB/s", True, 800, 118, 156),
-    "array_to_task": Metric("{array_mb:g} MB argument -> task", "MB/s", True, 800, 27, 1_105),
-    "cold_start": Metric("cold start to first result", "s", False, 0.6, 1.26, 0.76),
-    "worker_memory": Metric("worker RSS after warm-up (max)", "MiB", False, 60, 52, 134),
+    "round_trip_median": Metric("round trip, median", "ms", False, 0.5),
+    "round_trip_p99": Metric("round trip, p99", "ms", False, 2.0),
+    "tree_reduction": Metric("tree reduction, {tree_leaves:,} leaves", "s", False, 1.5),
+    "array_to_client": Metric("{array_mb:g} MB result -> client", "MB/s", True, 800),
+    "array_to_task": Metric("{array_mb:g} MB argument -> task", "MB/s", True, 800),
+    "cold_start": Metric("cold start to first result", "s", False, 0.6),
+    "worker_memory": Metric("worker RSS after warm-up (max)", "MiB", False, 60),
 }
 
 
@@ -382,7 +378,7 @@ def _fmt(value: float | None) -> str:
 
 def render_table(samples: dict[str, list[float]], sizes: Sizes) -> str:
     fill = {**asdict(sizes), "array_mb": sizes.array_bytes / MB}
-    header = ("workload", "unit", "celeriac", "min..max", "target", "ok", "Celery+Redis", "Dask")
+    header = ("workload", "unit", "celeriac", "min..max", "target", "ok")
     rows = [header]
     for name, metric in METRICS.items():
         values = samples[name]
@@ -397,8 +393,6 @@ def render_table(samples: dict[str, list[float]], sizes: Sizes) -> str:
                 f"{_fmt(min(values))}..{_fmt(max(values))}",
                 "-" if goal is None else goal + _fmt(metric.target),
                 "" if met is None else "yes" if met else "NO",
-                _fmt(metric.celery),
-                _fmt(metric.dask),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
