@@ -41,7 +41,7 @@ class Journal:
 
     ``fsync``: ``always`` (every commit reaches the disk before replies go out),
     ``batch`` (the default: WAL with ``synchronous=NORMAL``) or ``never``; see
-    docs/reliability.md.  One transaction per loop turn (:meth:`commit`), read
+    docs/reliability.md.  One transaction per loop turn (:meth:`apply`), read
     back only at start (:meth:`load`).
     """
 
