@@ -8,21 +8,17 @@ import os
 import threading
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+from celeriac.client.acks import AckTracker
 from celeriac.client.connection import Connection
-from celeriac.client.futures import (
-    CANCELLED,
-    ERROR,
-    FINISHED,
-    LOST,
-    PENDING,
-    Future,
-    FutureState,
-)
+from celeriac.client.engine import Submission
+from celeriac.client.forks import process as _process
+from celeriac.client.future_table import OUTCOMES, FutureTable
+from celeriac.client.futures import Future
+from celeriac.client.replies import REPLY_OPS, ReplyRouter
 from celeriac.errors import SchedulerUnavailable
 from celeriac.schedules import Schedule
 from celeriac.wire import refs
@@ -43,7 +39,20 @@ class Client:
 
     ``Client()`` starts an embedded scheduler and ``n_workers`` worker processes
     (default: one per CPU; 0: none, workers may join later) and stops them on
-    :meth:`close`.
+    :meth:`close`.  Besides the futures API it is the engine the Celery-style
+    front door sends through (:class:`~celeriac.client.engine.Engine`:
+    :meth:`new_key`, :meth:`enqueue`, :meth:`future_for`, :meth:`status`,
+    :meth:`revoke`, :meth:`forget`, :meth:`set_periodic`).
+
+    Parameters:
+        address: the scheduler's ``tcp://host:port`` or ``ipc://PATH``
+            (default: ``$CELERIAC_ADDRESS``; unset: start an embedded cluster).
+        n_workers, threads_per_worker: the embedded cluster's worker processes
+            and the slots of each.
+        timeout: seconds to wait for the scheduler to answer, here and in
+            every request that does not name its own.
+        keys: a CURVE key directory for a scheduler that uses ``--keys``
+            (default: ``$CELERIAC_KEYS``).
     """
 
     def __init__(
@@ -82,19 +91,13 @@ class Client:
         # made per process), cheap per task (a counter).
         self._key_prefix = uuid.uuid4().hex[:16]
         self._key_counter = itertools.count()
-        self._lock = threading.Lock()
-        self._states: dict[str, FutureState] = {}
-        self._refcounts: dict[str, int] = {}
-        #: Replies by request id; an id is here from the request until its answer
-        #: is taken (or the wait for it ends), so a late reply finds no place.
-        self._replies: dict[int, Message | None] = {}
-        self._ack_waiters: dict[str, list[_AckWaiter]] = {}
-        self._unacked: dict[str, Message] = {}  # sent, not yet accepted: resent after a restart
-        self._rids = itertools.count()
-        self._releases: deque[str] = deque()
-        self._conn = Connection(
-            self.address, self._on_message, self._pending_releases, keys=self.keys
-        )
+        # Made anew per connection (and so per forked child): a lock held by
+        # another thread of the parent at the fork would never be released here.
+        self._conn = Connection(self.address, self._on_message, self._releases, keys=self.keys)
+        conn = self._conn
+        self._futures = FutureTable(wait_until=self._wait_until, send=self._send, wake=conn.wake)
+        self._acks = AckTracker(send_now=conn.send_now, wait_until=conn.wait_until)
+        self._replies = ReplyRouter(send_now=conn.send_now, wait_until=conn.wait_until)
         self._conn.start(self.timeout)
         self._pid = _process.pid  # last: other threads use the connection once this says so
 
@@ -112,6 +115,15 @@ class Client:
         self._check_fork()
         self._conn.send(msg)
 
+    def _wait_until(self, ready: Callable[[], bool], timeout: float | None) -> bool:
+        """Block until ``ready()``, reading the scheduler's messages on this thread."""
+        self._check_fork()
+        return self._conn.wait_until(ready, timeout)
+
+    def _releases(self) -> list[Message]:
+        """Called by the I/O thread before it sends: every release due, in one message."""
+        return self._futures.releases()
+
     # -- submitting ----------------------------------------------------------
 
     def submit(
@@ -124,7 +136,20 @@ class Client:
         queue: str = "default",
         **kwargs: Any,
     ) -> Future[R]:
-        """Run ``fn(*args, **kwargs)`` on a worker; futures in the arguments are dependencies."""
+        """Run ``fn(*args, **kwargs)`` on a worker; futures in the arguments are dependencies.
+
+        Parameters:
+            fn: the function (sent by value, or by name if it pickles so).
+            args, kwargs: its arguments; futures anywhere in them (also in
+                lists, tuples, sets and dicts) are replaced by their results.
+            key: the task's key (default: the function's name and a unique
+                suffix); the same key again is the same task.
+            priority: lower runs first among ready tasks of one queue.
+            retries: how many times a failed or lost run is tried again.
+            queue: the queue it waits in; workers consume named queues.
+
+        Returns a :class:`Future`; dropping the last one for a key releases it.
+        """
         self._check_fork()
         future, msg = self._prepare(fn, args, kwargs, key, priority, retries, queue)
         self._conn.send(msg)
@@ -140,7 +165,15 @@ class Client:
         queue: str = "default",
         **kwargs: Any,
     ) -> list[Future[R]]:
-        """``submit`` once per element of the zipped iterables, in one batch."""
+        """``submit`` once per element of the zipped iterables, in one batch.
+
+        Parameters:
+            fn: the function.
+            iterables: its positional arguments, zipped (stops at the shortest).
+            key: one key per task (default: drawn as in :meth:`submit`).
+            priority, retries, queue: as in :meth:`submit`, for every task.
+            kwargs: keyword arguments, the same for every task.
+        """
         self._check_fork()
         arg_tuples = list(zip(*iterables, strict=False))
         keys = key if key is not None else [None] * len(arg_tuples)
@@ -170,6 +203,15 @@ class Client:
         key = key or self._new_key(name)
         fields = {"priority": priority, "retries": retries, "queue": queue}
         return self._new_future(key), self._task_message(fn, args, kwargs, key, name, fields)
+
+    def new_key(self, name: str) -> str:
+        """A fresh task key: ``name``, a dash and a suffix unique to this client and process.
+
+        Parameters:
+            name: what the key starts with (a task's name).
+        """
+        self._check_fork()  # a forked child must not reuse its parent's key sequence
+        return self._new_key(name)
 
     def _new_key(self, name: str) -> str:
         # Callers run _check_fork() first: a forked child must not reuse its
@@ -201,41 +243,85 @@ class Client:
             )
         return Message("submit", {"key": key, "name": name, "deps": list(deps), **fields}, payloads)
 
-    def _submit_detached(
-        self, messages: list[Message], timeout: float, *, hold: bool = False
+    def enqueue(
+        self,
+        submissions: Sequence[Submission],
+        *,
+        timeout: float | None = None,
+        hold: bool = False,
     ) -> list[Future[Any]]:
-        """Send submissions nobody needs to hold; return once all are accepted.
+        """Send detached tasks nobody needs to hold; return once all are accepted.
 
         "Accepted" means the scheduler has recorded them: from then on they run
-        even if this process exits.  With ``hold``, each task also gets a
-        future here, made before sending, and the scheduler pushes its outcome
-        as soon as there is one (``AsyncResult.get`` then asks for nothing);
-        dropping the future releases only that push, never the task.
+        even if this process exits, and keep their outcome for ``result_ttl``
+        (``AsyncResult`` looks it up by key).  This is what ``.delay()`` and the
+        canvas send through (:class:`~celeriac.client.engine.Engine`).
+
+        Parameters:
+            submissions: the tasks, sent together; they may depend on each
+                other through :class:`~celeriac.wire.refs.TaskRef` arguments.
+            timeout: seconds to wait for the acceptance (``None``: the
+                client's ``timeout``); past it, ``SchedulerUnavailable``.
+            hold: also make a future per task, before sending, to which the
+                scheduler pushes the outcome as soon as there is one
+                (``AsyncResult.get`` then asks for nothing); dropping it
+                releases only that push, never the task.  Without ``hold``
+                the returned list is empty.
         """
         self._check_fork()
+        messages = [self._detached_message(s) for s in submissions]
         held = []
         if hold:
             for m in messages:
                 held.append(self._new_future(m.fields["key"]))
                 m.fields["held"] = True
-        # a task is acknowledged by its key, a periodic job by its name
-        by_key = {m.fields.get("key") or m.fields["name"]: m for m in messages}
-        waiter = _AckWaiter(set(by_key))
-        with self._lock:
-            for key in waiter.pending:
-                self._ack_waiters.setdefault(key, []).append(waiter)
-            self._unacked.update(by_key)
-        self._conn.send_now(messages)
-        if not self._conn.wait_until(waiter.done, timeout):
-            with self._lock:
-                for key in waiter.pending:
-                    self._ack_waiters.pop(key, None)
-                    self._unacked.pop(key, None)
+        self._send_acknowledged(messages, self.timeout if timeout is None else timeout)
+        return held
+
+    def _detached_message(self, submission: Submission) -> Message:
+        fields = _options(submission, detached=True)
+        s = submission
+        return self._task_message(s.fn, s.args, s.kwargs, s.key, s.name, fields)
+
+    def _send_acknowledged(self, messages: list[Message], timeout: float) -> None:
+        """Send messages that ask for an ``accepted``; wait for every one."""
+        acceptance = self._acks.send(messages)
+        if not self._acks.wait(acceptance, timeout):
             raise SchedulerUnavailable(
-                f"the scheduler at {self.address} did not accept {len(waiter.pending)} "
+                f"the scheduler at {self.address} did not accept {len(acceptance.pending)} "
                 f"task(s) within {timeout:g} s"
             )
-        return held
+
+    def future_for(self, key: str) -> Future[Any]:
+        """A future for a task submitted elsewhere (another process, or detached), by key.
+
+        The scheduler pushes the outcome once there is one; a key it holds no
+        task for fails with ``FutureLostError``.
+
+        Parameters:
+            key: the task's key (a Celery-style task id).
+        """
+        self._check_fork()
+        future = self._new_future(key)
+        self._conn.send(Message("want", {"key": key}))
+        return future
+
+    def revoke(self, key: str, *, terminate: bool = False) -> None:
+        """Cancel a task cluster-wide, by key; an id not submitted yet will not run either.
+
+        Parameters:
+            key: the task's key.
+            terminate: also kill the worker process if the task is running.
+        """
+        self._send(Message("revoke", {"key": key, "terminate": terminate}))
+
+    def forget(self, key: str) -> None:
+        """Drop a detached task's stored outcome now instead of at the end of its TTL.
+
+        Parameters:
+            key: the task's key.
+        """
+        self._send(Message("forget", {"key": key}))
 
     # -- periodic jobs ------------------------------------------------------------
 
@@ -257,15 +343,39 @@ class Client:
 
         The scheduler runs it: no beat process.  The same ``name`` again
         updates the job.  Returns the job's name.
+
+        Parameters:
+            schedule: when it runs.
+            fn, args, kwargs: the task each run submits.
+            name: the job's name (default: the function's name).
+            misfire, grace, allow_overlap: as in :meth:`set_periodic`.
+            queue, priority, retries: as in :meth:`submit`, for each run.
         """
         name = name or str(getattr(fn, "__name__", "job"))
-        fields = {"priority": priority, "retries": retries, "queue": queue}
-        submit = self._task_message(fn, args, kwargs, name, name, fields)
-        self._set_periodic(submit, schedule, misfire, grace, allow_overlap)
+        submission = Submission(
+            fn=fn,
+            args=args,
+            kwargs=kwargs,
+            key=name,
+            name=name,
+            queue=queue,
+            priority=priority,
+            retries=retries,
+        )
+        self.set_periodic(
+            submission, schedule, misfire=misfire, grace=grace, allow_overlap=allow_overlap
+        )
         return name
 
     def periodic(self, action: str = "list", name: str | None = None) -> list[dict[str, Any]]:
-        """Periodic jobs: ``list``, or ``pause``/``resume``/``remove``/``run-now`` one by name."""
+        """Periodic jobs: ``list``, or ``pause``/``resume``/``remove``/``run-now`` one by name.
+
+        Parameters:
+            action: ``list``, ``pause``, ``resume``, ``remove`` or ``run-now``.
+            name: the job an action other than ``list`` applies to.
+
+        Returns the jobs (for ``list``; else the one acted on), as dicts.
+        """
         fields: dict[str, Any] = {"action": action}
         if name is not None:
             fields["name"] = name
@@ -275,22 +385,40 @@ class Client:
         jobs: list[dict[str, Any]] = reply["jobs"]
         return jobs
 
-    def _set_periodic(
-        self, submit: Message, schedule: Schedule, misfire: str, grace: float, overlap: bool
+    def set_periodic(
+        self,
+        submission: Submission,
+        schedule: Schedule,
+        *,
+        misfire: str = "skip",
+        grace: float = 1.0,
+        allow_overlap: bool = False,
     ) -> None:
-        """Turn a submit message into a periodic job; wait until the scheduler has it."""
-        reserved = ("key", "name", "deps", "detached", "ack")
-        options = {k: v for k, v in submit.fields.items() if k not in reserved}
+        """Create or update the periodic job named ``submission.key``; wait until it is stored.
+
+        Parameters:
+            submission: the task each run submits; its key is the job's name.
+            schedule: when it runs (``every``, ``crontab``, ``at``).
+            misfire: runs missed while the scheduler was down: ``skip``,
+                ``run_once`` or ``catch_up``.
+            grace: seconds late a run may start and still count as on time.
+            allow_overlap: start a run while the previous one still runs.
+        """
+        self._check_fork()
+        s = submission
+        # Only the submission's options travel: a job's runs get keys of their own.
+        submit = self._task_message(s.fn, s.args, s.kwargs, s.key, s.name, {})
         fields = {
-            "name": submit.fields["key"],
+            "name": s.key,
             "schedule": schedule.to_dict(),
-            "options": options,
+            "options": _options(s, detached=False),
             "misfire": misfire,
             "grace": float(grace),
-            "allow_overlap": overlap,
+            "allow_overlap": allow_overlap,
             "ack": True,
         }
-        self._submit_detached([Message("periodic-set", fields, submit.payloads)], self.timeout)
+        message = Message("periodic-set", fields, submit.payloads)
+        self._send_acknowledged([message], self.timeout)
 
     def _to_ref(self, obj: Any, deps: dict[str, None]) -> Any:
         if isinstance(obj, refs.TaskRef):  # placed by the canvas: already a reference
@@ -345,18 +473,7 @@ class Client:
     def _request(self, op: str, fields: dict[str, Any], timeout: float | None) -> Message:
         """Send a message that carries a request id; wait for the reply with that id."""
         self._check_fork()
-        rid = next(self._rids)
-        with self._lock:
-            self._replies[rid] = None
-        self._conn.send_now([Message(op, {"rid": rid, **fields})])
-        answered = self._conn.wait_until(
-            lambda: self._replies[rid] is not None, timeout or self.timeout
-        )
-        with self._lock:
-            reply = self._replies.pop(rid)
-        if not answered or reply is None:
-            raise SchedulerUnavailable(f"the scheduler did not answer {op!r} in time")
-        return reply
+        return self._replies.request(op, fields, timeout or self.timeout)
 
     def wait_for_workers(self, n: int = 1, timeout: float | None = None) -> None:
         """Block until at least ``n`` worker processes have registered."""
@@ -373,6 +490,7 @@ class Client:
         if self._closed:
             return
         self._closed = True
+        self._futures.close()
         if _process.pid == self._pid:
             self._conn.close()
         if self._cluster is not None:
@@ -393,83 +511,23 @@ class Client:
         kind = "embedded" if self._cluster is not None else "remote"
         return f"<Client {kind} scheduler={self.address!r}>"
 
-    # -- bookkeeping for futures (any thread) ------------------------------------------
-
-    def _new_future(self, key: str) -> Future[Any]:
-        with self._lock:
-            state = self._states.get(key)
-            if state is None:
-                state = self._states[key] = FutureState(key)
-            self._refcounts[key] = self._refcounts.get(key, 0) + 1
-        return Future(key, self, state)
-
-    def _drop_future(self, key: str) -> None:
-        if self._closed or _process.pid != self._pid:
-            return
-        with self._lock:
-            count = self._refcounts.get(key, 0) - 1
-            if count > 0:
-                self._refcounts[key] = count
-                return
-            self._refcounts.pop(key, None)
-            self._states.pop(key, None)
-        self._releases.append(key)
-        self._conn.wake()
-
-    def _pending_releases(self) -> list[Message]:
-        """Called by the I/O thread before it sends: all releases in one message."""
-        keys = []
-        while self._releases:
-            keys.append(self._releases.popleft())
-        return [Message("release", {"keys": keys})] if keys else []
-
-    def _want(self, key: str) -> Future[Any]:
-        """A future for a key someone else submitted (looked up by id)."""
-        self._check_fork()
-        future = self._new_future(key)
-        self._conn.send(Message("want", {"key": key}))
-        return future
-
-    def _wait_until(self, ready: Callable[[], bool], timeout: float | None) -> bool:
-        """Block until ``ready()``, reading the scheduler's messages on this thread."""
-        self._check_fork()
-        return self._conn.wait_until(ready, timeout)
-
-    def _fetch(self, key: str) -> None:
-        state = self._states.get(key)
-        if state is not None:
-            state.reset()
-        self._conn.send(Message("fetch", {"key": key}))
-
-    def _fire_and_forget(self, key: str) -> None:
-        self._conn.send(Message("fire-and-forget", {"key": key}))
-
     # -- messages from the scheduler (I/O thread) --------------------------------------
 
+    def _new_future(self, key: str) -> Future[Any]:
+        futures = self._futures
+        return Future(key, self, futures.add(key), futures)
+
     def _on_message(self, msg: Message) -> None:
-        if msg.op in _KEYED:
-            state = self._states.get(msg["key"])
-            if state is not None:
-                _KEYED[msg.op](state, msg)
-        elif msg.op in ("info-reply", "status-reply", "periodic-reply"):
-            with self._lock:
-                if msg["rid"] in self._replies:  # else: its caller stopped waiting
-                    self._replies[msg["rid"]] = msg
+        if msg.op in OUTCOMES:
+            self._futures.settle(msg)
+        elif msg.op in REPLY_OPS:
+            self._replies.deliver(msg)
         elif msg.op == "accepted":
-            self._on_accepted(msg["keys"])
+            self._acks.accepted(msg["keys"])
         elif msg.op == "reregister":
             self._after_scheduler_restart()
         elif msg.op == "error":
             log.error("scheduler error: %s", msg["text"])
-
-    def _on_accepted(self, keys: list[str]) -> None:
-        accepted: list[tuple[_AckWaiter, str]] = []
-        with self._lock:
-            for key in keys:
-                accepted.extend((waiter, key) for waiter in self._ack_waiters.pop(key, ()))
-                self._unacked.pop(key, None)
-        for waiter, key in accepted:
-            waiter.accepted(key)
 
     def _after_scheduler_restart(self) -> None:
         """The scheduler forgot us: resend what it may not have, ask again for the rest.
@@ -479,9 +537,8 @@ class Client:
         answers when it finishes; anything else fails at once with
         ``FutureLostError`` instead of hanging.
         """
-        with self._lock:
-            unacked = list(self._unacked.values())
-            pending = [key for key, s in self._states.items() if s.status == PENDING]
+        unacked = self._acks.unacknowledged()
+        pending = self._futures.pending()
         log.warning(
             "scheduler restarted: resending %d submissions, re-asking for %d results",
             len(unacked),
@@ -495,52 +552,31 @@ _SKIPPED = object()
 _FORK_LOCK = threading.Lock()
 
 
-class _Process:
-    """This process's id, kept up to date across forks: ``os.getpid()`` is a
-    system call (1.6 µs here), and every submit checks for a fork."""
+def _options(s: Submission, *, detached: bool) -> dict[str, Any]:
+    """A submission's per-run fields, as the ``submit`` message names them.
 
-    def __init__(self) -> None:
-        self.pid = os.getpid()
-        os.register_at_fork(after_in_child=self._forked)
-
-    def _forked(self) -> None:
-        self.pid = os.getpid()
-
-
-_process = _Process()
-
-
-def _on_result(state: FutureState, msg: Message) -> None:
-    if msg["inline"]:
-        state.finish(FINISHED, msg.payloads[0])
-    elif state.status == PENDING:
-        state.finish(FINISHED)  # too big to push: result() will fetch it
-
-
-def _on_erred(state: FutureState, msg: Message) -> None:
-    payload = msg.payloads[0] if msg.payloads else ()
-    status = LOST if msg["kind"].startswith("lost") else ERROR
-    state.finish(status, error=(msg["kind"], msg["text"], payload))
-
-
-def _on_cancelled(state: FutureState, msg: Message) -> None:
-    state.finish(CANCELLED, error=("cancelled", msg.get("reason", "cancelled"), ()))
-
-
-#: Messages about one key, and what they do to its future.
-_KEYED = {"result": _on_result, "erred": _on_erred, "cancelled": _on_cancelled}
-
-
-class _AckWaiter:
-    """One caller waiting until the scheduler has accepted a set of keys."""
-
-    def __init__(self, keys: set[str]) -> None:
-        self.pending = keys
-        self._lock = threading.Lock()
-
-    def accepted(self, key: str) -> None:
-        with self._lock:
-            self.pending.discard(key)
-
-    def done(self) -> bool:
-        return not self.pending
+    Optional ones travel only when set, so the scheduler's defaults apply.
+    """
+    fields: dict[str, Any] = {"priority": s.priority, "retries": s.retries, "queue": s.queue}
+    if detached:
+        fields["detached"] = True
+        fields["ack"] = True
+    if s.retry_on_error is not None:
+        fields["retry_on_error"] = s.retry_on_error
+    if s.retry_jitter is not None:
+        fields["retry_jitter"] = s.retry_jitter
+    if s.backoff_max is not None:
+        fields["backoff_max"] = float(s.backoff_max)
+    if s.result_ttl is not None:
+        fields["result_ttl"] = float(s.result_ttl)
+    if s.retry_backoff:
+        fields["retry_backoff"] = True
+    for name in ("eta", "expires", "time_limit", "soft_time_limit"):
+        value = getattr(s, name)
+        if value is not None:
+            fields[name] = float(value)
+    if s.rate_limit is not None:
+        fields["rate_limit"] = s.rate_limit
+    if s.ignore_result:
+        fields["ignore_result"] = True
+    return fields

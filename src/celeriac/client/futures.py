@@ -2,135 +2,56 @@
 
 from __future__ import annotations
 
-import logging
 import queue
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
 
-from celeriac.errors import (
-    FutureLostError,
-    KilledWorker,
-    TaskExpiredError,
-    TaskRevokedError,
-    TimeLimitExceeded,
-    TimeoutError,
+from celeriac.client.future_table import (
+    CANCELLED,
+    ERROR,
+    FINISHED,
+    LOST,
+    PENDING,
+    FutureState,
+    FutureTable,
+    run_callback,
 )
+from celeriac.errors import TimeoutError
 from celeriac.states import FutureStatus
-from celeriac.wire.protocol import Payload
-from celeriac.wire.serialize import RemoteError, loads, loads_exception
 
 if TYPE_CHECKING:
     from celeriac.client.client import Client
 
-log = logging.getLogger("celeriac.client")
 R = TypeVar("R")
 
-# Module constants, not enum attribute lookups: read on every submit and result.
-PENDING, FINISHED, ERROR = FutureStatus.PENDING, FutureStatus.FINISHED, FutureStatus.ERROR
-CANCELLED, LOST = FutureStatus.CANCELLED, FutureStatus.LOST
 _DONE_STATUSES = frozenset({FINISHED, ERROR, CANCELLED, LOST})
-_NO_VALUE = object()
-
-
-class FutureState:
-    """What the client knows of one key; shared by all Futures for that key."""
-
-    __slots__ = (
-        "_settled",
-        "_value",
-        "callbacks",
-        "error",
-        "key",
-        "lock",
-        "payload",
-        "status",
-    )
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-        self.status = PENDING
-        self.payload: Payload | None = None
-        self.error: tuple[str, str, Payload] | None = None
-        self.lock = threading.Lock()
-        self.callbacks: list[Callable[[], None]] = []
-        self._value: Any = _NO_VALUE
-        self._settled = False
-
-    def finish(
-        self, status: FutureStatus, payload: Payload | None = None, error: Any = None
-    ) -> None:
-        """Record the outcome (on whichever thread read it) and run callbacks."""
-        with self.lock:
-            self.status = status
-            self.payload = payload
-            self.error = error
-            self._value = _NO_VALUE
-            self._settled = True
-            callbacks, self.callbacks = self.callbacks, []
-        for callback in callbacks:
-            _run_callback(callback)
-
-    def settled(self) -> bool:
-        """An outcome is here (waiters poll this while they read the socket)."""
-        return self._settled
-
-    def reset(self) -> None:
-        """The result is known to exist but must be fetched; wait again."""
-        with self.lock:
-            self._settled = False
-
-    def has_value(self) -> bool:
-        return self._value is not _NO_VALUE
-
-    def value(self) -> Any:
-        with self.lock:
-            if self._value is _NO_VALUE:
-                assert self.payload is not None
-                self._value = loads(self.payload)
-                self.payload = None  # keep one copy, not two
-            return self._value
-
-    def exception(self) -> BaseException:
-        kind, text, payload = self.error or ("lost", "no reason given", ())
-        if self.status == CANCELLED:
-            if text == "expired":
-                return TaskExpiredError(f"task {self.key!r} expired before it ran")
-            return TaskRevokedError(f"task {self.key!r} was cancelled")
-        if kind == "killed-worker":
-            return KilledWorker(text)
-        if kind == "time-limit":
-            return TimeLimitExceeded(text)
-        if kind.startswith("lost"):
-            return FutureLostError(f"task {self.key!r}: {text}")
-        if not payload:
-            return RemoteError(kind, text)
-        try:
-            return loads_exception(payload)
-        except Exception as exc:
-            return RemoteError(kind, f"{text} (and its exception could not be loaded: {exc})")
-
-
-def _run_callback(callback: Callable[[], None]) -> None:
-    try:
-        callback()
-    except Exception:
-        log.exception("a future's done-callback raised")
 
 
 class Future(Generic[R]):
-    """A remote result.  Dropping the last Future for a key releases it on the cluster."""
+    """A remote result.  Dropping the last Future for a key releases it on the cluster.
 
-    __slots__ = ("__weakref__", "_client", "_state", "key")
+    Made by the client (``submit``, ``map``, ``future_for``), never directly.
 
-    def __init__(self, key: str, client: Client, state: FutureState) -> None:
+    Parameters:
+        key: the task's key.
+        client: the client that made it.
+        state: what is known of the key, shared by every Future for it.
+        table: the client's future table, which counts this Future and
+            carries out what it asks for (waiting, fetching, releasing).
+    """
+
+    __slots__ = ("__weakref__", "_client", "_state", "_table", "key")
+
+    def __init__(self, key: str, client: Client, state: FutureState, table: FutureTable) -> None:
         self.key = key
         self._client = client
         self._state = state
+        self._table = table
 
     @property
     def client(self) -> Client:
+        """The client that made this future."""
         return self._client
 
     @property
@@ -139,12 +60,19 @@ class Future(Generic[R]):
         return self._state.status
 
     def done(self) -> bool:
+        """The task has an outcome (finished, failed, cancelled or lost)."""
         return self._state.status in _DONE_STATUSES
 
     def cancelled(self) -> bool:
+        """The task was cancelled (or expired, or revoked)."""
         return self._state.status == CANCELLED
 
     def result(self, timeout: float | None = None) -> R:
+        """Wait for the task's result; raise its exception if it failed.
+
+        Parameters:
+            timeout: seconds (``None``: no limit); past it, ``TimeoutError``.
+        """
         state = self._wait(timeout)
         if state.status != FINISHED:
             raise state.exception()
@@ -152,39 +80,54 @@ class Future(Generic[R]):
         return value
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Wait for the outcome; the task's exception, or ``None`` if it succeeded.
+
+        Parameters:
+            timeout: seconds (``None``: no limit); past it, ``TimeoutError``.
+        """
         state = self._wait(timeout)
         return None if state.status == FINISHED else state.exception()
 
     def traceback(self, timeout: float | None = None) -> Any:
+        """Wait for the outcome; the traceback of the task's exception, or ``None``.
+
+        Parameters:
+            timeout: seconds (``None``: no limit); past it, ``TimeoutError``.
+        """
         exc = self.exception(timeout)
         return exc.__traceback__ if exc is not None else None
 
     def cancel(self) -> None:
+        """Cancel the task (see :meth:`Client.cancel`)."""
         self._client.cancel([self])
 
     def add_done_callback(self, fn: Callable[[Future[R]], Any]) -> None:
-        """Call ``fn(future)`` when done (at once if it is), on the thread that reads the result."""
+        """Call ``fn(future)`` when done (at once if it is), on the thread that reads the result.
+
+        Parameters:
+            fn: called with this future; an exception it raises is logged.
+        """
         state = self._state
         with state.lock:
             if state.status == PENDING:
                 state.callbacks.append(lambda: fn(self))
                 return
-        _run_callback(lambda: fn(self))
+        run_callback(lambda: fn(self))
 
     def _wait(self, timeout: float | None) -> FutureState:
         state = self._state
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not self._client._wait_until(state.settled, remaining):
+            if not self._table.wait_until(state.settled, remaining):
                 raise TimeoutError(f"task {self.key!r} not done after {timeout} s")
             if state.status != FINISHED or state.payload is not None or state.has_value():
                 return state
-            self._client._fetch(self.key)  # result was too big to push; ask for it
+            self._table.fetch(self.key)  # result was too big to push; ask for it
 
     def __del__(self) -> None:
         try:
-            self._client._drop_future(self.key)
+            self._table.drop(self.key)
         except Exception:  # interpreter shutdown: nothing left to release
             pass
 
@@ -263,13 +206,17 @@ def _next_done(
     timeout: float | None,
 ) -> Future[Any]:
     """The next future to finish; this thread reads the client's socket meanwhile."""
-    client = next(iter(futures)).client
-    client._wait_until(lambda: not done_queue.empty(), timeout)
+    table = next(iter(futures))._table
+    table.wait_until(lambda: not done_queue.empty(), timeout)
     return done_queue.get_nowait()
 
 
 def fire_and_forget(futures: Future[Any] | Iterable[Future[Any]]) -> None:
-    """Run these tasks to completion even after every Future for them is dropped."""
+    """Run these tasks to completion even after every Future for them is dropped.
+
+    Parameters:
+        futures: a future, or an iterable of them.
+    """
     items = [futures] if isinstance(futures, Future) else list(futures)
     for future in items:
-        future.client._fire_and_forget(future.key)
+        future._table.fire_and_forget(future.key)

@@ -5,6 +5,10 @@ on first use (so importing a module that defines tasks connects nowhere) and
 reopened in a forked child (gunicorn pre-forks).  Tasks are *detached*: no
 future holds them; the scheduler keeps each outcome for ``result_ttl`` so
 an :class:`AsyncResult` can look it up by id from any process.
+
+Everything here reaches the engine through :attr:`App.engine`, typed as the
+:class:`~celeriac.client.engine.Engine` protocol: a call becomes a
+:class:`~celeriac.client.engine.Submission`, and ``Engine.enqueue`` sends it.
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 import cloudpickle
 
+from celeriac.client.engine import Engine, Submission
 from celeriac.context import TaskRequest, current_request
 from celeriac.errors import Retry
 from celeriac.wire.addresses import DEFAULT_ADDRESS, normalize
-from celeriac.wire.protocol import Message, parse_rate
+from celeriac.wire.protocol import parse_rate
 
 if TYPE_CHECKING:
     from celeriac.client import Client
@@ -41,7 +46,20 @@ ONE_DAY = 86400.0
 
 @dataclass(frozen=True)
 class TaskOptions:
-    """Per-task settings, as given to ``@app.task``; ``apply_async`` may override some."""
+    """Per-task settings, as given to ``@app.task``; ``apply_async`` may override some.
+
+    Parameters:
+        queue, priority: where the task waits and in what order (lower first).
+        retries: how many times it is tried again (on ``autoretry_for`` or ``self.retry``).
+        retry_backoff, retry_backoff_max, retry_jitter: exponential back-off
+            from 1 s between retries, its cap, and whether it is randomised.
+        autoretry_for: exception types that retry the task instead of failing it.
+        time_limit, soft_time_limit: hard and soft limits on one run, in seconds.
+        ignore_result: keep no outcome.
+        result_ttl: seconds the outcome is kept (``None``: the app's default).
+        rate_limit: cluster-wide, e.g. ``"10/s"``, ``"100/m"``.
+        bind: pass the task's request as the first argument (``self``).
+    """
 
     queue: str = "default"
     priority: int = 0
@@ -65,6 +83,13 @@ class App:
     ``timeout`` bounds how long ``.delay()`` waits for the scheduler to accept
     a task before raising :class:`~celeriac.errors.SchedulerUnavailable`: a web
     request never hangs on a dead scheduler.
+
+    Parameters:
+        address: the scheduler's ``tcp://host:port`` or ``ipc://PATH``.
+        timeout: seconds, as above (and for the connection's other requests).
+        result_ttl: seconds an outcome is kept for lookup by id (default one
+            day); a task may set its own.
+        keys: a CURVE key directory for a scheduler that uses ``--keys``.
     """
 
     def __init__(
@@ -85,7 +110,7 @@ class App:
 
     @property
     def client(self) -> Client:
-        """The connection, opened on first use."""
+        """The connection, opened on first use (also a futures ``Client``)."""
         if self._client is None:
             with self._lock:
                 if self._client is None:
@@ -93,6 +118,11 @@ class App:
 
                     self._client = Client(self.address, timeout=self.timeout, keys=self.keys)
         return self._client
+
+    @property
+    def engine(self) -> Engine:
+        """The connection as the tasks see it: only the engine interface."""
+        return self.client
 
     @overload
     def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
@@ -109,6 +139,11 @@ class App:
 
         The task keeps the function's signature: ``send.delay(42)`` is checked
         by mypy against ``def send(user_id: int)`` and returns ``AsyncResult[R]``.
+
+        Parameters:
+            fn: the function (when used as ``@app.task`` without parentheses).
+            name: the task's name (default: ``module.qualname``).
+            options: the fields of :class:`TaskOptions`.
         """
 
         def register(fn: Callable[P, R]) -> Task[P, R]:
@@ -134,19 +169,37 @@ class App:
         down: ``skip`` (default), ``run_once`` (coalesce) or ``catch_up``; a
         run up to ``grace`` seconds late still counts as on time.  A tick is
         skipped while the previous run is still going, unless ``allow_overlap``.
+
+        Parameters:
+            schedule: when it runs (``every``, ``crontab``, ``at``).
+            signature: the task and arguments each run sends.
+            name: the job's name (default: the task's name).
+            misfire, grace, allow_overlap: as above.
+
+        Returns the job's name.
         """
         name = name or signature.task.name
-        submit = signature.message()
-        submit.fields["key"] = name
-        self.client._set_periodic(submit, schedule, misfire, grace, allow_overlap)
+        self.engine.set_periodic(
+            signature.submission(task_id=name),
+            schedule,
+            misfire=misfire,
+            grace=grace,
+            allow_overlap=allow_overlap,
+        )
         return name
 
     def AsyncResult(self, task_id: str) -> AsyncResult[Any]:
+        """The result of ``task_id``, sent by any process to this app's scheduler.
+
+        Parameters:
+            task_id: the task's id (``result.id``).
+        """
         from celeriac.tasks.result import AsyncResult
 
         return AsyncResult(task_id, app=self)
 
     def close(self) -> None:
+        """Close the connection, if it was opened; the next use opens a new one."""
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -179,7 +232,16 @@ class App:
 
 
 class Task(Generic[P, R]):
-    """A registered task.  Calling it runs the function here; ``delay`` runs it on a worker."""
+    """A registered task.  Calling it runs the function here; ``delay`` runs it on a worker.
+
+    Made by :meth:`App.task`.
+
+    Parameters:
+        app: the app it sends through.
+        fn: the function.
+        name: the task's name, the same on every process.
+        options: its settings.
+    """
 
     def __init__(self, app: App, fn: Callable[..., R], name: str, options: TaskOptions) -> None:
         if options.rate_limit is not None:
@@ -197,7 +259,11 @@ class Task(Generic[P, R]):
         return self.fn(*args, **kwargs)
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
-        """Send the task; return once the scheduler has accepted it."""
+        """Send the task; return once the scheduler has accepted it.
+
+        Parameters:
+            args, kwargs: the function's arguments.
+        """
         return self.apply_async(args, kwargs)
 
     def apply_async(
@@ -218,10 +284,19 @@ class Task(Generic[P, R]):
         ``eta`` and a ``datetime`` ``expires`` are moments (a naive datetime is
         UTC); ``countdown`` and a number for ``expires`` are seconds from now.
         A ``task_id`` makes sending idempotent: the same id runs once.
+
+        Parameters:
+            args, kwargs: the function's arguments.
+            task_id: the id (default: a fresh one).
+            countdown: seconds from now before it may start.
+            eta: the moment before which it does not start.
+            expires: the moment (or seconds from now) after which it is
+                cancelled instead of run.
+            queue, priority, retries: override the task's options for this call.
         """
         from celeriac.tasks.result import AsyncResult
 
-        message = self.message(
+        submission = self.submission(
             tuple(args),
             kwargs or {},
             task_id=task_id,
@@ -232,8 +307,8 @@ class Task(Generic[P, R]):
             retries=retries,
         )
         hold = not self.options.ignore_result
-        held = self.app.client._submit_detached([message], self.app.timeout, hold=hold)
-        result: AsyncResult[R] = AsyncResult(message.fields["key"], app=self.app)
+        held = self.app.engine.enqueue([submission], timeout=self.app.timeout, hold=hold)
+        result: AsyncResult[R] = AsyncResult(submission.key, app=self.app)
         if held:
             result._held = held[0]
         return result
@@ -250,7 +325,7 @@ class Task(Generic[P, R]):
 
         return Signature(self, args, kwargs, immutable=True)
 
-    def message(
+    def submission(
         self,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
@@ -261,40 +336,37 @@ class Task(Generic[P, R]):
         queue: str | None = None,
         priority: int | None = None,
         retries: int | None = None,
-    ) -> Message:
-        """The ``submit`` message for one call (arguments may hold TaskRefs)."""
+    ) -> Submission:
+        """What one call sends: this task's options, the call's arguments and overrides.
+
+        Parameters:
+            args, kwargs: the arguments (they may hold ``TaskRef``s: a canvas's links).
+            task_id: the id (default: a fresh one from the engine).
+            not_before, expires: UNIX times (``None``: none).
+            queue, priority, retries: per-call overrides (``None``: the task's).
+        """
         opts = self.options
-        client = self.app.client
-        client._check_fork()  # before drawing a key: a forked child has its own sequence
-        key = task_id or client._new_key(self.name)
-        fields: dict[str, Any] = {
-            "priority": opts.priority if priority is None else priority,
-            "retries": opts.retries if retries is None else retries,
-            "queue": queue or opts.queue,
-            "detached": True,
-            "ack": True,
-            "retry_on_error": False,  # Celery semantics: only autoretry_for or self.retry
-            "retry_jitter": opts.retry_jitter,
-            "backoff_max": float(opts.retry_backoff_max),
-            "result_ttl": float(
-                self.app.result_ttl if opts.result_ttl is None else opts.result_ttl
-            ),
-        }
-        if opts.retry_backoff:
-            fields["retry_backoff"] = True
-        optional = {
-            "eta": not_before,
-            "expires": expires,
-            "time_limit": opts.time_limit,
-            "soft_time_limit": opts.soft_time_limit,
-            "rate_limit": opts.rate_limit,
-        }
-        fields.update(
-            {k: float(v) if k != "rate_limit" else v for k, v in optional.items() if v is not None}
+        return Submission(
+            fn=self._call,
+            args=args,
+            kwargs=kwargs,
+            key=task_id or self.app.engine.new_key(self.name),
+            name=self.name,
+            queue=queue or opts.queue,
+            priority=opts.priority if priority is None else priority,
+            retries=opts.retries if retries is None else retries,
+            retry_on_error=False,  # Celery semantics: only autoretry_for or self.retry
+            retry_jitter=opts.retry_jitter,
+            backoff_max=opts.retry_backoff_max,
+            result_ttl=self.app.result_ttl if opts.result_ttl is None else opts.result_ttl,
+            retry_backoff=opts.retry_backoff,
+            eta=not_before,
+            expires=expires,
+            time_limit=opts.time_limit,
+            soft_time_limit=opts.soft_time_limit,
+            rate_limit=opts.rate_limit,
+            ignore_result=opts.ignore_result,
         )
-        if opts.ignore_result:
-            fields["ignore_result"] = True
-        return client._task_message(self._call, args, kwargs, key, self.name, fields)
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"

@@ -1,0 +1,147 @@
+"""Acknowledgements: submissions sent but not yet accepted, and who waits for them.
+
+A detached submission (``.delay()``, a canvas, a periodic job) asks the
+scheduler to answer ``accepted`` once it has recorded it; from then on it runs
+even if this process exits.  :class:`AckTracker` remembers each such message
+until its key is accepted, so that after a scheduler restart exactly those are
+sent again (they are idempotent by key), and it lets callers wait for the keys
+they sent (:class:`Acceptance`).
+
+Sending and waiting are separate steps on purpose: a pipelined ``.delay()``
+(issue 17) sends now and learns of the acceptance later.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+
+from celeriac.wire.protocol import Message
+
+
+class Acceptance:
+    """One caller's keys, sent together, until the scheduler has accepted each.
+
+    Parameters:
+        keys: the keys (a periodic job's: its name) still to be accepted.
+    """
+
+    def __init__(self, keys: set[str]) -> None:
+        self.pending = keys
+        self._lock = threading.Lock()
+
+    def accepted(self, key: str) -> None:
+        """The scheduler has recorded ``key`` (called on whichever thread read it).
+
+        Parameters:
+            key: an accepted key.
+        """
+        with self._lock:
+            self.pending.discard(key)
+
+    def done(self) -> bool:
+        """Every key has been accepted."""
+        return not self.pending
+
+
+class AckTracker:
+    """Acknowledged submissions in flight: the message of each key until it is accepted.
+
+    Thread-safe: any thread sends, whichever thread reads the socket reports
+    acceptances.
+
+    Parameters:
+        send_now: sends messages on the calling thread (after anything
+            queued before them).
+        wait_until: ``wait_until(ready, timeout) -> bool`` blocks until
+            ``ready()`` or the timeout, reading the scheduler's messages meanwhile.
+    """
+
+    def __init__(
+        self,
+        *,
+        send_now: Callable[[list[Message]], None],
+        wait_until: Callable[[Callable[[], bool], float | None], bool],
+    ) -> None:
+        self._lock = threading.Lock()
+        self._waiting: dict[str, list[Acceptance]] = {}
+        self._unacked: dict[str, Message] = {}  # sent, not yet accepted: resent after a restart
+        self._send_now = send_now
+        self._wait_until = wait_until
+
+    def send(self, messages: Sequence[Message]) -> Acceptance:
+        """Send messages that ask to be acknowledged; the handle to wait for their acceptance.
+
+        Parameters:
+            messages: ``submit`` messages (keyed by ``key``) or ``periodic-set``
+                messages (keyed by ``name``), each with ``ack`` set.
+        """
+        by_key = {_ack_key(m): m for m in messages}
+        acceptance = Acceptance(set(by_key))
+        with self._lock:
+            for key in by_key:
+                self._waiting.setdefault(key, []).append(acceptance)
+            self._unacked.update(by_key)
+        self._send_now(list(messages))
+        return acceptance
+
+    def wait(self, acceptance: Acceptance, timeout: float | None) -> bool:
+        """Block until every key of ``acceptance`` is accepted; False at the timeout.
+
+        At the timeout the keys still pending are no longer tracked: they are
+        not resent after a restart, since their caller was told they failed.
+
+        Parameters:
+            acceptance: what :meth:`send` returned.
+            timeout: seconds (``None``: no limit).
+        """
+        if self._wait_until(acceptance.done, timeout):
+            return True
+        self.abandon(acceptance)
+        return False
+
+    def abandon(self, acceptance: Acceptance) -> None:
+        """Stop tracking the keys of ``acceptance`` that are still pending.
+
+        Another caller waiting for the same key keeps waiting, and keeps it tracked.
+
+        Parameters:
+            acceptance: what :meth:`send` returned.
+        """
+        with self._lock:
+            for key in list(acceptance.pending):
+                others = [a for a in self._waiting.get(key, ()) if a is not acceptance]
+                if others:
+                    self._waiting[key] = others
+                else:
+                    self._waiting.pop(key, None)
+                    self._unacked.pop(key, None)
+
+    def accepted(self, keys: list[str]) -> None:
+        """The scheduler accepted these keys (an ``accepted`` message).
+
+        Parameters:
+            keys: the accepted keys; unknown ones (a late answer) are ignored.
+        """
+        accepted: list[tuple[Acceptance, str]] = []
+        with self._lock:
+            for key in keys:
+                accepted.extend((acceptance, key) for acceptance in self._waiting.pop(key, ()))
+                self._unacked.pop(key, None)
+        for acceptance, key in accepted:
+            acceptance.accepted(key)
+
+    def unacknowledged(self) -> list[Message]:
+        """The messages sent and not yet accepted, in the order they were sent."""
+        with self._lock:
+            return list(self._unacked.values())
+
+    def __len__(self) -> int:
+        """How many keys are sent and not yet accepted."""
+        return len(self._unacked)
+
+
+def _ack_key(msg: Message) -> str:
+    """A task is acknowledged by its key, a periodic job by its name."""
+    key: str = msg.fields.get("key") or msg.fields["name"]
+    return key
