@@ -22,6 +22,7 @@ RANK = {
     "celeriac.context": 0,
     "celeriac.schedules": 0,
     "celeriac.states": 0,
+    "celeriac.options": 0,
     "celeriac._moved": 0,
     "celeriac.logs": 1,
     "celeriac.wire": 2,

@@ -6,103 +6,97 @@ problem at once instead of the first one the command would have tripped on.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from celeriac.cli.commands import dashboard_bind, journal_path
-from celeriac.cli.config import Resolved, _subparsers, describe
+from celeriac.cli.config import Resolved, describe
+from celeriac.options import declared
+from celeriac.scheduler.settings import SchedulerSettings
 from celeriac.wire.addresses import InsecureBindError, bind_refusal, ipc_address, not_a_socket
+from celeriac.worker.settings import WorkerSettings
 
 
-def run_check(args: argparse.Namespace, resolved: Resolved, parser: argparse.ArgumentParser) -> int:
-    """Print the effective settings, then any errors; 2 when there are errors, else 0.
-
-    ``parser`` is the whole ``celeriac`` parser that parsed ``args``.
-    """
-    print(f"# celeriac {args.command}: effective settings")
+def run_check(resolved: Resolved) -> int:
+    """Print the effective settings, then any errors; 2 when there are errors, else 0."""
+    name, settings = resolved.command.name, resolved.settings
+    print(f"# celeriac {name}: effective settings")
     if resolved.config_path:
         print(f"# config file: {resolved.config_path}")
-    print(describe(resolved, _subparsers(parser)[args.command]))
-    if args.command == "scheduler":
-        print(f"# journal file: {journal_path(args) or 'none (memory only)'}")
-    errors = check_scheduler(args) if args.command == "scheduler" else check_worker(args)
+    print(describe(resolved))
+    if isinstance(settings, SchedulerSettings):
+        print(f"# journal file: {settings.journal_path() or 'none (memory only)'}")
+        errors = check_scheduler(settings)
+    else:
+        errors = check_worker(settings)
     for error in errors:
-        print(f"celeriac {args.command}: error: {error}", file=sys.stderr)
+        print(f"celeriac {name}: error: {error}", file=sys.stderr)
     if errors:
         return 2
-    print(f"celeriac {args.command}: configuration OK", file=sys.stderr)
+    print(f"celeriac {name}: configuration OK", file=sys.stderr)
     return 0
 
 
-def check_scheduler(args: argparse.Namespace) -> list[str]:
-    """What would stop ``celeriac scheduler`` with these flags from starting or serving."""
-    errors = _positive(
-        args,
-        worker_timeout="--worker-timeout",
-        heartbeat_interval="--heartbeat-interval",
-        max_message_size="--max-message-size",
-    )
-    errors += _non_negative(args, prefetch="--prefetch", allowed_failures="--allowed-failures")
-    if args.heartbeat_interval >= args.worker_timeout > 0:
+def check_scheduler(settings: SchedulerSettings) -> list[str]:
+    """What would stop ``celeriac scheduler`` with these settings from starting or serving."""
+    errors = _positive(settings, "worker_timeout", "heartbeat_interval", "max_message_size")
+    errors += _non_negative(settings, "prefetch", "allowed_failures")
+    if settings.heartbeat_interval >= settings.worker_timeout > 0:
         errors.append("--heartbeat-interval must be shorter than --worker-timeout")
-    errors += _host_error(args.host, "--host") + _port_error(args.port, "--port")
-    refusal = bind_refusal(args.host, insecure=args.insecure, keys=args.keys)
+    errors += _host_error(settings.host, "--host") + _port_error(settings.port, "--port")
+    refusal = bind_refusal(settings.host, insecure=settings.insecure, keys=settings.keys)
     if refusal is not None:
         errors.append(f"--host: {refusal}")
-    errors += _dashboard_errors(args)
-    errors += _scheduler_key_errors(args)
-    errors += _journal_errors(args)
-    errors += _schedule_errors(args)
-    errors += _ipc_errors(args.ipc)
+    errors += _dashboard_errors(settings)
+    errors += _scheduler_key_errors(settings)
+    errors += _journal_errors(settings)
+    errors += _schedule_errors(settings)
+    errors += _ipc_errors(settings.ipc)
     return errors
 
 
-def check_worker(args: argparse.Namespace) -> list[str]:
-    """What would stop ``celeriac worker`` with these flags from starting or running tasks."""
+def check_worker(settings: WorkerSettings) -> list[str]:
+    """What would stop ``celeriac worker`` with these settings from starting or running tasks."""
     from celeriac.wire.addresses import normalize
 
-    errors = _positive(args, nprocs="--nprocs", nthreads="--nthreads")
-    errors += _non_negative(args, stop_timeout="--stop-timeout")
-    errors += _positive(
-        args,
-        max_tasks_per_child="--max-tasks-per-child",
-        max_memory_per_child="--max-memory-per-child",
-    )
+    errors = _positive(settings, "nprocs", "nthreads")
+    errors += _non_negative(settings, "stop_timeout")
+    errors += _positive(settings, "max_tasks_per_child", "max_memory_per_child")
     try:
-        normalize(args.address)
+        normalize(settings.address)
     except ValueError as exc:
         errors.append(f"address: {exc}")
-    if not args.queues:
+    if not settings.queues:
         errors.append("--queues names no queue")
-    if args.keys:
-        errors += _key_errors(Path(args.keys), ["worker.key_secret", "scheduler.key"])
-    errors += _import_errors(args.imports)
+    if settings.keys:
+        errors += _key_errors(Path(settings.keys), ["worker.key_secret", "scheduler.key"])
+    errors += _import_errors(settings.imports)
     return errors
 
 
-def _positive(args: argparse.Namespace, **options: str) -> list[str]:
-    return _out_of_bounds(args, options, lambda value: value > 0, "must be positive")
+def _positive(settings: Any, *names: str) -> list[str]:
+    return _out_of_bounds(settings, names, lambda value: value > 0, "must be positive")
 
 
-def _non_negative(args: argparse.Namespace, **options: str) -> list[str]:
-    return _out_of_bounds(args, options, lambda value: value >= 0, "must not be negative")
+def _non_negative(settings: Any, *names: str) -> list[str]:
+    return _out_of_bounds(settings, names, lambda value: value >= 0, "must not be negative")
 
 
 def _out_of_bounds(
-    args: argparse.Namespace,
-    options: dict[str, str],
+    settings: Any,
+    names: tuple[str, ...],
     within: Callable[[float], bool],
     rule: str,
 ) -> list[str]:
-    """``options`` maps a dest to its flag; an unset option (None) is never at fault."""
+    """The options ``names`` outside the bounds, by flag; an unset one (None) is never at fault."""
+    labels = {d.name: d.label for d in declared(type(settings))}
     return [
-        f"{flag} {rule}, not {getattr(args, dest)}"
-        for dest, flag in options.items()
-        if getattr(args, dest) is not None and not within(getattr(args, dest))
+        f"{labels[name]} {rule}, not {getattr(settings, name)}"
+        for name in names
+        if getattr(settings, name) is not None and not within(getattr(settings, name))
     ]
 
 
@@ -128,26 +122,26 @@ def _port_error(port: int, option: str) -> list[str]:
     return [] if 0 <= port < 65536 else [f"{option} {port} is out of range 0-65535"]
 
 
-def _dashboard_errors(args: argparse.Namespace) -> list[str]:
-    if args.no_dashboard:
+def _dashboard_errors(settings: SchedulerSettings) -> list[str]:
+    if settings.no_dashboard:
         return []
-    errors = _host_error(args.dashboard_host, "--dashboard-host")
-    if args.dashboard_port is not None:
-        errors += _port_error(args.dashboard_port, "--dashboard-port")
+    errors = _host_error(settings.dashboard_host, "--dashboard-host")
+    if settings.dashboard_port is not None:
+        errors += _port_error(settings.dashboard_port, "--dashboard-port")
     try:
-        dashboard_bind(args)
+        settings.dashboard_bind()
     except InsecureBindError as exc:
         errors.append(str(exc))
     return errors
 
 
-def _scheduler_key_errors(args: argparse.Namespace) -> list[str]:
-    if not args.keys:
+def _scheduler_key_errors(settings: SchedulerSettings) -> list[str]:
+    if not settings.keys:
         return []
     from celeriac.wire.security import allowlist_problem
 
-    errors = _key_errors(Path(args.keys), ["scheduler.key_secret"])
-    if (problem := allowlist_problem(args.keys)) is not None:
+    errors = _key_errors(Path(settings.keys), ["scheduler.key_secret"])
+    if (problem := allowlist_problem(settings.keys)) is not None:
         errors.append(f"--keys: {problem}")
     return errors
 
@@ -160,8 +154,8 @@ def _key_errors(directory: Path, files: list[str]) -> list[str]:
     ]
 
 
-def _journal_errors(args: argparse.Namespace) -> list[str]:
-    path = journal_path(args)
+def _journal_errors(settings: SchedulerSettings) -> list[str]:
+    path = settings.journal_path()
     if path is None:
         return []
     if path.exists():
@@ -193,19 +187,19 @@ def _ipc_errors(path: str | None) -> list[str]:
     return []
 
 
-def _schedule_errors(args: argparse.Namespace) -> list[str]:
-    if not args.schedule:
+def _schedule_errors(settings: SchedulerSettings) -> list[str]:
+    if not settings.schedule:
         return []
     from celeriac.cli.schedule_file import load_schedule_file
 
     try:
-        load_schedule_file(args.schedule)
+        load_schedule_file(settings.schedule)
     except ValueError as exc:
         return [f"--schedule: {exc}"]
     return []
 
 
-def _import_errors(modules: list[str]) -> list[str]:
+def _import_errors(modules: tuple[str, ...]) -> list[str]:
     """Modules the worker processes would fail to import (they run with ``python -m``)."""
     import importlib.util
 

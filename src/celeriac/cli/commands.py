@@ -1,12 +1,12 @@
-"""What ``celeriac scheduler``, ``worker``, ``keys`` and ``periodic`` do with their parsed flags.
+"""What ``celeriac scheduler``, ``worker``, ``keys`` and ``periodic`` do with their settings.
 
-The scheduler's and the worker's modules are imported inside the commands, so a command
-loads only the side it runs.
+The server, the supervisor and the client are imported inside the commands, so a command
+loads only the side it runs (the settings modules are small).
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import logging
 import signal
@@ -16,29 +16,33 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from celeriac.cli.inspect import UNREACHABLE, table
-from celeriac.wire.addresses import InsecureBindError, is_loopback
+from celeriac.cli.settings import Invocation, KeysSettings, PeriodicSettings
+from celeriac.scheduler.settings import SchedulerSettings
+from celeriac.wire.addresses import InsecureBindError
+from celeriac.worker.settings import WorkerSettings
 
 if TYPE_CHECKING:
-    from celeriac.scheduler.journal import Journal
     from celeriac.scheduler.server import SchedulerServer
 
 log = logging.getLogger("celeriac")
 
-DASHBOARD_PORT = 8787
 
-
-def run_scheduler(args: argparse.Namespace) -> int:
+def run_scheduler(settings: SchedulerSettings, invocation: Invocation) -> int:
     from celeriac.client.cluster import DASHBOARD_AT, LISTENING
+    from celeriac.scheduler.server import SchedulerServer
 
+    server = SchedulerServer(settings, parent_pid=invocation.parent_pid)
+    if (journal := settings.journal_path()) is not None:
+        log.info("journal at %s (fsync %s)", journal, settings.fsync)
     try:
-        server = _scheduler_server(args)
+        server.start()
     except InsecureBindError as exc:
         log.error("%s", exc)
         return 2
     except Exception as exc:  # e.g. address in use
-        log.error("cannot start the scheduler on %s:%s: %s", args.host, args.port, exc)
+        log.error("cannot start the scheduler on %s:%s: %s", settings.host, settings.port, exc)
         return 1
-    if args.schedule and not _install_schedule(server, args.schedule):
+    if settings.schedule and not _install_schedule(server, settings.schedule):
         return 2
     _on_stop_signals(server.stop)
     if server.dashboard is not None:  # first: the listening line means "ready"
@@ -51,31 +55,6 @@ def run_scheduler(args: argparse.Namespace) -> int:
     server.serve_forever()
     log.info("scheduler stopped")
     return 0
-
-
-def _scheduler_server(args: argparse.Namespace) -> SchedulerServer:
-    from celeriac.scheduler.server import SchedulerServer
-    from celeriac.scheduler.state import SchedulerConfig
-
-    config = SchedulerConfig(
-        worker_timeout=args.worker_timeout,
-        heartbeat_interval=args.heartbeat_interval,
-        prefetch=args.prefetch,
-        allowed_failures=args.allowed_failures,
-        max_message_bytes=args.max_message_size,
-    )
-    return SchedulerServer(
-        args.host,
-        args.port,
-        config,
-        insecure=args.insecure,
-        parent_pid=args.parent_pid,
-        journal=_open_journal(args),
-        keys=Path(args.keys) if args.keys else None,
-        dashboard=dashboard_bind(args),
-        ipc=args.ipc,
-        busy_poll=args.busy_poll,
-    )
 
 
 def _install_schedule(server: SchedulerServer, path: str | Path) -> bool:
@@ -91,65 +70,24 @@ def _install_schedule(server: SchedulerServer, path: str | Path) -> bool:
     return True
 
 
-def dashboard_bind(args: argparse.Namespace) -> tuple[str, int] | None:
-    """Where the scheduler serves its dashboard, or None; raises :class:`InsecureBindError`."""
-    if args.no_dashboard:
-        return None
-    if not is_loopback(args.dashboard_host) and not args.insecure:
-        raise InsecureBindError(
-            f"refusing to serve the dashboard on {args.dashboard_host!r}: it shows task "
-            "names and tracebacks; keep it on loopback or pass --insecure"
-        )
-    if args.dashboard_port is not None:
-        return args.dashboard_host, args.dashboard_port
-    return args.dashboard_host, (0 if args.port == 0 else DASHBOARD_PORT)
-
-
-def journal_path(args: argparse.Namespace) -> Path | None:
-    """The journal the scheduler opens, or None to keep everything in memory."""
-    from celeriac.scheduler.journal import default_path
-
-    if args.no_journal:
-        return None
-    if args.journal:
-        return Path(args.journal)
-    # an ephemeral port (0) has no stable identity to recover under
-    return default_path(args.port) if args.port else None
-
-
-def _open_journal(args: argparse.Namespace) -> Journal | None:
-    from celeriac.scheduler.journal import Journal
-
-    path = journal_path(args)
-    if path is None:
-        return None
-    log.info("journal at %s (fsync %s)", path, args.fsync)
-    return Journal(path, args.fsync)
-
-
-def run_worker(args: argparse.Namespace) -> int:
+def run_worker(settings: WorkerSettings, invocation: Invocation) -> int:
     from celeriac.wire.addresses import normalize
-    from celeriac.worker.supervisor import Supervisor, WorkerOptions
+    from celeriac.worker.supervisor import Supervisor
 
     try:
-        address = normalize(args.address)
+        address = normalize(settings.address)
     except ValueError as exc:
         log.error("%s", exc)
         return 2
-    options = WorkerOptions(
+    settings = dataclasses.replace(  # what --check calls errors, a worker makes do with
+        settings,
         address=address,
-        nprocs=max(1, args.nprocs),
-        nthreads=max(1, args.nthreads),
-        queues=tuple(args.queues) or ("default",),
-        name=args.name,
-        log_level=args.log_level,
-        imports=tuple(args.imports),
-        stop_timeout=args.stop_timeout,
-        keys=Path(args.keys) if args.keys else None,
-        max_tasks_per_child=args.max_tasks_per_child,
-        max_memory_per_child=args.max_memory_per_child,
+        nprocs=max(1, settings.nprocs),
+        nthreads=max(1, settings.nthreads),
+        queues=settings.queues or ("default",),
+        keys=settings.keys or None,
     )
-    supervisor = Supervisor(options, parent_pid=args.parent_pid)
+    supervisor = Supervisor(settings, parent_pid=invocation.parent_pid)
     _on_stop_signals(supervisor.request_stop)
     return supervisor.run()
 
@@ -159,11 +97,11 @@ def _on_stop_signals(stop: Callable[[], object]) -> None:
         signal.signal(sig, lambda *_: stop())
 
 
-def run_keys(args: argparse.Namespace) -> int:
+def run_keys(settings: KeysSettings, invocation: Invocation) -> int:
     from celeriac.wire.security import KeysError, create_keys
 
     try:
-        written = create_keys(args.directory)
+        written = create_keys(settings.directory)
     except KeysError as exc:
         log.error("%s", exc)
         return 1
@@ -172,23 +110,23 @@ def run_keys(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_periodic(args: argparse.Namespace) -> int:
+def run_periodic(settings: PeriodicSettings, invocation: Invocation) -> int:
     from celeriac.client import Client
     from celeriac.errors import SchedulerUnavailable
 
-    if args.action != "list" and not args.name:
-        log.error("periodic %s needs a job name", args.action)
+    if settings.action != "list" and not settings.name:
+        log.error("periodic %s needs a job name", settings.action)
         return 2
     try:
-        with Client(args.address, timeout=args.timeout, keys=args.keys) as client:
-            jobs = client.periodic(args.action, args.name)
+        with Client(settings.address, timeout=settings.timeout, keys=settings.keys) as client:
+            jobs = client.periodic(settings.action, settings.name)
     except (SchedulerUnavailable, ValueError) as exc:  # ValueError: a malformed address
         log.error("%s", exc)
         return UNREACHABLE  # the same status as inspect's, for the same trouble
     except LookupError as exc:  # no job of that name: the command ran, and found nothing
         log.error("%s", exc)
         return 1
-    if args.json:
+    if settings.json:
         print(json.dumps(jobs, indent=2))
     else:
         print(table(jobs, ["name", "schedule", "next_run", "last_run", "last_status", "paused"]))

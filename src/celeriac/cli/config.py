@@ -14,9 +14,10 @@ One file serves every daemon and tool::
     [client]                      # read by the commands that connect: periodic, inspect
     address = "tcp://127.0.0.1:8786"
 
-A key is an option of the command's parser, spelt with dashes or underscores
+A key is an option of the command, spelt with dashes or underscores
 (``worker-timeout`` or ``worker_timeout``).  Nothing here lists the options:
-they come from the argparse actions, so a new option is configurable at once.
+they are the fields of the command's settings class (:mod:`celeriac.options`),
+so a new option is configurable at once.
 
 Precedence, highest first: a flag on the command line, the environment
 variable ``CELERIAC_<OPTION>`` (``CELERIAC_WORKER_TIMEOUT``), the section of
@@ -25,7 +26,6 @@ the file named by ``--config`` or ``$CELERIAC_CONFIG``, the built-in default.
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import os
 import sys
@@ -35,12 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from celeriac.cli.parsers import Command, CommandLine
+from celeriac.cli.settings import Invocation
+from celeriac.options import BadValue, Declared, comma_list, configurable, declared, path
+
 ENV_PREFIX = "CELERIAC_"
 CONFIG_ENV = "CELERIAC_CONFIG"
-#: Options that are about this one invocation, never read from a file or the environment.
-NOT_CONFIGURABLE = frozenset({"help", "config", "check", "json", "parent_pid", "command"})
-#: The one positional argument a file or the environment may supply.
-CONFIGURABLE_POSITIONALS = frozenset({"address"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 
@@ -49,52 +49,17 @@ class ConfigError(ValueError):
     """A bad configuration: the message names the file, section and key, or the variable."""
 
 
-# -- argument types that tell the loader how to read a value ------------------------------
-
-
-def path_arg(text: str) -> str:
-    """A file or directory.  Relative paths in a config file are relative to that file."""
-    return text
-
-
-def comma_list(text: str) -> tuple[str, ...]:
-    """``"a, b"`` -> ``("a", "b")``; in a file, a TOML list works too."""
-    return tuple(item.strip() for item in text.split(",") if item.strip())
-
-
-# -- what a parser accepts -------------------------------------------------------------------
-
-
-def configurable(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    """The parser's actions that a file or the environment may set, by ``dest``."""
-    found = {}
-    for action in parser._actions:
-        if action.dest in NOT_CONFIGURABLE or action.dest == argparse.SUPPRESS:
-            continue
-        if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
-            continue
-        if not action.option_strings and action.dest not in CONFIGURABLE_POSITIONALS:
-            continue  # a positional like the periodic job's name: per invocation
-        found[action.dest] = action
-    return found
-
-
-def key_names(action: argparse.Action) -> set[str]:
-    """How a file may spell the action (normalized to underscores): dest and long flags."""
-    names = {action.dest}
-    for option in action.option_strings:
-        if option.startswith("--"):
-            names.add(option[2:].replace("-", "_"))
+def key_names(d: Declared) -> set[str]:
+    """How a file may spell the option (normalized to underscores): its name and long flags."""
+    names = {d.name}
+    for flag in d.flags:
+        if flag.startswith("--"):
+            names.add(flag[2:].replace("-", "_"))
     return names
 
 
-def env_name(dest: str) -> str:
-    return ENV_PREFIX + dest.upper()
-
-
-def option_name(action: argparse.Action) -> str:
-    longs = [o for o in action.option_strings if o.startswith("--")]
-    return longs[0] if longs else action.dest.upper()
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
 
 
 # -- reading values --------------------------------------------------------------------------
@@ -102,7 +67,7 @@ def option_name(action: argparse.Action) -> str:
 
 @dataclass
 class Layer:
-    """Values from one source, by dest, with where each came from."""
+    """Values from one source, by field name, with where each came from."""
 
     values: dict[str, Any] = field(default_factory=dict)
     origins: dict[str, str] = field(default_factory=dict)
@@ -122,12 +87,12 @@ def load_file(path: str | Path) -> dict[str, Any]:
 def check_file(
     data: Mapping[str, Any],
     path: str | Path,
-    sections: Mapping[str, Sequence[argparse.ArgumentParser]],
+    sections: Mapping[str, Sequence[type]],
 ) -> dict[str, Layer]:
     """Every section of the file converted, or a :class:`ConfigError` naming the key.
 
-    ``sections`` maps a section name to the parsers that read it (``client``:
-    periodic and inspect); a key must belong to one of them.
+    ``sections`` maps a section name to the settings classes that read it
+    (``client``: periodic's and inspect's); a key must belong to one of them.
     """
     layers = {}
     for section, table in data.items():
@@ -139,56 +104,61 @@ def check_file(
             )
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: {section!r} must be a [{section}] section")
-        actions: dict[str, argparse.Action] = {}
-        for parser in sections[section]:
-            actions.update(configurable(parser))
-        by_name = {name: action for action in actions.values() for name in key_names(action)}
-        layer = Layer()
-        for key, value in table.items():
-            where = f"{path}: [{section}] {key}"
-            action = by_name.get(key.replace("-", "_"))
-            if action is None:
-                known = sorted({option_name(a).lstrip("-").lower() for a in actions.values()})
-                raise ConfigError(
-                    f"{path}: unknown key {key!r} in section [{section}]"
-                    f"{_suggest(key.replace('_', '-'), known)}; known keys: {', '.join(known)}"
-                )
-            if action.dest in layer.values:
-                raise ConfigError(
-                    f"{where}: set twice in [{section}] (as {layer.origins[action.dest]!r} too)"
-                )
-            value = convert(action, value, where, base=Path(path).parent)
-            layer.values[action.dest] = value
-            layer.origins[action.dest] = key
-        _check_exclusive(layer, sections[section], f"{path}: [{section}]")
+        options: dict[str, Declared] = {}
+        for settings in sections[section]:
+            options.update(configurable(settings))
+        layer = _section_layer(table, options, path, section)
+        _check_exclusive(layer, options.values(), f"{path}: [{section}]")
         layers[section] = layer
     return layers
 
 
-def env_layer(
-    parser: argparse.ArgumentParser,
-    environ: Mapping[str, str],
-    only: Iterable[str] | None = None,
+def _section_layer(
+    table: Mapping[str, Any], options: Mapping[str, Declared], path: str | Path, section: str
 ) -> Layer:
+    by_key = {key: d for d in options.values() for key in key_names(d)}
     layer = Layer()
-    for dest, action in configurable(parser).items():
-        if only is not None and dest not in only:
-            continue
-        name = env_name(dest)
-        if name in environ:
-            layer.values[dest] = convert(action, environ[name], name, from_env=True)
-            layer.origins[dest] = name
-    _check_exclusive(layer, [parser], "the environment")
+    for key, value in table.items():
+        where = f"{path}: [{section}] {key}"
+        d = by_key.get(key.replace("-", "_"))
+        if d is None:
+            known = sorted({o.key for o in options.values()})
+            raise ConfigError(
+                f"{path}: unknown key {key!r} in section [{section}]"
+                f"{_suggest(key.replace('_', '-'), known)}; known keys: {', '.join(known)}"
+            )
+        if d.name in layer.values:
+            raise ConfigError(
+                f"{where}: set twice in [{section}] (as {layer.origins[d.name]!r} too)"
+            )
+        layer.values[d.name] = convert(d, value, where, base=Path(path).parent)
+        layer.origins[d.name] = key
     return layer
 
 
-def unknown_env(
-    environ: Mapping[str, str], parsers: Iterable[argparse.ArgumentParser]
-) -> list[str]:
+def env_layer(
+    options: Mapping[str, Declared],
+    environ: Mapping[str, str],
+    only: Iterable[str] | None = None,
+) -> Layer:
+    """The ``CELERIAC_*`` variables of ``options`` (of those named in ``only``, if given)."""
+    layer = Layer()
+    for name, d in options.items():
+        if only is not None and name not in only:
+            continue
+        variable = env_name(name)
+        if variable in environ:
+            layer.values[name] = convert(d, environ[variable], variable, from_env=True)
+            layer.origins[name] = variable
+    _check_exclusive(layer, options.values(), "the environment")
+    return layer
+
+
+def unknown_env(environ: Mapping[str, str], commands: Iterable[Command]) -> list[str]:
     """``CELERIAC_*`` variables that no command reads: likely misspelt."""
     known = {CONFIG_ENV}
-    for parser in parsers:
-        known.update(env_name(dest) for dest in configurable(parser))
+    for command in commands:
+        known.update(env_name(name) for name in configurable(command.settings))
     return [
         f"ignoring unknown environment variable {name}{_suggest(name, known)}"
         for name in sorted(environ)
@@ -197,52 +167,50 @@ def unknown_env(
 
 
 def convert(
-    action: argparse.Action,
+    d: Declared,
     value: Any,
     where: str,
     *,
     base: Path | None = None,
     from_env: bool = False,
 ) -> Any:
-    """A file or environment value as the parser would have produced it from a flag."""
-    option = option_name(action)
-    if action.nargs == 0:  # store_true, store_false, store_const
-        flag = _boolean(value, where, option) if from_env else value
+    """A file or environment value as the option would have been from a flag."""
+    if d.kind == "flag":
+        flag = _boolean(value, where, d.label) if from_env else value
         if not isinstance(flag, bool):
-            raise ConfigError(f"{where}: {option} takes true or false, not {value!r}")
-        return action.const if flag else action.default
-    if isinstance(action, argparse._AppendAction):
+            raise ConfigError(f"{where}: {d.label} takes true or false, not {value!r}")
+        return flag
+    if d.kind == "repeat":
         items = comma_list(value) if isinstance(value, str) else value
         if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
-            raise ConfigError(f"{where}: {option} takes a list of strings, not {value!r}")
-        return [_scalar(action, item, where, base) for item in items]
-    if isinstance(value, list) and action.type is comma_list:
+            raise ConfigError(f"{where}: {d.label} takes a list of strings, not {value!r}")
+        return tuple(_scalar(d, item, where, base) for item in items)
+    if isinstance(value, list) and d.parse is comma_list:
         if not all(isinstance(item, str) for item in value):
-            raise ConfigError(f"{where}: {option} takes a list of strings, not {value!r}")
+            raise ConfigError(f"{where}: {d.label} takes a list of strings, not {value!r}")
         value = ",".join(value)
-    return _scalar(action, value, where, base)
+    return _scalar(d, value, where, base)
 
 
-def _scalar(action: argparse.Action, value: Any, where: str, base: Path | None) -> Any:
-    option = option_name(action)
-    kind = action.type
-    textual = kind is None or kind in (path_arg, comma_list, str)
+def _scalar(d: Declared, value: Any, where: str, base: Path | None) -> Any:
+    parse = d.parse
+    textual = parse in (None, path, comma_list)
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ConfigError(f"{where}: {option} takes {_describe(kind)}, not {value!r}")
+        raise ConfigError(f"{where}: {d.label} takes {_describe(parse)}, not {value!r}")
     original = value
     if not isinstance(value, str):
         if textual:
-            raise ConfigError(f"{where}: {option} takes {_describe(kind)}, not {value!r}")
+            raise ConfigError(f"{where}: {d.label} takes {_describe(parse)}, not {value!r}")
         value = str(value)
     try:
-        converted = kind(value) if callable(kind) else value
-    except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
-        detail = str(exc) if isinstance(exc, argparse.ArgumentTypeError) else _describe(kind)
-        raise ConfigError(f"{where}: {option} takes {detail}, not {original!r}") from None
-    if action.choices is not None and converted not in action.choices:
-        choices = ", ".join(map(str, action.choices))
-        raise ConfigError(f"{where}: {option} must be one of {choices}, not {value!r}")
-    if kind is path_arg and base is not None and converted:
+        converted = value if parse is None else parse(value)
+    except (ValueError, TypeError) as exc:  # BadValue is a ValueError that says why
+        detail = str(exc) if isinstance(exc, BadValue) else _describe(parse)
+        raise ConfigError(f"{where}: {d.label} takes {detail}, not {original!r}") from None
+    if d.option.choices is not None and converted not in d.option.choices:
+        choices = ", ".join(d.option.choices)
+        raise ConfigError(f"{where}: {d.label} must be one of {choices}, not {value!r}")
+    if parse is path and base is not None and converted:
         converted = str(base / Path(str(converted)).expanduser())
     return converted
 
@@ -256,13 +224,13 @@ def _boolean(value: str, where: str, option: str) -> bool:
     raise ConfigError(f"{where}: {option} takes true or false (1/0, yes/no), not {value!r}")
 
 
-def _describe(kind: Any) -> str:
+def _describe(parse: Any) -> str:
     names = {int: "an integer", float: "a number", None: "a string", str: "a string"}
-    if kind in names:
-        return names[kind]
-    if kind is path_arg:
+    if parse in names:
+        return names[parse]
+    if parse is path:
         return "a path"
-    if kind is comma_list:
+    if parse is comma_list:
         return "a list of strings"
     return "a valid value"
 
@@ -272,17 +240,17 @@ def _suggest(word: str, candidates: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _exclusive_groups(parsers: Sequence[argparse.ArgumentParser]) -> list[set[str]]:
-    return [
-        {a.dest for a in group._group_actions}
-        for parser in parsers
-        for group in parser._mutually_exclusive_groups
-    ]
+def _exclusive_groups(options: Iterable[Declared]) -> list[set[str]]:
+    groups: dict[str, set[str]] = {}
+    for d in options:
+        if d.option.exclusive is not None:
+            groups.setdefault(d.option.exclusive, set()).add(d.name)
+    return list(groups.values())
 
 
-def _check_exclusive(layer: Layer, parsers: Sequence[argparse.ArgumentParser], where: str) -> None:
-    for group in _exclusive_groups(parsers):
-        clash = [layer.origins[d] for d in group if d in layer.values]
+def _check_exclusive(layer: Layer, options: Iterable[Declared], where: str) -> None:
+    for group in _exclusive_groups(options):
+        clash = [layer.origins[name] for name in group if name in layer.values]
         if len(clash) > 1:
             raise ConfigError(f"{where}: {' and '.join(sorted(clash))} exclude each other")
 
@@ -292,132 +260,100 @@ def _check_exclusive(layer: Layer, parsers: Sequence[argparse.ArgumentParser], w
 
 @dataclass
 class Resolved:
-    args: argparse.Namespace
-    sources: dict[str, str]  # dest -> "flag", "$CELERIAC_X", "file:[section] key", "default"
+    """What a command line, the environment and the file amount to.
+
+    ``command``: the command run; ``settings``: its settings object;
+    ``invocation``: ``--config``, ``--check``, ``--parent-pid``; ``sources``:
+    where each configurable option came from (``"flag"``, ``"CELERIAC_X"``,
+    ``"PATH [section] key"``, ``"default"``); ``config_path``: the file read,
+    if any; ``warnings``: to log (misspelt variables).
+    """
+
+    command: Command
+    settings: Any
+    invocation: Invocation
+    sources: dict[str, str]
     config_path: str | None = None
     warnings: list[str] = field(default_factory=list)
 
 
 def parse(
-    parser: argparse.ArgumentParser,
+    cli: CommandLine,
     argv: Sequence[str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Resolved:
     """Parse ``argv`` and fill the options it leaves out from the environment and the file.
 
-    Each subcommand names the section it reads with ``set_defaults(config_section=...)``.
-    A subcommand started with ``--parent-pid`` (the embedded cluster) reads no file and,
-    of the environment, only ``$CELERIAC_KEYS``: it is configured by its caller alone.
+    Each command reads the section its :class:`Command` names.  A command started
+    with ``--parent-pid`` (the embedded cluster) reads no file and, of the
+    environment, only ``$CELERIAC_KEYS``: it is configured by its caller alone.
     Raises :class:`ConfigError`; argparse itself exits on a bad command line.
     """
     environ = os.environ if environ is None else environ
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
-    subparsers = _subparsers(parser)
-    command_parser = subparsers[args.command]
-    own_section = getattr(args, "config_section", None)
-    embedded = getattr(args, "parent_pid", None) is not None
-    config_path = None if embedded else (getattr(args, "config", None) or environ.get(CONFIG_ENV))
+    command, given = cli.parse_args(list(sys.argv[1:] if argv is None else argv))
+    ours = [d.name for d in declared(Invocation) if d.name in given]
+    invocation = Invocation(**{name: given.pop(name) for name in ours})
+    embedded = invocation.parent_pid is not None
+    config_path = None if embedded else (invocation.config or environ.get(CONFIG_ENV))
+    options = configurable(command.settings)
 
     file_layer = Layer()
     if config_path:
-        sections: dict[str, list[argparse.ArgumentParser]] = {}
-        for sub in _unique(subparsers.values()):
-            section = sub.get_default("config_section")
-            if section:
-                sections.setdefault(section, []).append(sub)
+        sections: dict[str, list[type]] = {}
+        for other in cli.commands:
+            if other.section:
+                sections.setdefault(other.section, []).append(other.settings)
         layers = check_file(load_file(config_path), config_path, sections)
-        file_layer = layers.get(own_section, Layer()) if own_section else Layer()
-        file_layer = _only(file_layer, configurable(command_parser))
-        file_layer.origins = {
-            d: f"{config_path} [{own_section}] {k}" for d, k in file_layer.origins.items()
-        }
-    env = env_layer(command_parser, environ, only={"keys"} if embedded else None)
-    warnings = [] if embedded else unknown_env(environ, _unique(subparsers.values()))
+        own = layers.get(command.section, Layer()) if command.section else Layer()
+        for name, value in own.values.items():
+            if name not in options:
+                continue  # a shared section: another command's option
+            file_layer.values[name] = value
+            file_layer.origins[name] = f"{config_path} [{command.section}] {own.origins[name]}"
+    env = env_layer(options, environ, only={"keys"} if embedded else None)
+    warnings = [] if embedded else unknown_env(environ, cli.commands)
+    values, sources = _layered(options, given, [file_layer, env])
+    settings = command.settings(**values)
+    return Resolved(command, settings, invocation, sources, config_path, warnings)
 
-    given = _given_on_command_line(command_parser, argv, args.command, parser)
-    groups = _exclusive_groups([command_parser])
-    sources = {dest: "default" for dest in configurable(command_parser)}
-    for layer in (file_layer, env):
-        for dest, value in layer.values.items():
-            if dest in given or any(dest in g and g & given for g in groups):
+
+def _layered(
+    options: Mapping[str, Declared], given: Mapping[str, Any], layers: Sequence[Layer]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The settings' values and where each came from: the layers, lowest first, then flags."""
+    values = {name: d.default for name, d in options.items()}
+    sources = {name: "default" for name in options}
+    groups = _exclusive_groups(options.values())
+    for layer in layers:
+        for name, value in layer.values.items():
+            if name in given or any(name in g and g & given.keys() for g in groups):
                 continue  # the command line said it, or chose a rival
             for group in groups:  # a higher layer's choice silences its rivals below
-                if dest in group:
-                    for rival in group - {dest} - given:
-                        setattr(args, rival, command_parser.get_default(rival))
+                if name in group:
+                    for rival in group - {name} - given.keys():
+                        values[rival] = options[rival].default
                         sources[rival] = "default"
-            setattr(args, dest, value)
-            sources[dest] = layer.origins[dest]
-    for dest in given:
-        sources[dest] = "flag"
-    return Resolved(args, sources, config_path, warnings)
+            values[name] = value
+            sources[name] = layer.origins[name]
+    for name, value in given.items():  # non-configurable ones too (--json, a job's name)
+        values[name] = tuple(value) if isinstance(value, list) else value  # -A a -A b
+        if name in options:
+            sources[name] = "flag"
+    return values, sources
 
 
-def _only(layer: Layer, actions: Mapping[str, argparse.Action]) -> Layer:
-    """The part of a shared section this command has options for."""
-    return Layer(
-        {d: v for d, v in layer.values.items() if d in actions},
-        {d: o for d, o in layer.origins.items() if d in actions},
-    )
-
-
-def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
-    raise ValueError("the parser has no subcommands")
-
-
-def _unique(parsers: Iterable[argparse.ArgumentParser]) -> list[argparse.ArgumentParser]:
-    seen: dict[int, argparse.ArgumentParser] = {}
-    for parser in parsers:  # aliases map several names to one parser
-        seen.setdefault(id(parser), parser)
-    return list(seen.values())
-
-
-def _given_on_command_line(
-    command_parser: argparse.ArgumentParser,
-    argv: Sequence[str],
-    command: str,
-    parser: argparse.ArgumentParser,
-) -> set[str]:
-    """The dests the command line set: parse again with every default suppressed."""
-    actions = configurable(command_parser)
-    saved = {dest: action.default for dest, action in actions.items()}
-    saved_defaults = dict(command_parser._defaults)
-    try:
-        for action in actions.values():
-            action.default = argparse.SUPPRESS
-        for dest in actions:
-            command_parser._defaults.pop(dest, None)
-        namespace = parser.parse_args(argv)
-    finally:
-        for dest, action in actions.items():
-            action.default = saved[dest]
-        command_parser._defaults.clear()
-        command_parser._defaults.update(saved_defaults)
-    return {dest for dest in actions if hasattr(namespace, dest)}
-
-
-def describe(resolved: Resolved, parser: argparse.ArgumentParser) -> str:
+def describe(resolved: Resolved) -> str:
     """The effective settings as TOML, each with its source: what ``--check`` prints."""
-    section = getattr(resolved.args, "config_section", None) or "settings"
-    actions = configurable(parser)
-    lines = [f"[{section}]"]
-    width = max((len(option_name(a).lstrip("-")) for a in actions.values()), default=0)
-
-    def sort_key(item: tuple[str, argparse.Action]) -> str:
-        return option_name(item[1]).lstrip("-").lower()
-
-    for dest, action in sorted(actions.items(), key=sort_key):
-        value = getattr(resolved.args, dest, None)
-        key = option_name(action).lstrip("-").lower()
-        source = resolved.sources.get(dest)
+    lines = [f"[{resolved.command.section or 'settings'}]"]
+    options = sorted(configurable(resolved.command.settings).values(), key=lambda d: d.key)
+    width = max((len(d.key) for d in options), default=0)
+    for d in options:
+        value = getattr(resolved.settings, d.name)
+        source = resolved.sources.get(d.name)
         if value is None:
-            lines.append(f"# {key} is unset ({source})")
+            lines.append(f"# {d.key} is unset ({source})")
         else:
-            lines.append(f"{key:<{width}} = {_toml(value):<30} # {source}")
+            lines.append(f"{d.key:<{width}} = {_toml(value):<30} # {source}")
     return "\n".join(lines)
 
 

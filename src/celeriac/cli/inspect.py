@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
 from typing import Any
+
+from celeriac.cli.settings import InspectSettings, Invocation
 
 log = logging.getLogger("celeriac")
 
@@ -14,20 +15,22 @@ log = logging.getLogger("celeriac")
 UNREACHABLE = 2
 
 
-def run_inspect(args: argparse.Namespace) -> int:
+def run_inspect(settings: InspectSettings, invocation: Invocation) -> int:
+    """Print what the scheduler at ``settings.address`` sees; :data:`UNREACHABLE` if it does
+    not answer within ``settings.timeout``.  ``invocation`` is unused (every command takes it)."""
     from celeriac.client import Client
     from celeriac.errors import SchedulerUnavailable
 
     try:
-        with Client(args.address, timeout=args.timeout, keys=args.keys) as client:
-            info = client.scheduler_info(timeout=args.timeout)
+        with Client(settings.address, timeout=settings.timeout, keys=settings.keys) as client:
+            info = client.scheduler_info(timeout=settings.timeout)
     except SchedulerUnavailable as exc:
         log.error("%s", exc)
         return UNREACHABLE
     except ValueError as exc:  # a malformed address
         log.error("%s", exc)
         return UNREACHABLE
-    if args.json:
+    if settings.json:
         print(json.dumps(info, indent=2, sort_keys=True, default=str))
     else:
         print(format_info(info, time.time()))

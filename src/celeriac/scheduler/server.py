@@ -14,13 +14,13 @@ import socket
 import time
 from collections import defaultdict, deque
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import zmq
 
 from celeriac.scheduler.journal import Journal
-from celeriac.scheduler.state import SchedulerConfig, SchedulerState, Send
+from celeriac.scheduler.settings import SchedulerSettings
+from celeriac.scheduler.state import SchedulerState, Send
 from celeriac.wire import protocol, sharedmem
 from celeriac.wire.addresses import (
     InsecureBindError,
@@ -37,38 +37,84 @@ log = logging.getLogger("celeriac.scheduler")
 
 #: Messages read per loop iteration before we act on them and send replies.
 MAX_READS_PER_ITERATION = 1000
-#: How long the loop keeps asking for the next message before it sleeps, while
-#: messages come close together (see ``serve_forever``).
-BUSY_POLL = 0.0003
 
 
 class SchedulerServer:
+    """The scheduler process's loop: ZeroMQ frames in and out of a :class:`SchedulerState`.
+
+    ``settings``: the options of ``celeriac scheduler`` (:class:`SchedulerSettings`;
+    its defaults when None): where to listen (``host``, ``port``, ``ipc``), who
+    may (``keys``, ``insecure``), the journal (``journal``, ``no_journal``,
+    ``fsync``), the dashboard, ``busy_poll``, and what the state machine is
+    configured with (:meth:`SchedulerSettings.scheduler_config`).
+    ``parent_pid``: stop when this process is gone (the embedded cluster names
+    itself; if it died before we started, the first check fires).
+
+    The constructor only stores; :meth:`start` binds, loads the journal and
+    starts the dashboard, and :meth:`serve_forever` starts first if need be.
+    ``state`` exists from the start, restored from the journal by :meth:`start`;
+    ``address``, ``ipc_address`` and ``dashboard`` are known once it started.
+    """
+
     def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 8786,
-        config: SchedulerConfig | None = None,
-        *,
-        insecure: bool = False,
-        parent_pid: int | None = None,
-        journal: Journal | None = None,
-        keys: Path | None = None,
-        dashboard: tuple[str, int] | None = None,
-        ipc: str | None = None,
-        busy_poll: float = BUSY_POLL,
+        self, settings: SchedulerSettings | None = None, *, parent_pid: int | None = None
     ) -> None:
-        refusal = bind_refusal(host, insecure=insecure, keys=keys)
+        self.settings = settings = settings or SchedulerSettings()
+        self.state = SchedulerState(settings.scheduler_config())
+        self.max_message_bytes = self.state.config.max_message_bytes
+        self.busy_poll = settings.busy_poll
+        self.journal: Journal | None = None
+        self.address: str | None = None
+        self.ipc_address: str | None = None
+        self.dashboard: Any = None  # a Dashboard (imported only when one is served)
+        self._parent = parent_pid
+        self._started = False
+        self._context: Any = None
+        self._socket: Any = None
+        self._authenticator: Any = None
+        self._ipc_file: tuple[str, int, int] | None = None
+        self._shm_namespace: str | None = None
+        self._running = True
+        self._next_snapshot = 0.0
+        #: What the dashboard shows: rebuilt by the loop once a second and swapped
+        #: in whole, so the HTTP thread never reads the state machine itself.
+        self.snapshot: dict[str, Any] = {}
+        self._history: deque[dict[str, float]] = deque(maxlen=600)  # ten minutes
+
+    def start(self) -> None:
+        """Check the binds are allowed, load the journal, bind, serve the dashboard.
+
+        Raises :class:`InsecureBindError` for a bind the settings do not allow
+        (before anything is opened), ``OSError`` or ``zmq.ZMQError`` when it cannot
+        listen or serve; whatever it opened by then is closed again.  Once only.
+        """
+        if self._started:
+            return
+        settings = self.settings
+        dashboard = settings.dashboard_bind()  # first, as the CLI always checked it
+        refusal = bind_refusal(settings.host, insecure=settings.insecure, keys=settings.keys)
         if refusal is not None:
             raise InsecureBindError(refusal)
-        config = config or SchedulerConfig()
-        config.journal = journal is not None
-        self.state = SchedulerState(config)
-        self.journal = journal
-        if journal is not None:
-            tasks, revoked, jobs = journal.load()
-            self.state.restore(tasks, revoked, jobs, time.time())
-        self.max_message_bytes = config.max_message_bytes
-        self.busy_poll = busy_poll
+        self._started = True
+        try:
+            self._load_journal()
+            self._bind()
+            if dashboard is not None:
+                self._serve_dashboard(*dashboard)
+        except BaseException:
+            self.close()
+            raise
+
+    def _load_journal(self) -> None:
+        path = self.settings.journal_path()
+        if path is None:
+            return
+        self.journal = Journal(path, self.settings.fsync)
+        tasks, revoked, jobs = self.journal.load()
+        self.state.restore(tasks, revoked, jobs, time.time())
+
+    def _bind(self) -> None:
+        settings = self.settings
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
@@ -79,57 +125,46 @@ class SchedulerServer:
         self._socket.setsockopt(zmq.SNDHWM, 0)
         # libzmq drops a peer that sends a larger frame, before we could buffer it
         self._socket.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
-        self._authenticator = None
-        if keys is not None:
-            self._authenticator = secure_server(self._socket, self._context, keys)
-        self._socket.bind(tcp_address(host, "*" if port == 0 else port))
-        self.address = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.ipc_address: str | None = None
-        self._ipc_file: tuple[str, int, int] | None = None
-        if ipc is not None:
-            try:
-                self._listen_locally(ipc)
-            except OSError:
-                self._abandon()
-                raise
-        self.state.about = {"pid": os.getpid(), "address": self.address}
+        if settings.keys:
+            self._authenticator = secure_server(self._socket, self._context, settings.keys)
+        port = settings.port
+        self._socket.bind(tcp_address(settings.host, "*" if port == 0 else port))
+        self.address = address = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        if settings.ipc is not None:
+            self._listen_locally(settings.ipc)
+        self.state.about = {"pid": os.getpid(), "address": address}
         if self.ipc_address is not None:
             self.state.about["ipc_address"] = self.ipc_address
         self._shm_namespace = sharedmem.namespace()
         if self._shm_namespace is not None:
-            tag = sharedmem.scheduler_tag(self.address)
+            tag = sharedmem.scheduler_tag(address)
             if left := sharedmem.remove_leftovers(tag):
                 log.info("deleted %d shared memory segment(s) an earlier run left", left)
             self.state.welcome_fields = {"shm": self._shm_namespace, "shm_tag": tag}
-        self._running = True
-        self._next_snapshot = 0.0
-        #: What the dashboard shows: rebuilt by the loop once a second and swapped
-        #: in whole, so the HTTP thread never reads the state machine itself.
-        self.snapshot: dict[str, Any] = {}
-        self._history: deque[dict[str, float]] = deque(maxlen=600)  # ten minutes
-        self.dashboard = None
-        if dashboard is not None:
-            from celeriac.scheduler.dashboard import Dashboard
 
-            self._take_snapshot(time.time())
-            try:
-                self.dashboard = Dashboard(dashboard[0], dashboard[1], lambda: self.snapshot)
-            except OSError as exc:
-                self._abandon()
-                raise OSError(
-                    f"cannot serve the dashboard on {dashboard[0]}:{dashboard[1]} ({exc}); "
-                    "choose another --dashboard-port, or --no-dashboard"
-                ) from None
-            self.dashboard.start()
-        # The spawner names itself: if it died before we started, getppid() is
-        # already someone else and the check below fires at once.
-        self._parent = parent_pid
+    def _serve_dashboard(self, host: str, port: int) -> None:
+        from celeriac.scheduler.dashboard import Dashboard
+
+        self._take_snapshot(time.time())
+        try:
+            self.dashboard = Dashboard(host, port, lambda: self.snapshot)
+        except OSError as exc:
+            raise OSError(
+                f"cannot serve the dashboard on {host}:{port} ({exc}); "
+                "choose another --dashboard-port, or --no-dashboard"
+            ) from None
+        self.dashboard.start()
 
     def stop(self) -> None:
         """Ask the loop to end; safe from a signal handler."""
         self._running = False
 
     def serve_forever(self) -> None:
+        """Serve until :meth:`stop` (or the parent is gone), then :meth:`close`.
+
+        Calls :meth:`start` first unless it was called.
+        """
+        self.start()
         # Each task makes a few dozen short-lived containers; at the default
         # threshold (700) young collections ran every ~25 tasks and took 10-18%
         # of the state machine's time.  What exists now (imports, restored
@@ -205,25 +240,31 @@ class SchedulerServer:
         found = os.stat(path)
         self.ipc_address, self._ipc_file = address, (path, found.st_dev, found.st_ino)
 
-    def _abandon(self) -> None:
-        """Undo a start that failed half-way (the authenticator first: term() waits for it)."""
-        if self._authenticator is not None:
-            self._authenticator.stop()
-        self._socket.close(linger=0)
-        self._context.term()
-
     def close(self) -> None:
+        """Stop the dashboard, close the sockets and the journal, remove our Unix socket.
+
+        Safe before :meth:`start`, after a failed one, and twice.
+        """
         if self.dashboard is not None:
             self.dashboard.stop()
-        self._abandon()
+            self.dashboard = None
+        if self._authenticator is not None:  # first: term() waits for it
+            self._authenticator.stop()
+            self._authenticator = None
+        if self._context is not None:
+            self._socket.close(linger=0)
+            self._context.term()
+            self._context = None
         if self._ipc_file is not None:  # ZeroMQ leaves the file behind
             path, device, inode = self._ipc_file
+            self._ipc_file = None
             with contextlib.suppress(OSError):  # unless another process took the path since
                 found = os.stat(path)
                 if (found.st_dev, found.st_ino) == (device, inode):
                     os.unlink(path)
         if self.journal is not None:
             self.journal.close()
+            self.journal = None
 
     def _tick(self, now: float) -> list[Send]:
         try:

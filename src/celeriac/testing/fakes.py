@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -16,6 +15,7 @@ import zmq
 from celeriac.wire import protocol
 from celeriac.wire.protocol import Message
 from celeriac.wire.serialize import dumps, loads
+from celeriac.worker.settings import WorkerSettings, child_command
 
 
 def header(messages: list[dict[str, Any]], version: Any = protocol.VERSION) -> bytes:
@@ -118,12 +118,8 @@ class FakeScheduler:
         port = self.router.bind_to_random_port("tcp://127.0.0.1")
         self.log_path = log_path
         self._log: IO[bytes] = open(log_path, "wb")  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celeriac.worker", f"tcp://127.0.0.1:{port}",
-             "--log-level", "WARNING"],
-            stdout=self._log,
-            stderr=self._log,
-        )  # fmt: skip
+        settings = WorkerSettings(address=f"tcp://127.0.0.1:{port}", log_level="WARNING")
+        self.proc = subprocess.Popen(child_command(settings), stdout=self._log, stderr=self._log)
         self.identity: bytes | None = None
         self.received: Counter[str] = Counter()
         self.outcomes: dict[str, dict[str, Any]] = {}

@@ -1,47 +1,33 @@
-"""Entry point of one worker process (started by the supervisor)."""
+"""Entry point of one worker process (started by the supervisor).
+
+Its arguments are what :func:`celeriac.worker.settings.child_command` wrote: the
+supervisor's :class:`~celeriac.worker.settings.WorkerSettings` and this
+process's :class:`~celeriac.worker.settings.ChildSettings`, as JSON.  There is
+no parser of options here: the options are ``celeriac worker``'s.
+"""
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import logging
 import signal
-from pathlib import Path
+import sys
 
 from celeriac.logs import setup_logging
 from celeriac.worker.process import WorkerProcess
+from celeriac.worker.settings import read_child_command
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m celeriac.worker")
-    parser.add_argument("address")
-    parser.add_argument("--nthreads", type=int, default=1)
-    parser.add_argument("--queues", default="default")
-    parser.add_argument("--name")
-    parser.add_argument("--log-level", default="INFO")
-    parser.add_argument("--import", dest="imports", action="append", default=[])
-    parser.add_argument("--identity", type=bytes.fromhex, help="routing id, in hex")
-    parser.add_argument("--control-fd", type=int, help="pipe to the supervisor")
-    parser.add_argument("--keys", type=Path, help="CURVE key directory")
-    parser.add_argument("--max-tasks-per-child", type=int)
-    parser.add_argument("--max-memory-per-child", type=int, help="bytes")
-    parser.add_argument("--parent-pid", type=int)
-    args = parser.parse_args(argv)
-    setup_logging(args.log_level)
-    for module in args.imports:
+    """Run one worker process on the settings in ``argv`` (default: ``sys.argv[1:]``)."""
+    try:
+        settings, child = read_child_command(sys.argv[1:] if argv is None else argv)
+    except ValueError as exc:
+        sys.exit(f"usage: python -m celeriac.worker SETTINGS [CHILD] (JSON): {exc}")
+    setup_logging(settings.log_level)
+    for module in settings.imports:
         importlib.import_module(module)
-    worker = WorkerProcess(
-        args.address,
-        slots=args.nthreads,
-        queues=tuple(q for q in args.queues.split(",") if q),
-        name=args.name,
-        identity=args.identity,
-        control_fd=args.control_fd,
-        keys=args.keys,
-        max_tasks=args.max_tasks_per_child,
-        max_memory=args.max_memory_per_child,
-        parent_pid=args.parent_pid,
-    )
+    worker = WorkerProcess(settings, child)
     signal.signal(signal.SIGTERM, lambda *_: worker.request_close())
     signal.signal(signal.SIGINT, lambda *_: worker.request_close())
     try:

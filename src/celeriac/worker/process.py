@@ -18,7 +18,6 @@ import threading
 import time
 import uuid
 from collections import deque
-from pathlib import Path
 
 import zmq
 
@@ -32,6 +31,7 @@ from celeriac.wire.transport import RECHECK_MS, SharedSocket, reconnect_quickly
 from celeriac.wire.wakeup import Waker
 from celeriac.worker.execute import RunRequest, run_task
 from celeriac.worker.limits import ControlChannel, SoftLimits
+from celeriac.worker.settings import ChildSettings, WorkerSettings
 
 log = logging.getLogger("celeriac.worker")
 
@@ -53,31 +53,35 @@ def rss_bytes() -> int:
 
 
 class WorkerProcess:
-    def __init__(
-        self,
-        address: str,
-        *,
-        slots: int = 1,
-        queues: tuple[str, ...] = ("default",),
-        name: str | None = None,
-        identity: bytes | None = None,
-        control_fd: int | None = None,
-        keys: Path | None = None,
-        max_tasks: int | None = None,
-        max_memory: int | None = None,
-        parent_pid: int | None = None,
-    ) -> None:
-        self.address = normalize(address)
-        self.slots = max(1, slots)
-        self.queues = queues
+    """One worker process: it connects to the scheduler and runs the tasks it is sent.
+
+    ``settings``: the :class:`WorkerSettings` of the ``celeriac worker`` that
+    started it; it uses ``address``, ``nthreads`` (its slots), ``queues``,
+    ``name`` (with ``child.index``: ``NAME-INDEX``; without a name, host name and
+    pid), ``keys``, ``max_tasks_per_child`` and ``max_memory_per_child`` (0 or
+    None: never recycle).  ``child``: what is this process's own
+    (:class:`ChildSettings`: routing id, the supervisor's control pipe, index,
+    parent pid); by default a random id, no pipe, no parent.  Nothing connects
+    before :meth:`run`.
+    """
+
+    def __init__(self, settings: WorkerSettings, child: ChildSettings | None = None) -> None:
+        child = child or ChildSettings()
+        name = settings.name
+        if name and child.index is not None:
+            name = f"{name}-{child.index}"
+        self.address = normalize(settings.address)
+        self.nthreads = max(1, settings.nthreads)
+        self.queues = settings.queues
         self.name = name or f"{os.uname().nodename}-{os.getpid()}"
-        self.identity = identity or uuid.uuid4().bytes
-        self.keys = keys
-        self.max_tasks = max_tasks
-        self.max_memory = max_memory
+        self.identity = child.identity or uuid.uuid4().bytes
+        self.keys = settings.keys or None
+        # 0 is off, as unset is: the supervisor never passed a 0 on
+        self.max_tasks_per_child = settings.max_tasks_per_child or None
+        self.max_memory_per_child = settings.max_memory_per_child or None
         self._completed = 0
-        self._parent = parent_pid  # exit when it does (checked with each heartbeat)
-        self._control = ControlChannel(control_fd)
+        self._parent = child.parent_pid  # exit when it does (checked with each heartbeat)
+        self._control = ControlChannel(child.control_fd)
         self._soft_limits = SoftLimits()
         self._functions = LoadedFunctions()
         self._todo: deque[RunRequest] = deque()
@@ -120,7 +124,7 @@ class WorkerProcess:
         self._socket = SharedSocket(socket, self._on_batch)
         helper = threading.Thread(target=self._helper_main, name="celeriac-helper", daemon=True)
         helper.start()
-        for i in range(1, self.slots):
+        for i in range(1, self.nthreads):
             threading.Thread(target=self._slot_loop, name=f"celeriac-slot-{i}", daemon=True).start()
         try:
             self._main_loop()
@@ -149,7 +153,7 @@ class WorkerProcess:
 
     def _helper_loop(self) -> None:
         self._socket.send([self._hello()])
-        log.info("worker %s connecting to %s with %d slots", self.name, self.address, self.slots)
+        log.info("worker %s connecting to %s with %d slots", self.name, self.address, self.nthreads)
         own_only = select.poll()
         own_only.register(self._waker.fd, select.POLLIN)
         with_socket = select.poll()
@@ -165,7 +169,7 @@ class WorkerProcess:
             )
             # An idle main thread reads the socket itself: polling it here too
             # would only race it for every message.
-            poller = own_only if self._main_waiting and self.slots == 1 else with_socket
+            poller = own_only if self._main_waiting and self.nthreads == 1 else with_socket
             poller.poll(max(0, int((wake_at - time.monotonic()) * 1000)))
             self._waker.clear()
             self._soft_limits.enforce()
@@ -319,7 +323,7 @@ class WorkerProcess:
             "hello-worker",
             {
                 "version": protocol.VERSION,
-                "slots": self.slots,
+                "slots": self.nthreads,
                 "queues": list(self.queues),
                 "name": self.name,
                 "pid": os.getpid(),
@@ -415,10 +419,10 @@ class WorkerProcess:
         self._completed += 1
         if self._closing:
             return
-        if self.max_tasks is not None and self._completed >= self.max_tasks:
+        if self.max_tasks_per_child is not None and self._completed >= self.max_tasks_per_child:
             log.info("worker %s: recycling after %d tasks", self.name, self._completed)
             self.request_close()
-        elif self.max_memory is not None and (rss := rss_bytes()) > self.max_memory:
+        elif (limit := self.max_memory_per_child) is not None and (rss := rss_bytes()) > limit:
             log.info("worker %s: recycling at %d MiB resident", self.name, rss >> 20)
             self.request_close()
 

@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -25,27 +24,13 @@ from celeriac.wire import protocol
 from celeriac.wire.protocol import Message
 from celeriac.wire.security import secure_client
 from celeriac.wire.transport import drain, reconnect_quickly, send_frames
+from celeriac.worker.settings import ChildSettings, WorkerSettings, child_command
 
 log = logging.getLogger("celeriac.worker")
 
 #: A child that dies sooner than this after starting is "crashing": back off.
 CRASH_WINDOW = 1.0
 MAX_BACKOFF = 10.0
-
-
-@dataclass
-class WorkerOptions:
-    address: str
-    nprocs: int = 1
-    nthreads: int = 1
-    queues: tuple[str, ...] = ("default",)
-    name: str | None = None
-    log_level: str = "INFO"
-    imports: tuple[str, ...] = ()
-    stop_timeout: float = 30.0
-    keys: Path | None = None
-    max_tasks_per_child: int | None = None
-    max_memory_per_child: int | None = None  # bytes
 
 
 @dataclass
@@ -63,24 +48,34 @@ class _Child:
 
 
 class Supervisor:
-    def __init__(self, options: WorkerOptions, *, parent_pid: int | None = None) -> None:
-        self.options = options
+    """``celeriac worker``: keeps ``settings.nprocs`` worker processes running.
+
+    ``settings``: the command's :class:`WorkerSettings`; each worker process gets
+    the same object, with its own :class:`ChildSettings` (identity, control pipe,
+    index, and this process as its parent).  ``parent_pid``: stop the workers and
+    return when this process is gone (the embedded cluster).  The constructor
+    connects to the scheduler, to report deaths; :meth:`run` starts the processes.
+    """
+
+    def __init__(self, settings: WorkerSettings, *, parent_pid: int | None = None) -> None:
+        self.settings = settings
         self._children: dict[int, _Child] = {}
         self._stopping = False
         self._parent = parent_pid
-        self._reporter = DeathReporter(options.address, options.keys)
+        self._reporter = DeathReporter(settings.address, settings.keys or None)
 
     def request_stop(self) -> None:
         self._stopping = True
 
     def run(self) -> int:
-        for index in range(self.options.nprocs):
+        """Start the processes, restart dead ones, until :meth:`request_stop`; exit status 0."""
+        for index in range(self.settings.nprocs):
             self._children[index] = self._spawn(index, failures=0)
         log.info(
             "started %d worker processes x %d threads for %s",
-            self.options.nprocs,
-            self.options.nthreads,
-            self.options.address,
+            self.settings.nprocs,
+            self.settings.nthreads,
+            self.settings.address,
         )
         try:
             while not self._stopping:
@@ -100,23 +95,8 @@ class Supervisor:
         return [child.popen.pid for child in self._children.values()]
 
     def _command(self, index: int, identity: bytes, control_fd: int) -> list[str]:
-        opts = self.options
-        name = f"{opts.name}-{index}" if opts.name else None
-        cmd = [sys.executable, "-m", "celeriac.worker", opts.address, "--identity", identity.hex()]
-        cmd += ["--control-fd", str(control_fd), "--nthreads"]
-        cmd += [str(opts.nthreads), "--queues", ",".join(opts.queues)]
-        cmd += ["--log-level", opts.log_level, "--parent-pid", str(os.getpid())]
-        for module in opts.imports:
-            cmd += ["--import", module]
-        if name:
-            cmd += ["--name", name]
-        if opts.keys is not None:
-            cmd += ["--keys", str(opts.keys)]
-        if opts.max_tasks_per_child:
-            cmd += ["--max-tasks-per-child", str(opts.max_tasks_per_child)]
-        if opts.max_memory_per_child:
-            cmd += ["--max-memory-per-child", str(opts.max_memory_per_child)]
-        return cmd
+        child = ChildSettings(identity, control_fd, index, parent_pid=os.getpid())
+        return child_command(self.settings, child)
 
     def _spawn(self, index: int, failures: int) -> _Child:
         identity = uuid.uuid4().bytes
@@ -205,7 +185,7 @@ class Supervisor:
         log.info("stopping %d worker processes", len(live))
         for popen in live:
             popen.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.options.stop_timeout
+        deadline = time.monotonic() + self.settings.stop_timeout
         for popen in live:
             try:
                 popen.wait(max(0.0, deadline - time.monotonic()))
@@ -230,7 +210,7 @@ class DeathReporter:
     #: Seconds between ``workers-alive`` messages.
     VOUCH_INTERVAL = 0.25
 
-    def __init__(self, address: str, keys: Path | None = None) -> None:
+    def __init__(self, address: str, keys: str | Path | None = None) -> None:
         self._next_vouch = 0.0
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.DEALER)

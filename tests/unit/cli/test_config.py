@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from celeriac.cli.config import ConfigError, Resolved, parse
-from celeriac.cli.main import build_parser
+from celeriac.cli.main import command_line
 
 CELERIAC = [sys.executable, "-m", "celeriac"]
 
 
 def resolve(argv: list[str], env: dict[str, str] | None = None) -> Resolved:
-    return parse(build_parser(), argv, environ=env or {})
+    return parse(command_line(), argv, environ=env or {})
 
 
 def write(tmp_path: Path, text: str, name: str = "celeriac.toml") -> str:
@@ -51,17 +51,17 @@ def test_precedence(
         argv += ["--worker-timeout", "9"]
     env = {"CELERIAC_WORKER_TIMEOUT": "8"} if in_env else {}
     resolved = resolve(argv, env)
-    assert resolved.args.worker_timeout == expected
+    assert resolved.settings.worker_timeout == expected
     assert resolved.sources["worker_timeout"].endswith(source)
-    assert resolved.args.port == 8786 and resolved.sources["port"] == "default"
+    assert resolved.settings.port == 8786 and resolved.sources["port"] == "default"
 
 
 def test_config_path_from_the_environment(tmp_path: Path) -> None:
     path = write(tmp_path, "[worker]\nnprocs = 3\n")
-    assert resolve(["worker"], {"CELERIAC_CONFIG": path}).args.nprocs == 3
+    assert resolve(["worker"], {"CELERIAC_CONFIG": path}).settings.nprocs == 3
     other = write(tmp_path, "[worker]\nnprocs = 4\n", "other.toml")
     flagged = resolve(["worker", "--config", other], {"CELERIAC_CONFIG": path})
-    assert flagged.args.nprocs == 4  # --config beats $CELERIAC_CONFIG
+    assert flagged.settings.nprocs == 4  # --config beats $CELERIAC_CONFIG
 
 
 def test_dashes_or_underscores_and_typed_values(tmp_path: Path) -> None:
@@ -78,12 +78,12 @@ def test_dashes_or_underscores_and_typed_values(tmp_path: Path) -> None:
         keys = "keys"
         """.replace("        ", ""),
     )
-    args = resolve(["worker", "--config", path]).args
+    args = resolve(["worker", "--config", path]).settings
     assert args.address == "127.0.0.1:9999"
     assert args.max_tasks_per_child == 100
     assert args.max_memory_per_child == 1 << 30
     assert args.queues == ("default", "emails")
-    assert args.imports == ["json", "os.path"]
+    assert args.imports == ("json", "os.path")
     assert args.log_level == "DEBUG"
     assert args.keys == str(tmp_path / "keys")  # relative to the file
 
@@ -96,34 +96,34 @@ def test_environment_values_are_converted_like_flags() -> None:
         "CELERIAC_IMPORTS": "json,os",
         "CELERIAC_LOG_LEVEL": "warning",
     }
-    args = resolve(["worker"], env).args
+    args = resolve(["worker"], env).settings
     assert (args.address, args.nprocs, args.queues) == ("tcp://127.0.0.1:9000", 2, ("a", "b"))
-    assert args.imports == ["json", "os"] and args.log_level == "WARNING"
-    assert resolve(["scheduler"], {"CELERIAC_NO_DASHBOARD": "yes"}).args.no_dashboard is True
-    assert resolve(["inspect"], env).args.address == "tcp://127.0.0.1:9000"
-    assert resolve(["periodic", "list"], env).args.address == "tcp://127.0.0.1:9000"
+    assert args.imports == ("json", "os") and args.log_level == "WARNING"
+    assert resolve(["scheduler"], {"CELERIAC_NO_DASHBOARD": "yes"}).settings.no_dashboard is True
+    assert resolve(["inspect"], env).settings.address == "tcp://127.0.0.1:9000"
+    assert resolve(["periodic", "list"], env).settings.address == "tcp://127.0.0.1:9000"
 
 
 def test_a_positional_address_beats_the_environment() -> None:
     env = {"CELERIAC_ADDRESS": "tcp://127.0.0.1:9000"}
-    assert resolve(["worker", "tcp://127.0.0.1:9001"], env).args.address.endswith(":9001")
+    assert resolve(["worker", "tcp://127.0.0.1:9001"], env).settings.address.endswith(":9001")
 
 
 def test_client_section_is_shared_by_periodic_and_inspect(tmp_path: Path) -> None:
     path = write(tmp_path, '[client]\naddress = "tcp://127.0.0.1:9002"\ntimeout = 1.5\n')
     for argv in (["inspect"], ["status"], ["periodic", "list"]):
-        args = resolve([*argv, "--config", path]).args
+        args = resolve([*argv, "--config", path]).settings
         assert (args.address, args.timeout) == ("tcp://127.0.0.1:9002", 1.5)
 
 
 def test_exclusive_options_follow_precedence(tmp_path: Path) -> None:
     path = write(tmp_path, '[scheduler]\njournal = "/tmp/j.sqlite3"\n')
-    args = resolve(["scheduler", "--config", path, "--no-journal"]).args
+    args = resolve(["scheduler", "--config", path, "--no-journal"]).settings
     assert args.no_journal and args.journal is None
-    args = resolve(["scheduler", "--config", path], {"CELERIAC_NO_JOURNAL": "1"}).args
+    args = resolve(["scheduler", "--config", path], {"CELERIAC_NO_JOURNAL": "1"}).settings
     assert args.no_journal and args.journal is None
     path = write(tmp_path, "[scheduler]\nno-dashboard = true\n")
-    args = resolve(["scheduler", "--config", path, "--dashboard-port", "9999"]).args
+    args = resolve(["scheduler", "--config", path, "--dashboard-port", "9999"]).settings
     assert args.dashboard_port == 9999 and not args.no_dashboard
     both = write(tmp_path, "[scheduler]\nno-journal = true\njournal = 'x'\n", "both.toml")
     with pytest.raises(ConfigError, match="exclude each other"):
@@ -133,7 +133,7 @@ def test_exclusive_options_follow_precedence(tmp_path: Path) -> None:
 def test_the_embedded_cluster_ignores_file_and_environment(tmp_path: Path) -> None:
     path = write(tmp_path, "[worker]\nqueues = ['emails']\n")
     env = {"CELERIAC_CONFIG": path, "CELERIAC_NPROCS": "7", "CELERIAC_KEYS": "/k"}
-    args = resolve(["worker", "tcp://127.0.0.1:9000", "--parent-pid", "1"], env).args
+    args = resolve(["worker", "tcp://127.0.0.1:9000", "--parent-pid", "1"], env).settings
     assert (args.queues, args.nprocs, args.keys) == (("default",), 1, "/k")
 
 

@@ -1,0 +1,140 @@
+"""The settings of ``celeriac worker``: the declaration of its options, and how a child gets them.
+
+:class:`WorkerSettings` is the one place a worker option is declared: the CLI
+builds ``celeriac worker``'s parser, config keys and ``--check`` report from it,
+the supervisor runs on it, and hands each worker process the same object (as
+JSON on its command line, :func:`child_command`) with the few fields that differ
+per process (:class:`ChildSettings`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass
+
+from celeriac.options import BadValue, CommonSettings, from_json, option, path, to_json
+from celeriac.wire.addresses import DEFAULT_ADDRESS
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]?)I?B?\s*$")
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def memory_size(text: str) -> int:
+    """``"500MB"`` (or ``500MiB``, ``2G``, ``1024``) -> bytes, in binary units as ``top`` shows."""
+    match = _SIZE.match(text.upper())
+    if match is None:
+        raise BadValue(f"{text!r} is not a size like 500MB or 2GB")
+    return int(float(match[1]) * _UNITS[match[2]])
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerSettings(CommonSettings):
+    """The options of ``celeriac worker``, with their defaults.
+
+    ``address``: the scheduler's (``tcp://host:port`` or ``ipc://PATH``).
+    ``nprocs``: worker processes the supervisor keeps running.
+    ``nthreads``: task slots (threads) per process.
+    ``queues``: the queues consumed.
+    ``name``: prefix of the processes' names (``NAME-0``, ``NAME-1``; default:
+    host name and pid).
+    ``imports``: modules each worker process imports at start.
+    ``keys``: CURVE key directory holding ``worker.key_secret`` and ``scheduler.key``.
+    ``max_tasks_per_child``, ``max_memory_per_child`` (bytes): replace a process,
+    between tasks, after that many tasks or above that resident memory (0 or
+    None: never).
+    ``stop_timeout``: seconds running tasks get to finish on SIGTERM.
+    ``log_level``: see :class:`~celeriac.options.CommonSettings`.
+    """
+
+    address: str = option(
+        DEFAULT_ADDRESS,
+        positional=True,
+        help="scheduler address (default: $CELERIAC_ADDRESS or [worker] address)",
+    )
+    nprocs: int = option(1, help="worker processes to run")
+    nthreads: int = option(1, help="task slots (threads) per process")
+    queues: tuple[str, ...] = option(("default",), help="comma-separated queues to consume")
+    name: str | None = option(None, help="name prefix for the worker processes")
+    imports: tuple[str, ...] = option(
+        (),
+        flags=("-A", "--import"),
+        repeat=True,
+        metavar="MODULE",
+        help="module to import in each worker process (repeatable)",
+    )
+    keys: str | None = option(
+        None,
+        parse=path,
+        metavar="DIR",
+        help="CURVE key directory with worker.key_secret and scheduler.key "
+        "(default: $CELERIAC_KEYS)",
+    )
+    max_tasks_per_child: int | None = option(
+        None,
+        metavar="N",
+        help="replace a worker process after it ran N tasks (nothing is lost)",
+    )
+    max_memory_per_child: int | None = option(
+        None,
+        parse=memory_size,
+        metavar="SIZE",
+        help="replace a worker process, between tasks, once its resident memory "
+        "exceeds SIZE (e.g. 500MB, 2GB)",
+    )
+    stop_timeout: float = option(
+        30.0, help="seconds running tasks get to finish on SIGTERM before they are killed"
+    )
+
+
+@dataclass(frozen=True)
+class ChildSettings:
+    """What differs between the worker processes of one supervisor.
+
+    ``identity``: the routing id the supervisor reports the process's death
+    under (default: a random one).  ``control_fd``: the write end of the pipe
+    hard time limits are reported on (default: none).  ``index``: the process's
+    place among the supervisor's, which names it ``NAME-INDEX`` when the
+    settings give a name.  ``parent_pid``: exit when this process is gone.
+    """
+
+    identity: bytes | None = None
+    control_fd: int | None = None
+    index: int | None = None
+    parent_pid: int | None = None
+
+    def to_json(self) -> str:
+        fields = {
+            "identity": None if self.identity is None else self.identity.hex(),
+            "control_fd": self.control_fd,
+            "index": self.index,
+            "parent_pid": self.parent_pid,
+        }
+        return json.dumps(fields)
+
+    @classmethod
+    def from_json(cls, text: str) -> ChildSettings:
+        fields = json.loads(text)
+        identity = fields.pop("identity", None)
+        return cls(None if identity is None else bytes.fromhex(identity), **fields)
+
+
+def child_command(settings: WorkerSettings, child: ChildSettings | None = None) -> list[str]:
+    """The command line of one worker process: the supervisor's settings, and ``child``'s."""
+    command = [sys.executable, "-m", "celeriac.worker", to_json(settings)]
+    if child is not None:
+        command.append(child.to_json())
+    return command
+
+
+def read_child_command(argv: list[str]) -> tuple[WorkerSettings, ChildSettings]:
+    """What :func:`child_command` put after ``-m celeriac.worker``; ``ValueError`` if garbled."""
+    if not 1 <= len(argv) <= 2:
+        raise ValueError(f"expected 1 or 2 arguments, not {len(argv)}")
+    try:
+        settings = from_json(WorkerSettings, argv[0])
+        child = ChildSettings.from_json(argv[1]) if len(argv) == 2 else ChildSettings()
+    except (TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise ValueError(f"not settings written by child_command: {exc}") from None
+    return settings, child
