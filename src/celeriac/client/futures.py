@@ -148,6 +148,8 @@ class SupportsFuture(Protocol[R]):
 
 
 class DoneAndNotDone(NamedTuple):
+    """What :func:`wait` returns: the futures done, and the rest."""
+
     done: set[Future[Any]]
     not_done: set[Future[Any]]
 
@@ -157,7 +159,13 @@ def wait(
     timeout: float | None = None,
     return_when: str = "ALL_COMPLETED",
 ) -> DoneAndNotDone:
-    """Wait for all (or the first) of ``futures``; like ``concurrent.futures.wait``."""
+    """Wait for all (or the first) of ``futures``; like ``concurrent.futures.wait``.
+
+    Parameters:
+        futures: futures of one client.
+        timeout: seconds (``None``: no limit); past it, ``TimeoutError``.
+        return_when: ``ALL_COMPLETED``, ``FIRST_COMPLETED`` or ``FIRST_EXCEPTION``.
+    """
     futures = set(futures)
     if return_when not in ("ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION"):
         raise ValueError(f"unknown return_when {return_when!r}")
@@ -185,7 +193,13 @@ def wait(
 def as_completed(
     futures: Iterable[Future[Any]], timeout: float | None = None, with_results: bool = False
 ) -> Iterator[Any]:
-    """Yield futures (or ``(future, result)``) in the order they finish."""
+    """Yield futures (or ``(future, result)``) in the order they finish.
+
+    Parameters:
+        futures: futures of one client (each yielded once).
+        timeout: seconds for all of them (``None``: no limit); past it, ``TimeoutError``.
+        with_results: yield ``(future, result)`` pairs.
+    """
     futures = list(dict.fromkeys(futures))
     done_queue: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
     for future in futures:
