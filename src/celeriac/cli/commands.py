@@ -28,6 +28,8 @@ log = logging.getLogger("celeriac")
 
 
 def run_scheduler(settings: SchedulerSettings, invocation: Invocation) -> int:
+    """Serve as ``settings`` say until SIGTERM/SIGINT; 2 for a refused bind or a bad
+    ``--schedule`` file, 1 when it cannot listen.  ``invocation.parent_pid``: stop with it."""
     from celeriac.client.cluster import DASHBOARD_AT, LISTENING
     from celeriac.scheduler.server import SchedulerServer
 
@@ -71,6 +73,8 @@ def _install_schedule(server: SchedulerServer, path: str | Path) -> bool:
 
 
 def run_worker(settings: WorkerSettings, invocation: Invocation) -> int:
+    """Supervise ``settings.nprocs`` worker processes until SIGTERM/SIGINT; 2 for a bad
+    address.  ``invocation.parent_pid``: stop with it."""
     from celeriac.wire.addresses import normalize
     from celeriac.worker.supervisor import Supervisor
 
@@ -98,6 +102,7 @@ def _on_stop_signals(stop: Callable[[], object]) -> None:
 
 
 def run_keys(settings: KeysSettings, invocation: Invocation) -> int:
+    """Create the key pairs in ``settings.directory`` and print their paths; 1 on failure."""
     from celeriac.wire.security import KeysError, create_keys
 
     try:
@@ -111,6 +116,8 @@ def run_keys(settings: KeysSettings, invocation: Invocation) -> int:
 
 
 def run_periodic(settings: PeriodicSettings, invocation: Invocation) -> int:
+    """Do ``settings.action`` to the job ``settings.name`` and print the jobs; 1 for no
+    such job, 2 when no scheduler answers or the action needs a name."""
     from celeriac.client import Client
     from celeriac.errors import SchedulerUnavailable
 

@@ -67,13 +67,10 @@ class WorkerProcess:
 
     def __init__(self, settings: WorkerSettings, child: ChildSettings | None = None) -> None:
         child = child or ChildSettings()
-        name = settings.name
-        if name and child.index is not None:
-            name = f"{name}-{child.index}"
         self.address = normalize(settings.address)
         self.nthreads = max(1, settings.nthreads)
         self.queues = settings.queues
-        self.name = name or f"{os.uname().nodename}-{os.getpid()}"
+        self.name = child.name(settings) or f"{os.uname().nodename}-{os.getpid()}"
         self.identity = child.identity or uuid.uuid4().bytes
         self.keys = settings.keys or None
         # 0 is off, as unset is: the supervisor never passed a 0 on

@@ -104,6 +104,12 @@ class ChildSettings:
     index: int | None = None
     parent_pid: int | None = None
 
+    def name(self, settings: WorkerSettings) -> str | None:
+        """This process's name: ``NAME-INDEX``, or the settings' name as it is (None: unnamed)."""
+        if settings.name and self.index is not None:
+            return f"{settings.name}-{self.index}"
+        return settings.name
+
     def to_json(self) -> str:
         fields = {
             "identity": None if self.identity is None else self.identity.hex(),

@@ -81,6 +81,20 @@ def test_scheduler_worker_and_client_from_the_shell(scheduler) -> None:
     assert _stop(popen) == 0
 
 
+def test_every_worker_process_runs_on_the_command_line_settings(scheduler) -> None:
+    _, address = scheduler
+    options = ["--nprocs", "2", "--nthreads", "3", "--queues", "a,b", "--name", "web"]
+    worker = subprocess.Popen([*CELERIAC, "worker", address, *options, "-A", "json"])
+    try:
+        with Client(address) as client:
+            client.wait_for_workers(2)
+            workers = client.scheduler_info()["workers"]
+            described = sorted((w["name"], w["slots"], w["queues"]) for w in workers)
+            assert described == [("web-0", 3, ["a", "b"]), ("web-1", 3, ["a", "b"])]
+    finally:
+        assert _stop(worker) == 0
+
+
 def test_worker_stop_hands_back_queued_work(scheduler, tmp_path) -> None:
     _, address = scheduler
     worker = subprocess.Popen([*CELERIAC, "worker", address, "--nthreads", "1"])
