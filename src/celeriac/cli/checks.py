@@ -30,8 +30,10 @@ def run_check(resolved: Resolved) -> int:
     if isinstance(settings, SchedulerSettings):
         print(f"# journal file: {settings.journal_path() or 'none (memory only)'}")
         errors = check_scheduler(settings)
-    else:
+    elif isinstance(settings, WorkerSettings):
         errors = check_worker(settings)
+    else:  # the parser gives --check to those two alone
+        raise TypeError(f"celeriac {name} has no --check")
     for error in errors:
         print(f"celeriac {name}: error: {error}", file=sys.stderr)
     if errors:

@@ -37,7 +37,15 @@ from typing import Any
 
 from celeriac.cli.parsers import Command, CommandLine
 from celeriac.cli.settings import Invocation
-from celeriac.options import BadValue, Declared, comma_list, configurable, declared, path
+from celeriac.options import (
+    BadValue,
+    CommonSettings,
+    Declared,
+    comma_list,
+    configurable,
+    declared,
+    path,
+)
 
 ENV_PREFIX = "CELERIAC_"
 CONFIG_ENV = "CELERIAC_CONFIG"
@@ -270,7 +278,7 @@ class Resolved:
     """
 
     command: Command
-    settings: Any
+    settings: CommonSettings
     invocation: Invocation
     sources: dict[str, str]
     config_path: str | None = None

@@ -251,8 +251,10 @@ class SchedulerServer:
         if self._authenticator is not None:  # first: term() waits for it
             self._authenticator.stop()
             self._authenticator = None
-        if self._context is not None:
+        if self._socket is not None:
             self._socket.close(linger=0)
+            self._socket = None
+        if self._context is not None:
             self._context.term()
             self._context = None
         if self._ipc_file is not None:  # ZeroMQ leaves the file behind
