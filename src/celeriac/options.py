@@ -145,6 +145,8 @@ class Declared:
         return self.label.lstrip("-").lower()
 
 
+#: Settings classes never change once defined: each is read once (the parser is built
+#: per run, the checks and the file loading ask again).
 _DECLARED: dict[type, tuple[Declared, ...]] = {}
 
 
