@@ -13,7 +13,7 @@ import pytest
 import zmq
 
 from celeriac import App, AsyncResult, Client
-from celeriac.testing import Deployment, wait_until
+from celeriac.testing import Deployment, RawPeer, wait_until
 from celeriac.wire import protocol, sharedmem
 from celeriac.wire.protocol import Message
 from celeriac.wire.sharedmem import Segment
@@ -78,6 +78,12 @@ def _submit_naming(segment: Segment) -> Message:
     return Message("submit", fields, [[b"f"], [b"a", segment]])
 
 
+def _info(peer: RawPeer) -> dict[str, Any]:
+    peer.send_messages(Message("info", {"rid": 1}))
+    [reply] = peer.sync()
+    return dict(reply["info"])
+
+
 def _ask(raw: zmq.Socket, *messages: Message) -> dict[str, Any]:
     raw.send_multipart(protocol.encode(list(messages)))
     [reply] = msgpack.unpackb(raw.recv_multipart()[0])[1]
@@ -129,3 +135,57 @@ def test_the_journal_keeps_the_bytes_not_the_name(tmp_path: Path) -> None:
             assert AsyncResult(sent.id, app=app).get(timeout=60)[1] == array.sum()
     finally:
         deployment.stop()
+
+
+# -- H4: a peer names a segment, then shrinks it ----------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_a_segment_shrunk_after_it_was_named_fails_that_task_not_the_scheduler(
+    deployment: Deployment,
+) -> None:
+    """Issue 13, H4: the named file is truncated once the scheduler holds it.
+
+    The scheduler journals the (detached) task's arguments, then must send them
+    as bytes to a worker that does not share its ``/dev/shm``: it mapped the
+    file and died of SIGBUS (of an uncaught ValueError without a journal).
+    """
+    context = zmq.Context()
+    attacker = RawPeer(context, deployment.address, b"attacker")
+    thief = RawPeer(context, deployment.address, b"remote-worker")
+    legit = RawPeer(context, deployment.address, b"legit")
+    tag = sharedmem.scheduler_tag(deployment.address)
+    scheduler = deployment.scheduler
+    assert scheduler is not None
+    try:
+        local = {"version": protocol.VERSION, "shm": sharedmem.namespace()}
+        attacker.send_messages(Message("hello-client", local))
+        [welcome] = attacker.sync(timeout=30)  # the scheduler may still be starting
+        assert welcome["op"] == "welcome" and welcome["shm_tag"] == tag
+        segment = sharedmem.write(b"x" * BIG, tag)
+        segment.disown()  # the scheduler's once named
+        submit = _submit_naming(segment)
+        submit.fields.update(detached=True, ack=True)
+        attacker.send_messages(submit)
+        assert [m["op"] for m in attacker.sync()] == ["accepted"]  # journaled, bytes and all
+        os.truncate(segment.path, 0)
+
+        remote = {"version": protocol.VERSION, "slots": 1, "queues": ["default"], "pid": 1}
+        thief.send_messages(Message("hello-worker", {**remote, "name": "thief"}))
+        legit.send_messages(Message("hello-client", {"version": protocol.VERSION}))
+        assert [m["op"] for m in legit.sync()] == ["welcome"]
+        try:  # until the task is the thief's: its arguments had to go inline
+            wait_until(lambda: _info(legit)["by_state"].get("processing") == 1, 30)
+        finally:
+            assert scheduler.poll() is None, f"the scheduler died: exit {scheduler.returncode}"
+
+        deployment.start_worker(nprocs=1)
+        with Client(deployment.address, timeout=20) as client:
+            assert client.submit(inc, 41).result(timeout=30) == 42
+        assert scheduler.poll() is None
+    finally:
+        for peer in (attacker, thief, legit):
+            peer.close()
+        context.term()
+        deployment.stop()
+        sharedmem.remove_leftovers(tag)
