@@ -5,7 +5,8 @@ Three kinds of schedule:
 * ``every(seconds=, minutes=, hours=, days=, anchor=)``: a fixed interval of real
   (elapsed) time, anchored: it runs at ``anchor + k * interval`` for whole ``k``.
   The anchor defaults to the Unix epoch, so the ticks are the same across restarts
-  and on every machine, and daylight-saving changes never affect it.
+  and on every machine, and daylight-saving changes never affect it.  The
+  interval is at least :data:`MIN_INTERVAL` (0.1 s).
 * ``crontab(expr, tz="UTC")``: a 5-field cron expression (names like ``sun``/``jan``,
   ranges, steps, lists, and the aliases ``@hourly @daily @midnight @weekly @monthly
   @yearly @annually``) evaluated in an IANA time zone.  The expression is parsed and
@@ -56,7 +57,7 @@ journal; ``str(schedule)`` is a short human-readable form.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, InitVar, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -64,6 +65,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 
 __all__ = [
+    "MIN_INTERVAL",
     "At",
     "Crontab",
     "Every",
@@ -73,9 +75,17 @@ __all__ = [
     "every",
     "next_run",
     "schedule_from_dict",
+    "too_frequent",
 ]
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+#: The shortest interval :func:`every` accepts.  Each run is a task the
+#: scheduler enqueues, journals and hands out; ``every(seconds=1e-6)`` made one
+#: job alone enqueue runs faster than the scheduler could serve anyone else
+#: (issue 13, H5).  Ten runs a second per job is far beyond what periodic work
+#: needs; anything faster belongs in a task that loops.
+MIN_INTERVAL: Final = timedelta(seconds=0.1)
 
 CRON_ALIASES: Final[dict[str, str]] = {
     "@yearly": "0 0 1 1 *",
@@ -125,23 +135,37 @@ def _plain_number(value: float) -> int | float:
 class Every:
     """Runs at ``anchor + k * interval`` for every whole ``k``: elapsed time, no zones.
 
-    ``interval`` must be positive; ``anchor`` is an aware datetime or ISO-8601
-    string, held in UTC.  Usually made with :func:`every`.
+    ``interval`` must be at least :data:`MIN_INTERVAL` (``ValueError`` naming it);
+    ``anchor`` is an aware datetime or ISO-8601 string, held in UTC.  Usually
+    made with :func:`every`.  ``check_minimum=False`` lets a shorter (still
+    positive) interval through: only for reading back a job journaled before the
+    minimum existed, which the scheduler then keeps paused (:func:`too_frequent`).
     """
 
     interval: timedelta
     anchor: datetime = EPOCH
+    _: KW_ONLY
+    check_minimum: InitVar[bool] = True
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, check_minimum: bool) -> None:
         if self.interval <= timedelta(0):
             raise ValueError(f"every(): the interval must be positive, got {self.interval}")
+        if check_minimum and self.interval < MIN_INTERVAL:
+            raise ValueError(
+                f"every(): the interval must be at least {_format_interval(MIN_INTERVAL)} "
+                f"(celeriac.schedules.MIN_INTERVAL), got {_format_interval(self.interval)}"
+            )
         anchor = _parse_instant(self.anchor, "every(anchor)")
         object.__setattr__(self, "anchor", anchor)
 
-    def next_after(self, after: datetime) -> datetime:
-        """The first tick strictly after the aware ``after``, in UTC (see :func:`next_run`)."""
+    def next_after(self, after: datetime) -> datetime | None:
+        """The first tick strictly after the aware ``after``, in UTC (see :func:`next_run`);
+        ``None`` past the last date a ``datetime`` can hold (year 9999)."""
         ticks_done = (after - self.anchor) // self.interval  # floor, also before the anchor
-        return self.anchor + (ticks_done + 1) * self.interval
+        try:
+            return self.anchor + (ticks_done + 1) * self.interval
+        except OverflowError:  # e.g. every(days=999_999_999): no run before year 10000
+            return None
 
     def to_dict(self) -> dict[str, Any]:
         """``{"kind": "every", "seconds": ..., "anchor": ISO}``, for :func:`schedule_from_dict`."""
@@ -181,7 +205,9 @@ def every(
 ) -> Every:
     """A fixed interval, e.g. ``every(seconds=5)`` or ``every(hours=1, minutes=30)``.
 
-    Runs fall on ``anchor + k * interval``; the default anchor (the Unix epoch) makes
+    ``seconds``, ``minutes``, ``hours`` and ``days`` add up to the interval, which
+    must be at least :data:`MIN_INTERVAL` (0.1 s; ``ValueError`` naming it).  Runs
+    fall on ``anchor + k * interval``; the default anchor (the Unix epoch) makes
     ``every(minutes=5)`` run at :00, :05, :10 ... UTC on every machine and after every
     restart.  Pass ``anchor`` (aware datetime or ISO-8601 string) to shift the phase.
     """
@@ -392,8 +418,18 @@ def next_run(schedule: Schedule, after: datetime) -> datetime | None:
     return schedule.next_after(after_utc)
 
 
-def schedule_from_dict(data: dict[str, Any]) -> Schedule:
-    """Rebuild a schedule from ``Schedule.to_dict()``; ValueError if malformed."""
+def too_frequent(schedule: Schedule) -> bool:
+    """An ``every`` below :data:`MIN_INTERVAL`: only ``check_minimum=False`` makes one."""
+    return isinstance(schedule, Every) and schedule.interval < MIN_INTERVAL
+
+
+def schedule_from_dict(data: dict[str, Any], *, check_minimum: bool = True) -> Schedule:
+    """Rebuild a schedule from ``Schedule.to_dict()``; ValueError if malformed.
+
+    ``data`` comes from the network or the journal.  An ``every`` below
+    :data:`MIN_INTERVAL` is refused too, unless ``check_minimum`` is False (the
+    journal's jobs: see :class:`Every`).
+    """
     if not isinstance(data, dict):
         raise ValueError(f"schedule_from_dict(): expected a dict, got {data!r}")
     kind = data.get("kind")
@@ -406,7 +442,11 @@ def schedule_from_dict(data: dict[str, Any]) -> Schedule:
             f"{sorted(keys)}, got {sorted(data)}"
         )
     if kind == "every":
-        return every(seconds=data["seconds"], anchor=data["anchor"])
+        if check_minimum:
+            return every(seconds=data["seconds"], anchor=data["anchor"])
+        _check_amount("seconds", data["seconds"])
+        interval = timedelta(seconds=data["seconds"])
+        return Every(interval, _parse_instant(data["anchor"], "every(anchor)"), check_minimum=False)
     if kind == "crontab":
         return crontab(data["expr"], data["tz"])
     return at(data["when"])

@@ -15,6 +15,7 @@ import msgpack
 import pytest
 
 from celeriac.schedules import (
+    MIN_INTERVAL,
     At,
     Crontab,
     Every,
@@ -24,6 +25,7 @@ from celeriac.schedules import (
     every,
     next_run,
     schedule_from_dict,
+    too_frequent,
 )
 
 LONDON = "Europe/London"
@@ -53,6 +55,7 @@ NEXT_RUN_TABLE = [
     case(every(minutes=15), "2026-01-01T10:15:00+00:00", "2026-01-01T10:30:00+00:00", "15m-tick"),
     case(every(days=1), "2026-03-08T12:00:00+00:00", "2026-03-09T00:00:00+00:00", "1d"),
     case(every(days=1), "2026-03-09T00:00:00+00:00", "2026-03-10T00:00:00+00:00", "1d-on-tick"),
+    case(every(days=999_999_999), "2026-01-01T00:00:00+00:00", None, "beyond-year-9999"),
     # the epoch was a Thursday, and so is 2026-01-01
     case(every(days=7), "2026-01-02T00:00:00+00:00", "2026-01-08T00:00:00+00:00", "7d"),
     case(
@@ -456,6 +459,14 @@ def test_invalid_zone(tz: str) -> None:
         pytest.param(lambda: every(minutes=5, seconds=-1), ValueError, "negative", id="mixed"),
         pytest.param(lambda: every(seconds="5"), TypeError, "number", id="every-str"),
         pytest.param(lambda: every(seconds=True), TypeError, "number", id="every-bool"),
+        pytest.param(lambda: every(seconds=1e-6), ValueError, r"at least 0\.1s", id="every-1us"),
+        pytest.param(lambda: every(seconds=0.099), ValueError, r"at least 0\.1s", id="every-99ms"),
+        pytest.param(
+            lambda: every(minutes=0.001), ValueError, r"at least 0\.1s.*got 0\.06s", id="every-60ms"
+        ),
+        pytest.param(
+            lambda: Every(timedelta(milliseconds=50)), ValueError, "MIN_INTERVAL", id="Every-50ms"
+        ),
         pytest.param(
             lambda: every(seconds=5, anchor="2026-01-01T00:00:00"),
             ValueError,
@@ -481,6 +492,7 @@ def test_invalid_input(make: Any, error: type[Exception], message: str) -> None:
 SCHEDULES = [
     pytest.param(every(seconds=5), "every 5s", id="every-5s"),
     pytest.param(every(seconds=0.25), "every 0.25s", id="every-fraction"),
+    pytest.param(every(seconds=0.1), "every 0.1s", id="every-minimum"),
     pytest.param(every(hours=1, minutes=30), "every 1h30m", id="every-1h30m"),
     pytest.param(every(days=2, seconds=1), "every 2d1s", id="every-2d1s"),
     pytest.param(
@@ -544,6 +556,11 @@ def test_to_dict_shapes() -> None:
         ),
         pytest.param({"kind": "crontab", "expr": "* * *", "tz": "UTC"}, "3 fields", id="expr"),
         pytest.param({"kind": "every", "seconds": 0, "anchor": "1970-01-01T00:00Z"}, "pos", id="0"),
+        pytest.param(
+            {"kind": "every", "seconds": 1e-6, "anchor": "1970-01-01T00:00Z"},
+            r"at least 0\.1s",
+            id="below-minimum",
+        ),
         pytest.param({"kind": "at", "when": "2026-12-24T08:00"}, "timezone-aware", id="naive"),
         pytest.param(["every", 5], "expected a dict", id="not-a-dict"),
     ],
@@ -569,3 +586,28 @@ def test_every_is_deterministic_across_restarts() -> None:
     assert run is not None
     assert next_run(second, run - timedelta(seconds=3)) == run
     assert (run - datetime(1970, 1, 1, tzinfo=UTC)) % timedelta(seconds=7) == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        pytest.param(Every(timedelta(microseconds=1), check_minimum=False), True, id="1us"),
+        pytest.param(Every(MIN_INTERVAL - timedelta(microseconds=1), check_minimum=False), True),
+        pytest.param(every(seconds=0.1), False, id="minimum"),
+        pytest.param(crontab("* * * * *"), False, id="cron-every-minute"),
+        pytest.param(at("2026-12-24T08:00:00Z"), False, id="at"),
+    ],
+)
+def test_too_frequent(schedule: Schedule, expected: bool) -> None:
+    assert too_frequent(schedule) is expected
+
+
+def test_a_journaled_interval_below_the_minimum_reads_back_only_when_asked() -> None:
+    data = {"kind": "every", "seconds": 1e-6, "anchor": "1970-01-01T00:00:00+00:00"}
+    with pytest.raises(ValueError, match=r"at least 0\.1s"):
+        schedule_from_dict(data)
+    old = schedule_from_dict(data, check_minimum=False)
+    assert old == Every(timedelta(microseconds=1), check_minimum=False) and too_frequent(old)
+    assert old.to_dict() == data  # journaled again as it was
+    with pytest.raises(ValueError, match="positive"):  # the rest is still checked
+        schedule_from_dict({**data, "seconds": 0}, check_minimum=False)

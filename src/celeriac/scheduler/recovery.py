@@ -42,7 +42,9 @@ def restore(
     for task in unfinished:
         _resume(lifecycle, task)
     for record in jobs:
-        lifecycle.periodic.restore(PeriodicJob.from_dict(record))
+        job = _job(record)
+        if job is not None:
+            lifecycle.periodic.restore(job)  # paused if it runs too often (see there)
     log.info(
         "restored %d tasks (%d unfinished), %d revocations, %d periodic jobs",
         len(restored),
@@ -50,6 +52,23 @@ def restore(
         len(revocations),
         len(jobs),
     )
+
+
+def _job(record: dict[str, Any]) -> PeriodicJob | None:
+    """A journaled periodic job, or None (logged) if it cannot be read back.
+
+    The scheduler must start whatever one job's record holds (a time zone
+    that tzdata no longer has, a field only a later version knows); the
+    record stays in the journal, so nothing is lost for a later version.
+    A job that merely runs too often is loaded, paused (``PeriodicJobs.restore``).
+    """
+    try:
+        return PeriodicJob.from_dict(record)
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+        log.error(
+            "periodic job %r in the journal cannot be loaded, skipped: %s", record.get("name"), exc
+        )
+        return None
 
 
 def _resume(lifecycle: TaskLifecycle, task: TaskRecord) -> None:
