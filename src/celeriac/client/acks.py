@@ -7,14 +7,15 @@ until its key is accepted, so that after a scheduler restart exactly those are
 sent again (they are idempotent by key), and it lets callers wait for the keys
 they sent (:class:`Acceptance`).
 
-Sending and waiting are separate steps on purpose: a pipelined ``.delay()``
-(issue 17) sends now and learns of the acceptance later.
+The tracker is pure bookkeeping (the client sends and waits): tracking,
+sending and waiting are separate steps on purpose, so a pipelined ``.delay()``
+(issue 17) can send now, learn of the acceptance later, and bound how many
+keys are in flight by ``len(tracker)``.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
 
 from celeriac.wire.protocol import Message
 
@@ -47,66 +48,43 @@ class Acceptance:
 class AckTracker:
     """Acknowledged submissions in flight: the message of each key until it is accepted.
 
-    Thread-safe: any thread sends, whichever thread reads the socket reports
-    acceptances.
-
-    Parameters:
-        send_now: sends messages on the calling thread (after anything
-            queued before them).
-        wait_until: ``wait_until(ready, timeout) -> bool`` blocks until
-            ``ready()`` or the timeout, reading the scheduler's messages meanwhile.
+    Thread-safe: any thread tracks what it is about to send, whichever
+    thread reads the socket reports acceptances.  No I/O: the client sends the
+    messages after :meth:`track` and waits on :meth:`Acceptance.done`.
     """
 
-    def __init__(
-        self,
-        *,
-        send_now: Callable[[list[Message]], None],
-        wait_until: Callable[[Callable[[], bool], float | None], bool],
-    ) -> None:
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiting: dict[str, list[Acceptance]] = {}
         self._unacked: dict[str, Message] = {}  # sent, not yet accepted: resent after a restart
-        self._send_now = send_now
-        self._wait_until = wait_until
 
-    def send(self, messages: Sequence[Message]) -> Acceptance:
-        """Send messages that ask to be acknowledged; the handle to wait for their acceptance.
+    def track(self, messages: list[Message]) -> Acceptance:
+        """Remember messages about to be sent that ask to be acknowledged; the handle to wait on.
+
+        Track before sending: the ``accepted`` may come back before the send returns.
 
         Parameters:
             messages: ``submit`` messages (keyed by ``key``) or ``periodic-set``
                 messages (keyed by ``name``), each with ``ack`` set.
         """
-        by_key = {_ack_key(m): m for m in messages}
+        # A task is acknowledged by its key, a periodic job by its name.
+        by_key = {m.fields.get("key") or m.fields["name"]: m for m in messages}
         acceptance = Acceptance(set(by_key))
         with self._lock:
             for key in by_key:
                 self._waiting.setdefault(key, []).append(acceptance)
             self._unacked.update(by_key)
-        self._send_now(list(messages))
         return acceptance
 
-    def wait(self, acceptance: Acceptance, timeout: float | None) -> bool:
-        """Block until every key of ``acceptance`` is accepted; False at the timeout.
-
-        At the timeout the keys still pending are no longer tracked: they are
-        not resent after a restart, since their caller was told they failed.
-
-        Parameters:
-            acceptance: what :meth:`send` returned.
-            timeout: seconds (``None``: no limit).
-        """
-        if self._wait_until(acceptance.done, timeout):
-            return True
-        self.abandon(acceptance)
-        return False
-
     def abandon(self, acceptance: Acceptance) -> None:
-        """Stop tracking the keys of ``acceptance`` that are still pending.
+        """Stop tracking the keys of ``acceptance`` that are still pending (its wait timed out).
 
-        Another caller waiting for the same key keeps waiting, and keeps it tracked.
+        They are not resent after a restart, since their caller was told they
+        failed.  Another caller waiting for the same key keeps waiting, and
+        keeps it tracked.
 
         Parameters:
-            acceptance: what :meth:`send` returned.
+            acceptance: what :meth:`track` returned.
         """
         with self._lock:
             for key in list(acceptance.pending):
@@ -139,9 +117,3 @@ class AckTracker:
     def __len__(self) -> int:
         """How many keys are sent and not yet accepted."""
         return len(self._unacked)
-
-
-def _ack_key(msg: Message) -> str:
-    """A task is acknowledged by its key, a periodic job by its name."""
-    key: str = msg.fields.get("key") or msg.fields["name"]
-    return key

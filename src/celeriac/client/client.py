@@ -14,7 +14,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from celeriac.client.acks import AckTracker
 from celeriac.client.connection import Connection
-from celeriac.client.engine import Submission
+from celeriac.client.engine import RunOptions, Submission
 from celeriac.client.forks import process as _process
 from celeriac.client.future_table import OUTCOMES, FutureTable
 from celeriac.client.futures import Future
@@ -96,7 +96,7 @@ class Client:
         self._conn = Connection(self.address, self._on_message, self._releases, keys=self.keys)
         conn = self._conn
         self._futures = FutureTable(wait_until=self._wait_until, send=self._send, wake=conn.wake)
-        self._acks = AckTracker(send_now=conn.send_now, wait_until=conn.wait_until)
+        self._acks = AckTracker()
         self._replies = ReplyRouter(send_now=conn.send_now, wait_until=conn.wait_until)
         self._conn.start(self.timeout)
         self._pid = _process.pid  # last: other threads use the connection once this says so
@@ -210,8 +210,9 @@ class Client:
         Parameters:
             name: what the key starts with (a task's name).
         """
-        self._check_fork()  # a forked child must not reuse its parent's key sequence
-        return self._new_key(name)
+        if _process.pid != self._pid:  # a forked child must not reuse its parent's sequence
+            self._check_fork()
+        return f"{name}-{self._key_prefix}{next(self._key_counter):x}"
 
     def _new_key(self, name: str) -> str:
         # Callers run _check_fork() first: a forked child must not reuse its
@@ -269,7 +270,10 @@ class Client:
                 the returned list is empty.
         """
         self._check_fork()
-        messages = [self._detached_message(s) for s in submissions]
+        messages = [
+            self._task_message(s.fn, s.args, s.kwargs, s.key, s.name, _options(s, detached=True))
+            for s in submissions
+        ]
         held = []
         if hold:
             for m in messages:
@@ -278,15 +282,12 @@ class Client:
         self._send_acknowledged(messages, self.timeout if timeout is None else timeout)
         return held
 
-    def _detached_message(self, submission: Submission) -> Message:
-        fields = _options(submission, detached=True)
-        s = submission
-        return self._task_message(s.fn, s.args, s.kwargs, s.key, s.name, fields)
-
     def _send_acknowledged(self, messages: list[Message], timeout: float) -> None:
         """Send messages that ask for an ``accepted``; wait for every one."""
-        acceptance = self._acks.send(messages)
-        if not self._acks.wait(acceptance, timeout):
+        acceptance = self._acks.track(messages)
+        self._conn.send_now(messages)
+        if not self._conn.wait_until(acceptance.done, timeout):
+            self._acks.abandon(acceptance)
             raise SchedulerUnavailable(
                 f"the scheduler at {self.address} did not accept {len(acceptance.pending)} "
                 f"task(s) within {timeout:g} s"
@@ -352,15 +353,9 @@ class Client:
             queue, priority, retries: as in :meth:`submit`, for each run.
         """
         name = name or str(getattr(fn, "__name__", "job"))
+        options = RunOptions(queue=queue, priority=priority, retries=retries)
         submission = Submission(
-            fn=fn,
-            args=args,
-            kwargs=kwargs,
-            key=name,
-            name=name,
-            queue=queue,
-            priority=priority,
-            retries=retries,
+            fn=fn, args=args, kwargs=kwargs, key=name, name=name, options=options
         )
         self.set_periodic(
             submission, schedule, misfire=misfire, grace=grace, allow_overlap=allow_overlap
@@ -552,31 +547,42 @@ _SKIPPED = object()
 _FORK_LOCK = threading.Lock()
 
 
-def _options(s: Submission, *, detached: bool) -> dict[str, Any]:
+def _options(submission: Submission, *, detached: bool) -> dict[str, Any]:
     """A submission's per-run fields, as the ``submit`` message names them.
 
     Optional ones travel only when set, so the scheduler's defaults apply.
     """
-    fields: dict[str, Any] = {"priority": s.priority, "retries": s.retries, "queue": s.queue}
+    o = submission.options
+    fields: dict[str, Any] = {"priority": o.priority, "retries": o.retries, "queue": o.queue}
     if detached:
         fields["detached"] = True
         fields["ack"] = True
-    if s.retry_on_error is not None:
-        fields["retry_on_error"] = s.retry_on_error
-    if s.retry_jitter is not None:
-        fields["retry_jitter"] = s.retry_jitter
-    if s.backoff_max is not None:
-        fields["backoff_max"] = float(s.backoff_max)
-    if s.result_ttl is not None:
-        fields["result_ttl"] = float(s.result_ttl)
-    if s.retry_backoff:
+    if o.retry_on_error is not None:
+        fields["retry_on_error"] = o.retry_on_error
+    if o.retry_jitter is not None:
+        fields["retry_jitter"] = o.retry_jitter
+    if o.backoff_max is not None:
+        fields["backoff_max"] = float(o.backoff_max)
+    if o.result_ttl is not None:
+        fields["result_ttl"] = float(o.result_ttl)
+    if o.retry_backoff:
         fields["retry_backoff"] = True
-    for name in ("eta", "expires", "time_limit", "soft_time_limit"):
-        value = getattr(s, name)
-        if value is not None:
-            fields[name] = float(value)
-    if s.rate_limit is not None:
-        fields["rate_limit"] = s.rate_limit
-    if s.ignore_result:
+    _moments(submission, fields)
+    if o.rate_limit is not None:
+        fields["rate_limit"] = o.rate_limit
+    if o.ignore_result:
         fields["ignore_result"] = True
     return fields
+
+
+def _moments(submission: Submission, fields: dict[str, Any]) -> None:
+    """The times and limits, as floats, in the order the fields always had."""
+    o = submission.options
+    if submission.eta is not None:
+        fields["eta"] = float(submission.eta)
+    if submission.expires is not None:
+        fields["expires"] = float(submission.expires)
+    if o.time_limit is not None:
+        fields["time_limit"] = float(o.time_limit)
+    if o.soft_time_limit is not None:
+        fields["soft_time_limit"] = float(o.soft_time_limit)

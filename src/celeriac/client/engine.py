@@ -27,6 +27,42 @@ if TYPE_CHECKING:
     from celeriac.schedules import Schedule
 
 
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """How the scheduler handles every run of a task: a value a task builds once.
+
+    Parameters:
+        queue, priority: where it waits and in what order (lower runs first).
+        retries: how many times a failed or lost run is tried again.
+        retry_on_error: whether any exception retries (``None``: the
+            scheduler's default, yes); ``False`` retries only on ``Retry``.
+        retry_backoff, backoff_max, retry_jitter: exponential back-off between
+            retries, its cap in seconds and whether it is randomised
+            (``None``: the scheduler's default).
+        result_ttl: seconds the outcome is kept for lookup by id (``None``:
+            the scheduler's default).
+        time_limit, soft_time_limit: hard and soft limits on one run, in seconds.
+        rate_limit: cluster-wide limit for tasks of this name, e.g. ``"10/s"``.
+        ignore_result: keep no outcome at all.
+    """
+
+    queue: str = "default"
+    priority: int = 0
+    retries: int = 0
+    retry_on_error: bool | None = None
+    retry_jitter: bool | None = None
+    backoff_max: float | None = None
+    result_ttl: float | None = None
+    retry_backoff: bool = False
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    rate_limit: str | None = None
+    ignore_result: bool = False
+
+
+DEFAULT_OPTIONS = RunOptions()
+
+
 @dataclass(slots=True, kw_only=True)
 class Submission:
     """One task for the engine to run: what a front door builds, what :meth:`Engine.enqueue` takes.
@@ -38,20 +74,9 @@ class Submission:
             replaced by its result.
         key: the task's id, unique per task (:meth:`Engine.new_key` draws one).
         name: the task's name, for logs, ``inspect`` and rate limits.
-        queue, priority: where it waits and in what order (lower runs first).
-        retries: how many times a failed or lost run is tried again.
-        retry_on_error: whether any exception retries (``None``: the
-            scheduler's default, yes); ``False`` retries only on ``Retry``.
-        retry_backoff, backoff_max, retry_jitter: exponential back-off between
-            retries, its cap in seconds and whether it is randomised
-            (``None``: the scheduler's default).
-        result_ttl: seconds the outcome is kept for lookup by id (``None``:
-            the scheduler's default).
-        ignore_result: keep no outcome at all.
+        options: how its runs are handled (shared by every call of a task).
         eta: a UNIX time before which it does not start.
         expires: a UNIX time after which it is cancelled instead of run.
-        time_limit, soft_time_limit: hard and soft limits on one run, in seconds.
-        rate_limit: cluster-wide limit for tasks of this name, e.g. ``"10/s"``.
     """
 
     fn: Callable[..., Any]
@@ -59,20 +84,9 @@ class Submission:
     kwargs: dict[str, Any] = field(default_factory=dict)
     key: str
     name: str
-    queue: str = "default"
-    priority: int = 0
-    retries: int = 0
-    retry_on_error: bool | None = None
-    retry_jitter: bool | None = None
-    backoff_max: float | None = None
-    result_ttl: float | None = None
-    retry_backoff: bool = False
+    options: RunOptions = DEFAULT_OPTIONS
     eta: float | None = None
     expires: float | None = None
-    time_limit: float | None = None
-    soft_time_limit: float | None = None
-    rate_limit: str | None = None
-    ignore_result: bool = False
 
 
 class Engine(Protocol):

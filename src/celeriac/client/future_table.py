@@ -163,7 +163,11 @@ class FutureTable:
         self._releases: deque[str] = deque()
         self._pid = process.pid
         self._closed = False
-        self._wait_until = wait_until
+        #: ``wait_until(ready, timeout) -> bool``: block until ``ready()``,
+        #: reading the scheduler's messages on this thread; False if the
+        #: timeout passed first.  The client's own wait, not wrapped: every
+        #: ``result()`` goes through it.
+        self.wait_until = wait_until
         self._send = send
         self._wake = wake
 
@@ -246,17 +250,6 @@ class FutureTable:
             self._states.pop(key, None)
         self._releases.append(key)
         self._wake()
-
-    def wait_until(self, ready: Callable[[], bool], timeout: float | None) -> bool:
-        """Block until ``ready()``, reading the scheduler's messages on this thread.
-
-        Parameters:
-            ready: the condition, polled after every batch read.
-            timeout: seconds (``None``: no limit).
-
-        Returns False if the timeout passed first.
-        """
-        return self._wait_until(ready, timeout)
 
     def fetch(self, key: str) -> None:
         """Ask for a result too big to be pushed; its state waits for it again.

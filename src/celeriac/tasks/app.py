@@ -13,6 +13,7 @@ Everything here reaches the engine through :attr:`App.engine`, typed as the
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import os
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 import cloudpickle
 
-from celeriac.client.engine import Engine, Submission
+from celeriac.client.engine import Engine, RunOptions, Submission
 from celeriac.context import TaskRequest, current_request
 from celeriac.errors import Retry
 from celeriac.wire.addresses import DEFAULT_ADDRESS, normalize
@@ -122,7 +123,8 @@ class App:
     @property
     def engine(self) -> Engine:
         """The connection as the tasks see it: only the engine interface."""
-        return self.client
+        client = self._client  # read twice per .delay(): skip the property once open
+        return client if client is not None else self.client
 
     @overload
     def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
@@ -251,6 +253,7 @@ class Task(Generic[P, R]):
         self.name = name
         self.options = options
         self._call = _TaskCall(fn, options.bind, options.autoretry_for)
+        self._run_options: RunOptions | None = None  # built on first send
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -345,28 +348,50 @@ class Task(Generic[P, R]):
             not_before, expires: UNIX times (``None``: none).
             queue, priority, retries: per-call overrides (``None``: the task's).
         """
-        opts = self.options
+        options = self.run_options()
+        if queue or priority is not None or retries is not None:
+            options = dataclasses.replace(
+                options,
+                queue=queue or options.queue,
+                priority=options.priority if priority is None else priority,
+                retries=options.retries if retries is None else retries,
+            )
         return Submission(
             fn=self._call,
             args=args,
             kwargs=kwargs,
             key=task_id or self.app.engine.new_key(self.name),
             name=self.name,
-            queue=queue or opts.queue,
-            priority=opts.priority if priority is None else priority,
-            retries=opts.retries if retries is None else retries,
-            retry_on_error=False,  # Celery semantics: only autoretry_for or self.retry
-            retry_jitter=opts.retry_jitter,
-            backoff_max=opts.retry_backoff_max,
-            result_ttl=self.app.result_ttl if opts.result_ttl is None else opts.result_ttl,
-            retry_backoff=opts.retry_backoff,
+            options=options,
             eta=not_before,
             expires=expires,
-            time_limit=opts.time_limit,
-            soft_time_limit=opts.soft_time_limit,
-            rate_limit=opts.rate_limit,
-            ignore_result=opts.ignore_result,
         )
+
+    def run_options(self) -> RunOptions:
+        """How the scheduler handles each run of this task: its options, as the engine takes them.
+
+        Built once (a ``.delay()`` sends the same options every time), and
+        again if the app's ``result_ttl`` changes.
+        """
+        opts = self.options
+        ttl = self.app.result_ttl if opts.result_ttl is None else opts.result_ttl
+        options = self._run_options
+        if options is None or options.result_ttl != ttl:
+            options = self._run_options = RunOptions(
+                queue=opts.queue,
+                priority=opts.priority,
+                retries=opts.retries,
+                retry_on_error=False,  # Celery semantics: only autoretry_for or self.retry
+                retry_jitter=opts.retry_jitter,
+                backoff_max=opts.retry_backoff_max,
+                result_ttl=ttl,
+                retry_backoff=opts.retry_backoff,
+                time_limit=opts.time_limit,
+                soft_time_limit=opts.soft_time_limit,
+                rate_limit=opts.rate_limit,
+                ignore_result=opts.ignore_result,
+            )
+        return options
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"

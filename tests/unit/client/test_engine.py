@@ -7,7 +7,7 @@ import inspect
 import pytest
 
 from celeriac.client import Client
-from celeriac.client.engine import Engine, Submission
+from celeriac.client.engine import Engine, RunOptions, Submission
 
 ENGINE_METHODS = sorted(
     name for name, value in vars(Engine).items() if inspect.isfunction(value) and name[0] != "_"
@@ -40,7 +40,10 @@ def test_client_implements_the_engine_method_with_its_signature(name: str) -> No
 def test_a_submission_defaults_to_the_schedulers_defaults() -> None:
     submission = Submission(fn=print, key="k", name="print")
     assert (submission.args, submission.kwargs) == ((), {})
-    assert (submission.queue, submission.priority, submission.retries) == ("default", 0, 0)
-    unset = ("retry_on_error", "retry_jitter", "backoff_max", "result_ttl", "eta", "expires")
-    assert all(getattr(submission, name) is None for name in unset)
-    assert not submission.retry_backoff and not submission.ignore_result
+    assert submission.eta is None and submission.expires is None
+    options = submission.options
+    assert options == RunOptions()
+    assert (options.queue, options.priority, options.retries) == ("default", 0, 0)
+    unset = ("retry_on_error", "retry_jitter", "backoff_max", "result_ttl", "time_limit")
+    assert all(getattr(options, name) is None for name in unset)
+    assert not options.retry_backoff and not options.ignore_result

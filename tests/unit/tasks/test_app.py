@@ -108,10 +108,11 @@ def test_delay_enqueues_one_submission_with_the_tasks_options(app: App, engine: 
     assert options == {"timeout": 7.0, "hold": True}
     assert submission.key == result.id == "add-0" and submission.name == "add"
     assert (submission.args, submission.kwargs) == ((1,), {"b": 2})
-    assert (submission.queue, submission.priority, submission.retries) == ("math", 0, 5)
-    assert submission.retry_on_error is False  # Celery: only autoretry_for or self.retry
-    assert (submission.result_ttl, submission.backoff_max) == (100.0, 600.0)
-    assert (submission.time_limit, submission.rate_limit) == (3, "10/s")
+    options = submission.options
+    assert (options.queue, options.priority, options.retries) == ("math", 0, 5)
+    assert options.retry_on_error is False  # Celery: only autoretry_for or self.retry
+    assert (options.result_ttl, options.backoff_max) == (100.0, 600.0)
+    assert (options.time_limit, options.rate_limit) == (3, "10/s")
     assert submission.eta is None and submission.expires is None
     assert submission.fn(1, 2) == 3  # what travels: the task's call wrapper
     assert result._held == ("held", "add-0")  # the outcome is pushed to it
@@ -120,7 +121,7 @@ def test_delay_enqueues_one_submission_with_the_tasks_options(app: App, engine: 
 def test_an_ignored_result_is_not_held(app: App, engine: FakeEngine) -> None:
     result = app.task(add, ignore_result=True).delay(1, 2)
     (submission,), options = only(engine)
-    assert submission.ignore_result and options["hold"] is False
+    assert submission.options.ignore_result and options["hold"] is False
     assert result._held is None
 
 
@@ -131,12 +132,13 @@ def test_apply_async_overrides_and_moments(app: App, engine: FakeEngine) -> None
     task.apply_async((1, 2), eta=datetime(2030, 1, 1), expires=datetime(2031, 1, 1, tzinfo=UTC))
     (first,), _ = engine.enqueued[0]
     (second,), _ = engine.enqueued[1]
-    assert (first.key, first.queue, first.priority) == ("mine", "q", 4)
+    assert (first.key, first.options.queue, first.options.priority) == ("mine", "q", 4)
     assert first.eta is not None and before + 10 <= first.eta <= time.time() + 10
     assert first.expires is not None and before + 30 <= first.expires <= time.time() + 30
     assert second.eta == datetime(2030, 1, 1, tzinfo=UTC).timestamp()  # naive is UTC
     assert second.expires == datetime(2031, 1, 1, tzinfo=UTC).timestamp()
-    assert second.priority == 1
+    assert second.options is task.run_options()  # no override: the task's own, unchanged
+    assert second.options.priority == 1
 
 
 def test_a_chain_is_one_enqueue_each_step_fed_the_previous_result(
@@ -174,7 +176,7 @@ def test_a_periodic_task_is_a_submission_keyed_by_the_jobs_name(
     name = app.add_periodic_task(schedule, task.s(1, 2), "nightly", misfire="catch_up", grace=3)
     ((submission, got_schedule, options),) = engine.periodic
     assert name == submission.key == "nightly" and submission.name == "add"
-    assert submission.args == (1, 2) and submission.queue == "beat"
+    assert submission.args == (1, 2) and submission.options.queue == "beat"
     assert got_schedule is schedule
     assert options == {"misfire": "catch_up", "grace": 3, "allow_overlap": False}
     assert engine.enqueued == []
@@ -196,6 +198,14 @@ def test_group_result_counts_completed_through_one_status_call(
     results = group(app.task(add).s(i, i) for i in range(3)).apply_async()
     engine.states.update({results.results[0].id: "SUCCESS", results.results[1].id: "FAILURE"})
     assert results.completed_count() == 1
+
+
+def test_run_options_are_built_once_and_follow_the_apps_result_ttl(app: App) -> None:
+    task = app.task(add)
+    assert task.run_options() is task.run_options()
+    app.result_ttl = 5.0
+    assert task.run_options().result_ttl == 5.0
+    assert app.task(add, result_ttl=9).run_options().result_ttl == 9
 
 
 def test_closing_the_app_closes_the_engine(app: App, engine: FakeEngine) -> None:
