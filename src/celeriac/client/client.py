@@ -1,4 +1,12 @@
-"""The futures API: ``Client.submit``, ``map``, ``gather`` and friends."""
+"""The futures API (``submit``, ``map``, ``gather``, ...) and the engine behind both front doors.
+
+:class:`Client` implements :class:`~celeriac.client.engine.Engine` for the
+Celery-style side and composes, per connection, a
+:class:`~celeriac.client.future_table.FutureTable`, an
+:class:`~celeriac.client.acks.AckTracker` and a
+:class:`~celeriac.client.replies.ReplyRouter`; what is left here is turning
+calls into messages and routing the scheduler's messages to those three.
+"""
 
 from __future__ import annotations
 
@@ -432,6 +440,11 @@ class Client:
         """Results of futures (a future, or a list/tuple/dict of them), in the same shape.
 
         ``errors="skip"`` leaves failed tasks out instead of raising the first error.
+
+        Parameters:
+            futures: a future, or a list, tuple or dict of futures.
+            errors: ``raise`` (the first failure's exception) or ``skip``.
+            timeout: seconds per future (``None``: no limit).
         """
         if errors not in ("raise", "skip"):
             raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
@@ -451,17 +464,31 @@ class Client:
         return future.result(timeout)
 
     def cancel(self, futures: Future[Any] | Iterable[Future[Any]]) -> None:
+        """Cancel tasks and everything that depends on them.
+
+        Parameters:
+            futures: a future, or an iterable of them.
+        """
         self._check_fork()
         items = [futures] if isinstance(futures, Future) else list(futures)
         self._conn.send_many(Message("cancel", {"key": f.key}) for f in items)
 
     def scheduler_info(self, timeout: float | None = None) -> dict[str, Any]:
-        """Counts of tasks by state, workers and queues, as the scheduler sees them."""
+        """Counts of tasks by state, workers and queues, as the scheduler sees them.
+
+        Parameters:
+            timeout: seconds to wait for the answer (``None``: the client's).
+        """
         info: dict[str, Any] = self._request("info", {}, timeout)["info"]
         return info
 
     def status(self, keys: list[str], timeout: float | None = None) -> dict[str, str]:
-        """Celery-style status of each key (``PENDING`` ... ``UNKNOWN``)."""
+        """Celery-style status of each key (``PENDING`` ... ``UNKNOWN``).
+
+        Parameters:
+            keys: task keys.
+            timeout: seconds to wait for the answer (``None``: the client's).
+        """
         states: dict[str, str] = self._request("status", {"keys": keys}, timeout)["states"]
         return states
 
@@ -471,7 +498,12 @@ class Client:
         return self._replies.request(op, fields, timeout or self.timeout)
 
     def wait_for_workers(self, n: int = 1, timeout: float | None = None) -> None:
-        """Block until at least ``n`` worker processes have registered."""
+        """Block until at least ``n`` worker processes have registered.
+
+        Parameters:
+            n: how many.
+            timeout: seconds (``None``: the client's); past it, ``TimeoutError``.
+        """
         deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
         while len(self.scheduler_info()["workers"]) < n:
             if time.monotonic() > deadline:
