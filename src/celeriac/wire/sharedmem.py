@@ -190,7 +190,10 @@ class Segment:
         Raises ``FileNotFoundError`` when the file is gone, :class:`SegmentError`
         when it is not a segment we may read or shrank while it was read.
         """
-        fd = self._open()
+        try:
+            fd = self._open()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"shared memory segment {self.shm_name} is gone") from None
         try:
             chunks = []
             done = 0
@@ -210,7 +213,13 @@ class Segment:
         """Raise unless the file is there and is a segment this process may read:
         ``FileNotFoundError`` if there is no file of that name, else
         :class:`SegmentError` naming what is wrong."""
-        os.close(self._open())
+        try:
+            fd = self._open()
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"shared memory segment {self.shm_name} of {self.nbytes} bytes does not exist"
+            ) from None
+        os.close(fd)
 
     def exists(self) -> bool:
         """The file is there with the size announced, and may be read as a segment.

@@ -310,7 +310,7 @@ def test_a_segment_named_twice_has_one_owner(shm_name: str) -> None:
 
 def test_a_missing_segment_is_absent_not_refused(shm_name: str) -> None:
     assert not Segment(shm_name, BIG).exists()
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match=f"{shm_name} of {BIG} bytes does not exist"):
         sharedmem.accept(shm_name, BIG)
 
 
