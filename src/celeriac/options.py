@@ -124,6 +124,7 @@ class Declared:
 
     @property
     def required(self) -> bool:
+        """Whether the field has no default (a positional argument)."""
         return self.default is dataclasses.MISSING
 
     @property

@@ -67,6 +67,7 @@ def key_names(d: Declared) -> set[str]:
 
 
 def env_name(name: str) -> str:
+    """The variable that sets option ``name``: ``worker_timeout`` -> ``CELERIAC_WORKER_TIMEOUT``."""
     return ENV_PREFIX + name.upper()
 
 
@@ -82,6 +83,7 @@ class Layer:
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
+    """The TOML file at ``path`` as a dict; :class:`ConfigError` naming it if unreadable."""
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)

@@ -46,6 +46,7 @@ class Command:
 
     @property
     def names(self) -> tuple[str, ...]:
+        """The command's name and its aliases."""
         return (self.name, *self.aliases)
 
 

@@ -33,7 +33,7 @@ START_ATTEMPTS = 3
 
 
 class ClusterStartError(RuntimeError):
-    pass
+    """The embedded scheduler or workers did not start; the message says how they ended."""
 
 
 def _free_port() -> int:
@@ -43,6 +43,20 @@ def _free_port() -> int:
 
 
 class LocalCluster:
+    """A scheduler and worker processes on this machine, what ``Client()`` starts.
+
+    ``n_workers``: worker processes (``None``: one per core; ``0``: the
+    scheduler alone, workers may join later); ``threads_per_worker``: slots in
+    each; ``timeout``: seconds to wait for the scheduler to be listening;
+    ``log_level`` of both; ``scheduler_args`` and ``worker_args``: more
+    ``celeriac scheduler``/``worker`` flags.  Clients and workers meet on a
+    Unix socket in a private (0700) temporary directory (:attr:`address`); the
+    scheduler also listens on a loopback port (:attr:`tcp_address`) and serves
+    its dashboard (:attr:`dashboard_address`).  The processes are told this
+    process's pid and exit when it does; :meth:`close` stops them (also a
+    context manager).  Retries with another port if one is taken meanwhile.
+    """
+
     def __init__(
         self,
         n_workers: int | None = None,
@@ -143,6 +157,7 @@ class LocalCluster:
 
     @property
     def scheduler_pid(self) -> int:
+        """The scheduler process's pid."""
         assert self._scheduler is not None
         return self._scheduler.pid
 

@@ -57,6 +57,18 @@ SEND_TIMEOUT_MS = 100
 
 
 class Connection:
+    """A client's DEALER connection to the scheduler at ``address``, shared by all threads.
+
+    ``on_message`` gets every message from the scheduler, on whichever thread
+    read it; ``before_flush`` returns messages to add to each batch the I/O
+    thread sends (the client's releases); ``keys`` is a CURVE key directory.
+    :meth:`start` says hello and waits for the welcome.  ``send`` queues for
+    the I/O thread (a burst goes out in batches), ``send_now`` sends on the
+    calling thread, ``wait_until`` lets a caller read the socket itself while
+    it waits (see the "whoever waits does the I/O" decision in
+    docs/architecture.md).
+    """
+
     def __init__(
         self,
         address: str,
@@ -118,6 +130,7 @@ class Connection:
         self._waker.wake()
 
     def send_many(self, msgs: Iterable[Message]) -> None:
+        """Queue several messages for the next batch."""
         self._outbox.extend(msgs)
         self._waker.wake()
 
@@ -179,6 +192,7 @@ class Connection:
             return not self._closed and readable(self._socket.socket)
 
     def close(self) -> None:
+        """Say goodbye, stop the I/O thread and close the socket (once; later calls do nothing)."""
         if self._closing:
             return
         self._closing = True

@@ -144,7 +144,9 @@ class Future(Generic[R]):
 class SupportsFuture(Protocol[R]):
     """Anything that can hand out a future for its result, e.g. a Celery-style ``AsyncResult``."""
 
-    def as_future(self) -> Future[R]: ...
+    def as_future(self) -> Future[R]:
+        """A future for the same result in this process."""
+        ...
 
 
 class DoneAndNotDone(NamedTuple):

@@ -257,6 +257,7 @@ class Task(Generic[P, R]):
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the function here and now, as Celery does (a bound task gets its request)."""
         if self.options.bind:
             return self.fn(BoundTask(self.name, current_request()), *args, **kwargs)
         return self.fn(*args, **kwargs)

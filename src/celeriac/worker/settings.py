@@ -111,6 +111,7 @@ class ChildSettings:
         return settings.name
 
     def to_json(self) -> str:
+        """This child's settings as the one JSON argument its command line carries."""
         fields = {
             "identity": None if self.identity is None else self.identity.hex(),
             "control_fd": self.control_fd,
@@ -121,6 +122,7 @@ class ChildSettings:
 
     @classmethod
     def from_json(cls, text: str) -> ChildSettings:
+        """The settings :meth:`to_json` wrote."""
         fields = json.loads(text)
         identity = fields.pop("identity", None)
         return cls(None if identity is None else bytes.fromhex(identity), **fields)

@@ -65,6 +65,7 @@ class Supervisor:
         self._reporter = DeathReporter(settings.address, settings.keys or None)
 
     def request_stop(self) -> None:
+        """Stop gracefully (SIGTERM): children hand back what they have not started."""
         self._stopping = True
 
     def run(self) -> int:
@@ -92,6 +93,7 @@ class Supervisor:
         return 0
 
     def child_pids(self) -> list[int]:
+        """The pids of the worker processes now running."""
         return [child.popen.pid for child in self._children.values()]
 
     def _command(self, index: int, identity: bytes, control_fd: int) -> list[str]:
@@ -222,6 +224,7 @@ class DeathReporter:
         self._hello()
 
     def report(self, identity: bytes, reason: str, key: str | None = None) -> None:
+        """Tell the scheduler a child died (``reason``; ``key``: the task that killed it)."""
         fields = {"worker": identity.hex(), "reason": reason}
         if key is not None:
             fields["key"] = key
@@ -244,6 +247,7 @@ class DeathReporter:
                 self._hello()
 
     def close(self) -> None:
+        """Say goodbye and close the socket."""
         self._send(Message("goodbye"))
         self._socket.close()
         self._context.term()
