@@ -253,7 +253,10 @@ class Connection:
             while self._outbox:
                 batch: list[Message] = []
                 while self._outbox and len(batch) < BATCH:
-                    batch.append(self._outbox.popleft())
+                    msg = self._outbox.popleft()
+                    batch.append(msg)
+                    if "keys" in msg.fields:  # up to 5,000 keys: it ends the batch, so
+                        break  # the header stays under the scheduler's limit
                 try:
                     self._socket.send(batch)
                 except zmq.Again:  # nowhere to queue it yet: keep it, in order, for later

@@ -24,7 +24,7 @@ from celeriac.errors import (
     TimeLimitExceeded,
 )
 from celeriac.states import FutureStatus
-from celeriac.wire.protocol import Message, Payload
+from celeriac.wire.protocol import MAX_KEYS_PER_MESSAGE, Message, Payload
 from celeriac.wire.serialize import RemoteError, loads, loads_exception
 
 log = logging.getLogger("celeriac.client")
@@ -212,14 +212,18 @@ class FutureTable:
             return [key for key, state in self._states.items() if state.status == PENDING]
 
     def releases(self) -> list[Message]:
-        """The keys dropped since the last call, as one ``release`` message (or none).
+        """The keys dropped since the last call, as ``release`` messages (or none).
 
-        Called by the I/O thread before it sends.
+        Called by the I/O thread before it sends.  Each message lists at most
+        ``MAX_KEYS_PER_MESSAGE`` keys, so its header stays under the scheduler's limit.
         """
-        keys = []
+        messages = []
         while self._releases:
-            keys.append(self._releases.popleft())
-        return [Message("release", {"keys": keys})] if keys else []
+            keys: list[str] = []
+            while self._releases and len(keys) < MAX_KEYS_PER_MESSAGE:
+                keys.append(self._releases.popleft())
+            messages.append(Message("release", {"keys": keys}))
+        return messages
 
     def close(self) -> None:
         """The client is closed: dropping a Future releases nothing any more."""

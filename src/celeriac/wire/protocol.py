@@ -37,7 +37,20 @@ DEFAULT_MAX_MESSAGE_BYTES = 1 << 30
 #: Messages in one batch and frames in one payload, before we call it hostile.
 MAX_BATCH = 100_000
 MAX_FRAMES_PER_PAYLOAD = 4096
-MAX_HEADER_BYTES = 64 << 20
+#: Largest header frame a peer may send the scheduler.  Decoding costs memory
+#: out of proportion to the bytes (an empty array is 1 byte in msgpack and a
+#: 56-byte list in Python, an empty map a 64-byte dict), so this bounds what one
+#: message can make the scheduler allocate: 73 MiB at worst (a header of empty
+#: maps, measured), where a 63 MB header of empty arrays took 4.6 GB and froze it
+#: for 16 s.  Senders stay under it: payload frames go out of band past
+#: :data:`INLINE_BUDGET`, key lists are split at :data:`MAX_KEYS_PER_MESSAGE`.
+MAX_HEADER_BYTES = 1 << 20
+#: What a client or worker accepts from its scheduler, which it trusts
+#: (authenticated, and it chose to connect): replies may list many keys.
+TRUSTED_HEADER_BYTES = 64 << 20
+#: Longest list of keys one message carries (``release``, ``status``): ~50 bytes
+#: a key, well under :data:`MAX_HEADER_BYTES` with the rest of a batch.
+MAX_KEYS_PER_MESSAGE = 5_000
 
 Frame = Any  # bytes, memoryview or zmq.Frame: anything with the buffer protocol
 Payload = Sequence[Frame]
@@ -201,6 +214,9 @@ _COMPILED = {op: _compile(*schema) for op, schema in SCHEMAS.items()}
 #: Payload frames smaller than this travel inside the header (one frame for a
 #: whole batch); larger ones get a frame of their own, sent without a copy.
 INLINE_FRAME_BYTES = 64 * 1024
+#: Bytes of payload one batch carries inline at most; later frames go out of
+#: band, so a header stays under :data:`MAX_HEADER_BYTES` whatever the batch.
+INLINE_BUDGET = 256 * 1024
 
 
 def encode(messages: Sequence[Message], export: Exporter | None = None) -> list[Frame]:
@@ -211,10 +227,11 @@ def encode(messages: Sequence[Message], export: Exporter | None = None) -> list[
     """
     headers: list[dict[str, Any]] = []
     frames: list[Frame] = [b""]
+    room = [INLINE_BUDGET]  # inline bytes left in this batch
     for msg in messages:
         head = {"op": msg.op, **msg.fields}
         if msg.payloads:
-            head["p"] = _layout(msg.payloads, frames, export)
+            head["p"] = _layout(msg.payloads, frames, export, room)
         headers.append(head)
     frames[0] = _pack([VERSION, headers])
     return frames
@@ -238,28 +255,41 @@ def _pack(obj: Any) -> bytes:
     return data
 
 
-def _layout(payloads: list[Payload], frames: list[Frame], export: Exporter | None) -> list[Any]:
-    """The ``"p"`` of a message: its payloads as header items."""
+def _layout(
+    payloads: list[Payload], frames: list[Frame], export: Exporter | None, room: list[int]
+) -> list[Any]:
+    """The ``"p"`` of a message: its payloads as header items.  ``room[0]`` is
+    what the batch may still carry inline; what this message inlines is taken off."""
     # Nearly every payload is a list of small bytes, already its own layout:
     # msgpack reads it as it is, no per-frame work or copy needed.
+    size = 0
     for payload in payloads:
         if type(payload) is not list:
-            return [_place(payload, frames, export) for payload in payloads]
+            return [_place(payload, frames, export, room) for payload in payloads]
         for frame in payload:
             if type(frame) is not bytes or len(frame) >= INLINE_FRAME_BYTES:
-                return [_place(payload, frames, export) for payload in payloads]
+                return [_place(payload, frames, export, room) for payload in payloads]
+            size += len(frame)
+    if size > room[0]:
+        return [_place(payload, frames, export, room) for payload in payloads]
+    room[0] -= size
     return payloads
 
 
-def _place(payload: Payload, frames: list[Frame], export: Exporter | None) -> list[Any]:
-    """Inline small frames; move large ones out of band (``None`` marks their place)
-    or name their shared memory segment."""
+def _place(
+    payload: Payload, frames: list[Frame], export: Exporter | None, room: list[int]
+) -> list[Any]:
+    """Inline small frames while the batch has room; move the rest out of band
+    (``None`` marks their place) or name their shared memory segment."""
     items: list[Any] = []
     for frame in payload:
-        if type(frame) is bytes and len(frame) < INLINE_FRAME_BYTES:
-            items.append(frame)
-        elif nbytes(frame) < INLINE_FRAME_BYTES:
-            items.append(bytes(buffer_of(frame)))
+        size = nbytes(frame)
+        if size < INLINE_FRAME_BYTES and size <= room[0]:
+            room[0] -= size
+            items.append(frame if type(frame) is bytes else bytes(buffer_of(frame)))
+        elif size < INLINE_FRAME_BYTES:
+            items.append(None)  # out of band: the batch's inline budget is spent
+            frames.append(frame)
         else:
             if export is not None:
                 frame = export(frame)
@@ -276,6 +306,7 @@ def decode(
     frames: Sequence[Frame],
     max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     segment: SegmentFactory | None = None,
+    max_header_bytes: int = MAX_HEADER_BYTES,
 ) -> list[Message]:
     """Parse and validate a batch; raise :class:`ProtocolError` on anything off.
 
@@ -283,7 +314,9 @@ def decode(
     bounds the whole message: its frames plus the sizes its shared memory items
     announce.  ``segment`` makes the frame for a shared memory item from its
     name and size (a ``ValueError`` or ``OSError`` from it refuses the batch);
-    without it, such an item is refused.
+    without it, such an item is refused.  ``max_header_bytes`` bounds the header
+    frame before it is unpacked (:data:`MAX_HEADER_BYTES`: what the scheduler
+    takes from peers; clients and workers take :data:`TRUSTED_HEADER_BYTES`).
     """
     if not frames:
         raise ProtocolError("empty message")
@@ -293,8 +326,10 @@ def decode(
     if total > max_bytes:
         raise ProtocolError(f"message of {total} bytes exceeds the limit of {max_bytes}")
     header = frames[0]
-    if nbytes(header) > MAX_HEADER_BYTES:
-        raise ProtocolError("header frame too large")
+    if nbytes(header) > max_header_bytes:
+        raise ProtocolError(
+            f"header frame of {nbytes(header)} bytes exceeds the limit of {max_header_bytes}"
+        )
     try:
         parsed = msgpack.unpackb(buffer_of(header), raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types

@@ -96,7 +96,11 @@ def drain(socket: zmq.Socket) -> Iterator[list[Message]]:
     while readable(socket):
         frames = recv_frames(socket)
         try:
-            yield protocol.decode(frames, segment=sharedmem.Segment)
+            yield protocol.decode(
+                frames,
+                segment=sharedmem.Segment,
+                max_header_bytes=protocol.TRUSTED_HEADER_BYTES,
+            )
         except ProtocolError as exc:
             log.error("bad message from the scheduler: %s", exc)
 
