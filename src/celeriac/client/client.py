@@ -10,12 +10,10 @@ calls into messages and routing the scheduler's messages to those three.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -24,6 +22,7 @@ from celeriac.client.acks import AckTracker
 from celeriac.client.connection import Connection
 from celeriac.client.engine import RunOptions, Submission
 from celeriac.client.forks import process as _process
+from celeriac.client.forks import random_ids as _random_ids
 from celeriac.client.future_table import OUTCOMES, FutureTable
 from celeriac.client.futures import Future
 from celeriac.client.replies import REPLY_OPS, ReplyRouter
@@ -31,7 +30,7 @@ from celeriac.errors import SchedulerUnavailable
 from celeriac.schedules import Schedule
 from celeriac.wire import refs
 from celeriac.wire.addresses import normalize
-from celeriac.wire.protocol import Message, Payload, nbytes
+from celeriac.wire.protocol import MAX_KEYS_PER_MESSAGE, Message, Payload, nbytes
 from celeriac.wire.security import keys_from_env
 from celeriac.wire.serialize import FunctionCache, dumps, dumps_plain
 
@@ -95,10 +94,6 @@ class Client:
             raise
 
     def _connect(self) -> None:
-        # Keys: unique across clients and forked children (a random prefix
-        # made per process), cheap per task (a counter).
-        self._key_prefix = uuid.uuid4().hex[:16]
-        self._key_counter = itertools.count()
         # Made anew per connection (and so per forked child): a lock held by
         # another thread of the parent at the fork would never be released here.
         self._conn = Connection(self.address, self._on_message, self._releases, keys=self.keys)
@@ -213,19 +208,23 @@ class Client:
         return self._new_future(key), self._task_message(fn, args, kwargs, key, name, fields)
 
     def new_key(self, name: str) -> str:
-        """A fresh task key: ``name``, a dash and a suffix unique to this client and process.
+        """A fresh task key: ``name``, a dash and 32 hex digits (128 random bits).
+
+        The key is an id whoever knows may fetch the result by, so nothing in
+        it follows from other keys (:class:`~celeriac.client.forks.RandomIds`);
+        the ``name-`` prefix groups tasks on the dashboard, as Dask's keys do.
 
         Parameters:
             name: what the key starts with (a task's name).
         """
-        if _process.pid != self._pid:  # a forked child must not reuse its parent's sequence
+        if _process.pid != self._pid:  # a forked child gets its own connection
             self._check_fork()
-        return f"{name}-{self._key_prefix}{next(self._key_counter):x}"
+        return f"{name}-{_random_ids.draw()}"
 
     def _new_key(self, name: str) -> str:
-        # Callers run _check_fork() first: a forked child must not reuse its
-        # parent's key sequence.
-        return f"{name}-{self._key_prefix}{next(self._key_counter):x}"
+        # new_key without the fork check: callers ran it (the ids themselves
+        # are fork-safe: a forked child discards the batch it inherited).
+        return f"{name}-{_random_ids.draw()}"
 
     def _task_message(
         self,
@@ -489,7 +488,11 @@ class Client:
             keys: task keys.
             timeout: seconds to wait for the answer (``None``: the client's).
         """
-        states: dict[str, str] = self._request("status", {"keys": keys}, timeout)["states"]
+        states: dict[str, str] = {}
+        step = MAX_KEYS_PER_MESSAGE  # a request's header must stay under the scheduler's limit
+        for start in range(0, max(len(keys), 1), step):
+            chunk = keys[start : start + step]
+            states.update(self._request("status", {"keys": chunk}, timeout)["states"])
         return states
 
     def _request(self, op: str, fields: dict[str, Any], timeout: float | None) -> Message:
