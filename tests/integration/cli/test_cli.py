@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import tasks_for_tests as t
 from celeriac import Client
 from celeriac.client.cluster import LISTENING
 from celeriac.testing import wait_until
@@ -95,20 +96,66 @@ def test_every_worker_process_runs_on_the_command_line_settings(scheduler) -> No
         assert _stop(worker) == 0
 
 
-def test_worker_stop_hands_back_queued_work(scheduler, tmp_path) -> None:
+@pytest.mark.timeout(90)
+def test_worker_stop_hands_back_prefetched_work_and_finishes_the_running_task(
+    scheduler, tmp_path: Path
+) -> None:
     _, address = scheduler
-    worker = subprocess.Popen([*CELERIAC, "worker", address, "--nthreads", "1"])
-    with Client(address) as client:
-        client.wait_for_workers(1)
-        futures = client.map(lambda x: x * 2, range(20))
-        assert client.gather(futures, timeout=30) == [x * 2 for x in range(20)]
-        assert _stop(worker) == 0
-        wait_until(lambda: not client.scheduler_info()["workers"])
-        pending = client.submit(lambda: "ran later")
-        replacement = subprocess.Popen([*CELERIAC, "worker", address])
-        try:
-            assert pending.result(timeout=30) == "ran later"  # held until a worker came
-        finally:
+    gate = tmp_path / "gate"
+    one_slot = [*CELERIAC, "worker", address, "--nprocs", "1", "--nthreads", "1"]
+    worker = subprocess.Popen(one_slot)
+    replacement = None
+    try:
+        with Client(address) as client:
+            client.wait_for_workers(1)
+            (first,) = client.scheduler_info()["workers"]
+            running = client.submit(t.wait_for_file, str(gate))
+            queued = [client.submit(t.pid) for _ in range(6)]
+
+            def prefetched() -> bool:  # the running task and at least two more are its
+                workers = client.scheduler_info()["workers"]
+                return bool(workers) and workers[0]["assigned"] >= 3
+
+            wait_until(prefetched)
+            worker.send_signal(signal.SIGTERM)
+            # it hands back what it has not started and waits for the running task
+            wait_until(lambda: client.scheduler_info()["workers"][0]["assigned"] == 1)
+            assert worker.poll() is None
+            gate.touch()
+            assert worker.wait(20) == 0
+            assert running.result(timeout=10) == first["pid"]  # finished where it ran
+            replacement = subprocess.Popen(one_slot)
+            pids = client.gather(queued, timeout=30)
+            assert len(pids) == 6 and first["pid"] not in pids  # handed back, run elsewhere
+    finally:
+        _stop(worker)
+        if replacement is not None:
+            assert _stop(replacement) == 0
+
+
+@pytest.mark.timeout(90)
+def test_stop_timeout_ends_a_task_that_does_not_finish_and_it_runs_again(
+    scheduler, tmp_path: Path
+) -> None:
+    _, address = scheduler
+    gate = tmp_path / "gate"
+    cmd = [*CELERIAC, "worker", address, "--nprocs", "1", "--stop-timeout", "1"]
+    worker = subprocess.Popen(cmd)
+    replacement = None
+    try:
+        with Client(address) as client:
+            client.wait_for_workers(1)
+            blocked = client.submit(t.wait_for_file, str(gate))
+            wait_until(lambda: client.scheduler_info()["workers"][0]["running"] == 1)
+            worker.send_signal(signal.SIGTERM)
+            # --stop-timeout 1: killed after a second, far sooner than the 30 s default
+            assert worker.wait(10) == 0
+            gate.touch()
+            replacement = subprocess.Popen(cmd)
+            assert isinstance(blocked.result(timeout=30), int)  # re-run, not lost
+    finally:
+        _stop(worker)
+        if replacement is not None:
             assert _stop(replacement) == 0
 
 
