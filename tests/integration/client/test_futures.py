@@ -206,3 +206,15 @@ def test_a_result_is_not_held_back_behind_a_long_prefetched_task(
         finally:
             gate.touch()
         assert long.result(timeout=10) == worker_pid  # the same worker held both
+
+
+def test_long_key_lists_stay_under_the_schedulers_header_limit(client: Client) -> None:
+    # 12,000 keys of ~100 bytes: 1.2 MB in one message, over the scheduler's 1 MiB
+    # header limit; status() asks 5,000 at a time, releases go 5,000 a message.
+    keys = [f"no-such-task-{i:06d}-{'x' * 80}" for i in range(12_000)]
+    assert set(client.status(keys).values()) == {"UNKNOWN"}
+    futures = client.map(inc, range(12_000))
+    assert client.gather(futures, timeout=60)[-1] == 12_000
+    del futures
+    gc.collect()
+    wait_until(lambda: client.scheduler_info()["tasks"] == 0, timeout=30)  # all released
