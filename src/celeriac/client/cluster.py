@@ -52,9 +52,10 @@ class LocalCluster:
     ``celeriac scheduler``/``worker`` flags.  Clients and workers meet on a
     Unix socket in a private (0700) temporary directory (:attr:`address`); the
     scheduler also listens on a loopback port (:attr:`tcp_address`) and serves
-    its dashboard (:attr:`dashboard_address`).  The processes are told this
-    process's pid and exit when it does; :meth:`close` stops them (also a
-    context manager).  Retries with another port if one is taken meanwhile.
+    its dashboard (:attr:`dashboard_address`: the page's link, with its
+    token).  The processes are told this process's pid and exit when it does;
+    :meth:`close` stops them (also a context manager).  Retries with another
+    port if one is taken meanwhile.
     """
 
     def __init__(
@@ -121,7 +122,8 @@ class LocalCluster:
             self._workers = subprocess.Popen(
                 [*celeriac, "worker", address, *self._worker_options, *parent]
             )
-        self.tcp_address, self.dashboard_address = _read_addresses(self._scheduler, timeout)
+        self.tcp_address, dashboard = _read_addresses(self._scheduler, timeout)
+        self.dashboard_address = _with_token(dashboard, self._scheduler_options)
         self.address = address
 
     def _local_address(self) -> str | None:
@@ -184,6 +186,24 @@ class LocalCluster:
         self.close()
 
 
+def _with_token(link: str | None, options: tuple[str, ...]) -> str | None:
+    """The dashboard's link as printed, with a token it was given put back in.
+
+    The scheduler prints a token it made, but a token it was given as
+    ``?token=...`` (as Jupyter does): here it comes from our own
+    ``--dashboard-token`` argument or the ``CELERIAC_DASHBOARD_TOKEN`` it inherited.
+    """
+    if link is None or not link.endswith("?token=..."):
+        return link
+    given = os.environ.get("CELERIAC_DASHBOARD_TOKEN")
+    for i, arg in enumerate(options):
+        if arg.startswith("--dashboard-token="):
+            given = arg.split("=", 1)[1]
+        elif arg == "--dashboard-token" and i + 1 < len(options):
+            given = options[i + 1]
+    return link if given is None else link.removesuffix("...") + given
+
+
 def _has_option(args: tuple[str, ...], *names: str) -> bool:
     return any(a.split("=", 1)[0] in names for a in args)
 
@@ -206,7 +226,7 @@ def _read_addresses(popen: subprocess.Popen[bytes], timeout: float) -> tuple[str
             *lines, pending = (pending + chunk).split(b"\n")
             for line in (raw.decode() for raw in lines):
                 if line.startswith(DASHBOARD_AT):
-                    dashboard = line[len(DASHBOARD_AT) :].strip()
+                    dashboard = line[len(DASHBOARD_AT) :].strip()  # the page, with its token
                 elif line.startswith(LISTENING + "tcp://"):  # the last line: ready
                     return line[len(LISTENING) :].strip(), dashboard
     try:  # stdout closes a moment before the process is gone: wait for its exit code

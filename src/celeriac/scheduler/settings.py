@@ -9,6 +9,7 @@ pure state machine keeps its own, larger :class:`SchedulerConfig`, which
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,21 @@ from celeriac.wire.addresses import DEFAULT_PORT, InsecureBindError, is_loopback
 BUSY_POLL = 0.0003
 #: The dashboard's port unless told (with ``--port 0``, a free one).
 DASHBOARD_PORT = 8787
+
+
+#: A dashboard token: URL-safe characters only, so it travels unchanged in a link,
+#: a header and a cookie; long enough that guessing is hopeless.
+DASHBOARD_TOKEN = re.compile(r"[A-Za-z0-9._~-]{16,256}")
+
+
+def dashboard_token(text: str) -> str:
+    """A token given to ``--dashboard-token``: 16 to 256 of ``A-Z a-z 0-9 . _ ~ -``."""
+    if not DASHBOARD_TOKEN.fullmatch(text):
+        raise BadValue(
+            "must be 16 to 256 letters, digits or . _ ~ - "
+            "(python3 -c 'import secrets; print(secrets.token_urlsafe())' makes one)"
+        )
+    return text
 
 
 def busy_poll_seconds(text: str) -> float:
@@ -47,6 +63,8 @@ class SchedulerSettings(CommonSettings):
     ``busy_poll``: seconds the loop polls before it sleeps, in a conversation.
     ``journal``, ``no_journal``, ``fsync``: the SQLite journal; see :meth:`journal_path`.
     ``dashboard_port``, ``no_dashboard``, ``dashboard_host``: see :meth:`dashboard_bind`.
+    ``dashboard_token``, ``dashboard_no_auth``, ``dashboard_show_errors``: who may read
+    the dashboard, and whether it shows failure texts (docs/monitoring.md).
     ``schedule``: TOML file of periodic jobs installed at start.
     ``log_level``: see :class:`~celeriac.options.CommonSettings`.
     """
@@ -113,6 +131,26 @@ class SchedulerSettings(CommonSettings):
     )
     no_dashboard: bool = option(False, exclusive="dashboard", help="serve no dashboard")
     dashboard_host: str = option("127.0.0.1", help="address the dashboard binds")
+    dashboard_token: str | None = option(
+        None,
+        parse=dashboard_token,
+        metavar="TOKEN",
+        exclusive="dashboard-auth",
+        help="the token every dashboard request must present (16+ URL-safe characters; "
+        "a command line is visible in ps: prefer $CELERIAC_DASHBOARD_TOKEN or the config "
+        "file); default: a random one, made at start and printed in the dashboard's link",
+    )
+    dashboard_no_auth: bool = option(
+        False,
+        exclusive="dashboard-auth",
+        help="serve the dashboard, its API and /metrics without a token: whoever can reach "
+        "the port reads them; only for a host where a firewall admits no one else",
+    )
+    dashboard_show_errors: bool = option(
+        False,
+        help="show failures' exception messages and tracebacks on the dashboard and in "
+        "/api/status (they may hold arguments and secrets); default: the exception type only",
+    )
     schedule: str | None = option(
         None,
         parse=path,
@@ -148,8 +186,9 @@ class SchedulerSettings(CommonSettings):
             return None
         if not is_loopback(self.dashboard_host) and not self.insecure:
             raise InsecureBindError(
-                f"refusing to serve the dashboard on {self.dashboard_host!r}: it shows task "
-                "names and tracebacks; keep it on loopback or pass --insecure"
+                f"refusing to serve the dashboard on {self.dashboard_host!r}: it is plain HTTP "
+                "(its token and pages readable on the network); keep it on loopback (reach it "
+                "through ssh -L) or pass --insecure"
             )
         if self.dashboard_port is not None:
             return self.dashboard_host, self.dashboard_port
