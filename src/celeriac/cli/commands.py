@@ -48,7 +48,7 @@ def run_scheduler(settings: SchedulerSettings, invocation: Invocation) -> int:
         return 2
     _on_stop_signals(server.stop)
     if server.dashboard is not None:  # first: the listening line means "ready"
-        print(f"{DASHBOARD_AT}{server.dashboard.address}", flush=True)
+        print(f"{DASHBOARD_AT}{server.dashboard.link}", flush=True)  # with its token
     if server.ipc_address is not None:
         log.info("scheduler listening at %s", server.ipc_address)
         print(f"{LISTENING}{server.ipc_address}", flush=True)

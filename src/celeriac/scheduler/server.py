@@ -147,7 +147,14 @@ class SchedulerServer:
 
         self._take_snapshot(time.time())
         try:
-            self.dashboard = Dashboard(host, port, lambda: self.snapshot)
+            self.dashboard = Dashboard(
+                host,
+                port,
+                lambda: self.snapshot,
+                token=self.settings.dashboard_token,
+                auth=not self.settings.dashboard_no_auth,
+                show_errors=self.settings.dashboard_show_errors,
+            )
         except OSError as exc:
             raise OSError(
                 f"cannot serve the dashboard on {host}:{port} ({exc}); "
