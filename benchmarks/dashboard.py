@@ -24,10 +24,14 @@ def inc(x: int) -> int:
     return x + 1
 
 
-def poll(url: str, stop: threading.Event) -> None:
+def poll(link: str, stop: threading.Event) -> None:
+    """Fetch the API and the metrics every 100 ms, with the token in the printed ``link``."""
+    url, token = link.split("/?token=")
+    headers = {"Authorization": f"Bearer {token}"}
     while not stop.wait(0.1):
         for path in ("/api/status", "/metrics"):
-            with urllib.request.urlopen(url + path, timeout=5) as response:
+            request = urllib.request.Request(url + path, headers=headers)
+            with urllib.request.urlopen(request, timeout=5) as response:
                 response.read()
 
 
