@@ -33,7 +33,7 @@ def dashboard_token(text: str) -> str:
     """A token given to ``--dashboard-token``: 16 to 256 of ``A-Z a-z 0-9 . _ ~ -``."""
     if not DASHBOARD_TOKEN.fullmatch(text):
         raise BadValue(
-            "must be 16 to 256 letters, digits or . _ ~ - "
+            "a token of 16 to 256 letters, digits or . _ ~ - "
             "(python3 -c 'import secrets; print(secrets.token_urlsafe())' makes one)"
         )
     return text
