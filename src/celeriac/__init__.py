@@ -19,6 +19,7 @@ from celeriac.client.progress import progress
 from celeriac.errors import (
     CancelledError,
     FutureLostError,
+    JournalUnavailable,
     KilledWorker,
     MaxRetriesExceededError,
     Retry,
@@ -47,6 +48,7 @@ __all__ = [
     "Future",
     "FutureLostError",
     "GroupResult",
+    "JournalUnavailable",
     "KilledWorker",
     "LocalCluster",
     "MaxRetriesExceededError",

@@ -7,6 +7,7 @@ from concurrent.futures import CancelledError, TimeoutError
 __all__ = [
     "CancelledError",
     "FutureLostError",
+    "JournalUnavailable",
     "KilledWorker",
     "MaxRetriesExceededError",
     "Retry",
@@ -29,6 +30,18 @@ class FutureLostError(Exception):
 
 class SchedulerUnavailable(ConnectionError):
     """No scheduler answered at the address within the timeout."""
+
+
+class JournalUnavailable(SchedulerUnavailable):
+    """The scheduler cannot write its journal, so it refused durable work.
+
+    Raised by ``.delay()``, ``apply_async()``, canvas and ``Client.enqueue`` /
+    periodic jobs instead of waiting out the timeout: the message names the
+    cause and the file (``disk full at PATH``).  Nothing refused was
+    recorded or will run; plain futures are still served, and durable work is
+    accepted again as soon as the journal can be written.  A subclass of
+    :class:`SchedulerUnavailable`: code that retries later on that retries on this.
+    """
 
 
 class TaskRevokedError(CancelledError):

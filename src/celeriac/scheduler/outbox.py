@@ -27,6 +27,7 @@ class Outbox:
     def __init__(self) -> None:
         self._sends: list[Send] = []
         self._acks: dict[bytes, list[str]] = {}  # the pending "accepted" per peer
+        self._refusals: dict[tuple[bytes, str], list[str]] = {}  # "refused" per peer and reason
 
     def send(
         self, to: bytes, op: str, payloads: list[Payload] | None = None, /, **fields: Any
@@ -46,10 +47,21 @@ class Outbox:
             self._sends.append(_send(Send, (to, Message("accepted", {"keys": keys}))))
         keys.append(key)
 
+    def refused(self, to: bytes, key: str, reason: str, text: str) -> None:
+        """Say ``key`` is refused for ``reason`` (``text`` tells why): one message per
+        peer and reason per batch, like :meth:`accepted`."""
+        keys = self._refusals.get((to, reason))
+        if keys is None:
+            keys = self._refusals[(to, reason)] = []
+            fields = {"keys": keys, "reason": reason, "text": text}
+            self._sends.append(_send(Send, (to, Message("refused", fields))))
+        keys.append(key)
+
     def take(self) -> list[Send]:
         """Everything decided since the last call, in order."""
         sends, self._sends = self._sends, []
         self._acks.clear()
+        self._refusals.clear()
         return sends
 
 

@@ -17,6 +17,11 @@ when it goes.  The rest is composed in, each part given what it needs:
 * ``revocations.Revocations``: ids revoked before they were submitted;
 * ``outbox``: the messages and journal operations waiting for the server;
 * ``recovery`` and ``inspection``: the journal read back, the summary given out.
+
+When the server cannot write the journal it says so (:meth:`SchedulerState.journal_failed`):
+durable submissions are then refused with a ``refused`` reply naming their
+keys, until it says writes succeed again (:meth:`SchedulerState.journal_restored`);
+everything else goes on as before.
 """
 
 from __future__ import annotations
@@ -59,7 +64,9 @@ class SchedulerState:
     time it arrived) and :meth:`tick` (the time now); both return the
     :class:`Send` commands to carry out, in order.  Durable changes pile up in
     :attr:`journal_ops` for the server to commit before it sends.  After a
-    restart, :meth:`restore` rebuilds durable work from the journal.
+    restart, :meth:`restore` rebuilds durable work from the journal.  While
+    the server reports the journal unwritable (:meth:`journal_failed`),
+    durable submissions are refused.
     """
 
     def __init__(self, config: SchedulerConfig | None = None) -> None:
@@ -79,6 +86,12 @@ class SchedulerState:
         self._assigner = Assigner(self.config, self.workers, self._lifecycle, self._outbox)
         #: The lifecycle's tasks by key (the same dict, read on every message).
         self.tasks: dict[str, TaskRecord] = self._lifecycle.tasks
+        #: Why durable work is refused (the journal cannot be written), or None.
+        self._journal_down: str | None = None
+        #: Tasks created and periodic jobs set, with an "accepted" promised, since
+        #: the journal operations were last taken; then, those of the last batch taken.
+        self._new: tuple[list[str], list[str]] = ([], [])
+        self._last_new: tuple[list[str], list[str]] = ([], [])
 
     # -- what the server, the dashboard and tests read ---------------------------------
 
@@ -194,7 +207,44 @@ class SchedulerState:
 
     def take_journal(self) -> list[JournalOp]:
         """The journal operations piled up since the last call (the server commits them)."""
+        self._last_new, self._new = self._new, ([], [])
         return self._journal.take()
+
+    # -- the journal, as the server finds it ---------------------------------------------
+
+    @property
+    def journal_unavailable(self) -> str | None:
+        """Why durable work is refused (the journal cannot be written), or None."""
+        return self._journal_down
+
+    def journal_failed(self, text: str) -> tuple[list[str], list[Send]]:
+        """The commit of the operations last taken (:meth:`take_journal`) failed.
+
+        From now on durable submissions (detached tasks, ``periodic-set``) get a
+        ``refused`` reply (reason ``journal``, ``text``) until
+        :meth:`journal_restored`.  Returns the keys whose ``accepted`` the
+        server must turn into ``refused`` (the tasks and periodic jobs that
+        batch created or set on the promise of an acknowledgement) and what to
+        send besides: those tasks are cancelled and forgotten, since their
+        callers are told they were refused.  (A periodic job set in that batch
+        stays set in memory: the previous definition is gone.  The server keeps
+        the batch's operations and writes them with the next commit that succeeds.)
+        """
+        self._journal_down = text
+        tasks, jobs = self._last_new
+        self._last_new = ([], [])
+        dropped = [t for t in map(self.tasks.get, tasks) if t is not None and not t.state.finished]
+        for task in dropped:
+            if not task.state.finished:  # a dependent is cancelled with its dependency
+                self._lifecycle.cancel(task)
+        for task in dropped:  # after all are cancelled: a dependency waits for its dependents
+            task.keep_until = 0.0
+            self._lifecycle.forget_if_unneeded(task)
+        return [*tasks, *jobs], self._flush()
+
+    def journal_restored(self) -> None:
+        """The journal can be written again: durable submissions are accepted again."""
+        self._journal_down = None
 
     def _transition(self, task: TaskRecord, new: TaskState) -> None:
         # The tests make an illegal move through here; the moves are the lifecycle's.
@@ -239,8 +289,12 @@ class SchedulerState:
         fields = msg.fields
         key = fields["key"]
         detached = fields.get("detached", False)
+        if detached and self._journal_down is not None:
+            self._outbox.refused(client.id, key, "journal", self._journal_down)
+            return
         wanted_by = None if detached else client
         task = self.tasks.get(key)
+        ack = fields.get("ack", False)
         if task is not None:  # idempotent: the same key is one task
             self._lifecycle.want(wanted_by, task)
         else:
@@ -250,7 +304,9 @@ class SchedulerState:
                 return
             revoked = key in self._revocations.until
             task = self._lifecycle.submit(msg, wanted_by, durable=detached, revoked=revoked)
-        if fields.get("ack", False):
+            if detached and ack and self._journal.enabled:  # accepted once this batch commits
+                self._new[0].append(key)
+        if ack:
             self._outbox.accepted(client.id, key)
         if fields.get("held", False):
             self._lifecycle.watch(client.id, task)
@@ -315,12 +371,17 @@ class SchedulerState:
         self._outbox.send(client.id, "status-reply", rid=msg["rid"], states=states)
 
     def _on_periodic_set(self, client: ClientRecord, msg: Message) -> None:
+        if self._journal_down is not None:
+            self._outbox.refused(client.id, msg["name"], "journal", self._journal_down)
+            return
         try:
             self.periodic.set(msg, self._lifecycle.now)
         except (ValueError, ProtocolError) as exc:
             self._reject(client.id, msg, str(exc))
             return
         if msg.get("ack", False):
+            if self._journal.enabled:  # accepted once this batch commits
+                self._new[1].append(msg["name"])
             self._outbox.accepted(client.id, msg["name"])
 
     def _on_periodic(self, client: ClientRecord, msg: Message) -> None:

@@ -178,6 +178,8 @@ SCHEMAS: dict[str, tuple[dict[str, Any], dict[str, Any], int | None]] = {
     "erred": ({"key": _STR, "kind": _STR, "text": _STR}, {}, None),
     "cancelled": ({"key": _STR}, {"reason": _STR}, 0),
     "accepted": ({"keys": _STRS}, {}, 0),
+    # not recorded, for ``reason`` ("journal": it cannot be written); ``text`` says why
+    "refused": ({"keys": _STRS, "reason": _STR, "text": _STR}, {}, 0),
     "status-reply": ({"rid": _INT, "states": _DICT}, {}, 0),
     "info-reply": ({"rid": _INT, "info": _DICT}, {}, 0),
     "periodic-reply": ({"rid": _INT}, {"jobs": _LIST, "error": _STR}, 0),
