@@ -5,8 +5,8 @@ Each command's options are the fields of its settings class
 :class:`~celeriac.worker.settings.WorkerSettings`, the small ones in
 :mod:`celeriac.cli.settings`); :mod:`celeriac.cli.parsers` builds the parser from
 them and :mod:`celeriac.cli.config` the file and environment loading.  What each
-command does is in :mod:`celeriac.cli.commands`, :mod:`celeriac.cli.inspect` and
-:mod:`celeriac.cli.checks` (``--check``).
+command does is in :mod:`celeriac.cli.commands`, :mod:`celeriac.cli.inspect`,
+:mod:`celeriac.cli.journal` and :mod:`celeriac.cli.checks` (``--check``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from celeriac.cli.checks import run_check
 from celeriac.cli.commands import run_keys, run_periodic, run_scheduler, run_worker
 from celeriac.cli.config import ConfigError, parse
 from celeriac.cli.inspect import run_inspect
+from celeriac.cli.journal import run_journal
 from celeriac.cli.parsers import Command, CommandLine
-from celeriac.cli.settings import InspectSettings, KeysSettings, PeriodicSettings
+from celeriac.cli.settings import InspectSettings, JournalSettings, KeysSettings, PeriodicSettings
 from celeriac.scheduler.settings import SchedulerSettings
 from celeriac.worker.settings import WorkerSettings
 
@@ -76,6 +77,19 @@ COMMANDS = (
         "scheduler; give scheduler.key and worker.key_secret to workers, scheduler.key and "
         "client.key_secret to clients. DIR/authorized lists the public keys the scheduler "
         "admits. See docs/security.md.",
+    ),
+    Command(
+        "journal",
+        JournalSettings,
+        run_journal,
+        help="check a scheduler's journal, or salvage what is intact of a damaged one",
+        description="check PATH: verify the journal as the scheduler does at start (SQLite's "
+        "quick_check, the header, each record's checksum, the commit count against PATH.seq) "
+        "and list every problem; it only reads, and may run beside a scheduler. "
+        "salvage PATH NEW: copy every readable, checksum-valid record into the new journal NEW "
+        "and list what was dropped. See docs/reliability.md.",
+        epilog="Exit status: check: 0 sound, 1 problems (listed). salvage: 0 every record "
+        "copied, 1 problems (listed: what they name is not in NEW), 2 nothing written.",
     ),
 )
 

@@ -1,5 +1,5 @@
-"""The settings only the command line has: those of ``periodic``, ``inspect`` and ``keys``,
-and :class:`Invocation`, what every command takes about one run.
+"""The settings only the command line has: those of ``periodic``, ``inspect``, ``keys`` and
+``journal``, and :class:`Invocation`, what every command takes about one run.
 
 The daemons' settings are declared beside what runs them:
 :class:`~celeriac.scheduler.settings.SchedulerSettings` and
@@ -99,4 +99,29 @@ class KeysSettings(CommonSettings):
     )
     directory: str = option(
         positional=True, configurable=False, metavar="DIR", help="where to write the keys"
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class JournalSettings(CommonSettings):
+    """The options of ``celeriac journal``: ``action`` (check or salvage), ``journal``
+    (the scheduler's journal file) and ``new`` (where salvage writes; must not exist)."""
+
+    action: str = option(
+        positional=True,
+        configurable=False,
+        choices=("check", "salvage"),
+        help="check: verify every part of the journal, list what is wrong; "
+        "salvage: copy every intact record into NEW",
+    )
+    journal: str = option(
+        positional=True, configurable=False, parse=path, metavar="PATH", help="the journal file"
+    )
+    new: str | None = option(
+        None,
+        positional=True,
+        configurable=False,
+        parse=path,
+        metavar="NEW",
+        help="salvage: the new journal to write (must not exist)",
     )

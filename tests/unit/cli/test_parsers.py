@@ -151,7 +151,7 @@ def test_a_path_in_a_file_is_relative_to_the_file(tmp_path: Path) -> None:
 
 
 #: What each real command needs on its command line: its required positionals.
-REQUIRED = {"periodic": ["list"], "keys": ["create", "DIR"]}
+REQUIRED = {"periodic": ["list"], "keys": ["create", "DIR"], "journal": ["check", "PATH"]}
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c.name)
