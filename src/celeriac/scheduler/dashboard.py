@@ -66,6 +66,7 @@ class Dashboard:
         show_errors: bool = False,
         limits: Limits | None = None,
     ) -> None:
+        token = token or None  # an empty one is none
         self.token_generated = auth and token is None
         self.token = (token or secrets.token_urlsafe(24)) if auth else None
         self._server = WebServer(host, port, self._respond, limits or Limits())

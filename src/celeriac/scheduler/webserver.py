@@ -211,6 +211,7 @@ class WebServer:
             for task in self._open:
                 task.cancel()
             loop.run_until_complete(asyncio.gather(*self._open, return_exceptions=True))
+            loop.run_until_complete(asyncio.sleep(0))  # the transports' closing callbacks
             loop.close()
 
     def stop(self) -> None:
