@@ -28,9 +28,11 @@ log = logging.getLogger("celeriac")
 
 
 def run_scheduler(settings: SchedulerSettings, invocation: Invocation) -> int:
-    """Serve as ``settings`` say until SIGTERM/SIGINT; 2 for a refused bind or a bad
-    ``--schedule`` file, 1 when it cannot listen.  ``invocation.parent_pid``: stop with it."""
+    """Serve as ``settings`` say until SIGTERM/SIGINT; 2 for a refused bind, a damaged or
+    unusable journal or a bad ``--schedule`` file, 1 when it cannot listen.
+    ``invocation.parent_pid``: stop with it."""
     from celeriac.client.cluster import DASHBOARD_AT, LISTENING
+    from celeriac.scheduler.journal import JournalError
     from celeriac.scheduler.server import SchedulerServer
 
     server = SchedulerServer(settings, parent_pid=invocation.parent_pid)
@@ -38,7 +40,7 @@ def run_scheduler(settings: SchedulerSettings, invocation: Invocation) -> int:
         log.info("journal at %s (fsync %s)", journal, settings.fsync)
     try:
         server.start()
-    except InsecureBindError as exc:
+    except (InsecureBindError, JournalError) as exc:  # one line naming the file and the problem
         log.error("%s", exc)
         return 2
     except Exception as exc:  # e.g. address in use

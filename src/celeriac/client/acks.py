@@ -5,7 +5,8 @@ scheduler to answer ``accepted`` once it has recorded it; from then on it runs
 even if this process exits.  :class:`AckTracker` remembers each such message
 until its key is accepted, so that after a scheduler restart exactly those are
 sent again (they are idempotent by key), and it lets callers wait for the keys
-they sent (:class:`Acceptance`).
+they sent (:class:`Acceptance`).  A key the scheduler ``refused`` (it cannot
+write its journal) ends its wait too, and is not resent.
 
 The tracker is pure bookkeeping (the client sends and waits): tracking,
 sending and waiting are separate steps on purpose, so a pipelined ``.delay()``
@@ -29,6 +30,8 @@ class Acceptance:
 
     def __init__(self, keys: set[str]) -> None:
         self.pending = keys
+        #: ``(reason, text)`` of a ``refused`` for any of the keys, else None.
+        self.refusal: tuple[str, str] | None = None
         self._lock = threading.Lock()
 
     def accepted(self, key: str) -> None:
@@ -40,8 +43,20 @@ class Acceptance:
         with self._lock:
             self.pending.discard(key)
 
+    def refused(self, key: str, reason: str, text: str) -> None:
+        """The scheduler refused ``key``: it was not recorded and will not run.
+
+        Parameters:
+            key: a refused key.
+            reason: why, in a word (``journal``: it cannot write its journal).
+            text: why, for a person (``disk full at PATH``).
+        """
+        with self._lock:
+            self.pending.discard(key)
+            self.refusal = (reason, text)
+
     def done(self) -> bool:
-        """Every key has been accepted."""
+        """Every key has been answered: accepted, or refused (then :attr:`refusal` says why)."""
         return not self.pending
 
 
@@ -108,6 +123,22 @@ class AckTracker:
                 self._unacked.pop(key, None)
         for acceptance, key in accepted:
             acceptance.accepted(key)
+
+    def refused(self, keys: list[str], reason: str, text: str) -> None:
+        """The scheduler refused these keys (a ``refused`` message): not resent after a restart.
+
+        Parameters:
+            keys: the refused keys; unknown ones are ignored.
+            reason: why, in a word (``journal``).
+            text: why, for a person.
+        """
+        refused: list[tuple[Acceptance, str]] = []
+        with self._lock:
+            for key in keys:
+                refused.extend((acceptance, key) for acceptance in self._waiting.pop(key, ()))
+                self._unacked.pop(key, None)
+        for acceptance, key in refused:
+            acceptance.refused(key, reason, text)
 
     def unacknowledged(self) -> list[Message]:
         """The messages sent and not yet accepted, in the order they were sent."""

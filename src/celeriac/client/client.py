@@ -26,7 +26,7 @@ from celeriac.client.forks import random_ids as _random_ids
 from celeriac.client.future_table import OUTCOMES, FutureTable
 from celeriac.client.futures import Future
 from celeriac.client.replies import REPLY_OPS, ReplyRouter
-from celeriac.errors import SchedulerUnavailable
+from celeriac.errors import JournalUnavailable, SchedulerUnavailable
 from celeriac.schedules import Schedule
 from celeriac.wire import refs
 from celeriac.wire.addresses import normalize
@@ -290,7 +290,12 @@ class Client:
         return held
 
     def _send_acknowledged(self, messages: list[Message], timeout: float) -> None:
-        """Send messages that ask for an ``accepted``; wait for every one."""
+        """Send messages that ask for an ``accepted``; wait for every one.
+
+        A ``refused`` answer raises at once: ``JournalUnavailable`` when the
+        scheduler cannot write its journal (the others of the batch may have
+        been accepted: they run).
+        """
         acceptance = self._acks.track(messages)
         self._conn.send_now(messages)
         if not self._conn.wait_until(acceptance.done, timeout):
@@ -299,6 +304,11 @@ class Client:
                 f"the scheduler at {self.address} did not accept {len(acceptance.pending)} "
                 f"task(s) within {timeout:g} s"
             )
+        if acceptance.refusal is not None:
+            reason, text = acceptance.refusal
+            if reason == "journal":
+                raise JournalUnavailable(text)
+            raise SchedulerUnavailable(f"the scheduler at {self.address} refused: {text}")
 
     def future_for(self, key: str) -> Future[Any]:
         """A future for a task submitted elsewhere (another process, or detached), by key.
@@ -554,6 +564,8 @@ class Client:
             self._replies.deliver(msg)
         elif msg.op == "accepted":
             self._acks.accepted(msg["keys"])
+        elif msg.op == "refused":
+            self._acks.refused(msg["keys"], msg["reason"], msg["text"])
         elif msg.op == "reregister":
             self._after_scheduler_restart()
         elif msg.op == "error":

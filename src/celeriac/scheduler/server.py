@@ -13,12 +13,11 @@ import os
 import socket
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterable
 from typing import Any
 
 import zmq
 
-from celeriac.scheduler.journal import Journal
+from celeriac.scheduler.journal import Journal, JournalWriteError
 from celeriac.scheduler.settings import SchedulerSettings
 from celeriac.scheduler.state import SchedulerState, Send
 from celeriac.wire import protocol, sharedmem
@@ -37,6 +36,10 @@ log = logging.getLogger("celeriac.scheduler")
 
 #: Messages read per loop iteration before we act on them and send replies.
 MAX_READS_PER_ITERATION = 1000
+#: Seconds before the first retry of a journal whose commit failed; each
+#: failed retry doubles it, up to the last: a full disk costs one write
+#: attempt every 2 s, and space freed is noticed within 2 s.
+JOURNAL_RETRY = (0.1, 2.0)
 
 
 class SchedulerServer:
@@ -80,6 +83,10 @@ class SchedulerServer:
         #: in whole, so the HTTP thread never reads the state machine itself.
         self.snapshot: dict[str, Any] = {}
         self._history: deque[dict[str, float]] = deque(maxlen=600)  # ten minutes
+        #: While journal commits fail: since when, and when to try next (monotonic).
+        self._journal_down_since = 0.0
+        self._journal_retry_at = 0.0
+        self._journal_backoff = JOURNAL_RETRY[0]
 
     def start(self) -> None:
         """Check the binds are allowed, load the journal, bind, serve the dashboard.
@@ -109,7 +116,8 @@ class SchedulerServer:
         path = self.settings.journal_path()
         if path is None:
             return
-        self.journal = Journal(path, self.settings.fsync)
+        owner = f"scheduler {self.settings.host}:{self.settings.port}"
+        self.journal = Journal(path, self.settings.fsync, owner=owner)
         tasks, revoked, jobs = self.journal.load()
         self.state.restore(tasks, revoked, jobs, time.time())
 
@@ -339,10 +347,8 @@ class SchedulerServer:
         namespace = self._shm_namespace
         return namespace is not None and self.state.shm_namespace(peer) == namespace
 
-    def _send(self, commands: Iterable[Send]) -> None:
-        # Journal first: a reply may say "accepted", which must mean "recorded".
-        if self.journal is not None and self.state.journal_ops:
-            self.journal.apply(self.state.take_journal())
+    def _send(self, commands: list[Send]) -> None:
+        commands = self._commit(commands)
         by_peer: dict[bytes, list[Message]] = defaultdict(list)
         for to, msg in commands:
             by_peer[to].append(msg)
@@ -355,6 +361,85 @@ class SchedulerServer:
                 log.warning("could not send to %s: %s", peer.hex(), exc)
             except OSError as exc:  # a segment to inline is gone (deleted by hand?)
                 log.error("could not send %d message(s) to %s: %s", len(messages), peer.hex(), exc)
+
+    # -- the journal -------------------------------------------------------------------
+
+    def _commit(self, commands: list[Send]) -> list[Send]:
+        """Write this turn's journal operations before anything is sent: a reply may
+        say "accepted", which must mean "recorded".  Returns what to send.
+
+        A commit that fails keeps its operations in the journal (written with
+        the next commit that succeeds) and makes the state refuse durable work;
+        the ``accepted`` replies that waited on it become ``refused``.  Later
+        turns retry, with a back-off, until a commit succeeds.
+        """
+        journal, state = self.journal, self.state
+        if journal is None:
+            return commands
+        ops = state.take_journal() if state.journal_ops else None
+        if state.journal_unavailable is None:
+            if ops is not None:
+                try:
+                    journal.apply(ops)
+                except JournalWriteError as exc:
+                    return self._journal_failed(exc, commands)
+            return commands
+        if ops is not None:
+            journal.hold(ops)
+        now = time.monotonic()
+        if now >= self._journal_retry_at:
+            try:
+                journal.retry()
+            except JournalWriteError:
+                self._journal_backoff = min(2 * self._journal_backoff, JOURNAL_RETRY[1])
+                self._journal_retry_at = now + self._journal_backoff
+            else:
+                self._journal_restored(now)
+        return commands
+
+    def _journal_failed(self, exc: JournalWriteError, commands: list[Send]) -> list[Send]:
+        now = time.monotonic()
+        self._journal_down_since = now
+        self._journal_backoff = JOURNAL_RETRY[0]
+        self._journal_retry_at = now + self._journal_backoff
+        log.error(
+            "journal write failed: %s (%s); refusing durable work until a write succeeds "
+            "(retried every %g s at most); plain futures are served",
+            exc.text,
+            exc.cause,
+            JOURNAL_RETRY[1],
+        )
+        self.state.about["journal_unavailable"] = exc.text
+        refused, more = self.state.journal_failed(exc.text)
+        return [*_refuse(commands, set(refused), exc.text), *more]
+
+    def _journal_restored(self, now: float) -> None:
+        assert self.journal is not None
+        log.warning(
+            "journal %s written again after %.1f s; durable work is accepted again",
+            self.journal.path,
+            now - self._journal_down_since,
+        )
+        self.state.about.pop("journal_unavailable", None)
+        self.state.journal_restored()
+
+
+def _refuse(commands: list[Send], keys: set[str], text: str) -> list[Send]:
+    """The ``accepted`` of ``keys`` turned into ``refused`` (reason ``journal``)."""
+    if not keys:
+        return commands
+    out: list[Send] = []
+    for send in commands:
+        msg = send.msg
+        if msg.op != "accepted" or keys.isdisjoint(msg.fields["keys"]):
+            out.append(send)
+            continue
+        kept = [key for key in msg.fields["keys"] if key not in keys]
+        if kept:
+            out.append(Send(send.to, Message("accepted", {"keys": kept})))
+        refused = {"keys": [key for key in msg.fields["keys"] if key in keys], "text": text}
+        out.append(Send(send.to, Message("refused", {**refused, "reason": "journal"})))
+    return out
 
 
 def _listening_at(path: str) -> bool:

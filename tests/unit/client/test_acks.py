@@ -53,6 +53,15 @@ def test_abandoning_one_caller_keeps_another_waiting_for_the_same_key(acks: AckT
     assert second.done()
 
 
+def test_a_refusal_ends_the_wait_with_its_reason_and_is_not_resent(acks: AckTracker) -> None:
+    acceptance = acks.track([submit("a"), submit("b"), periodic("job")])
+    acks.accepted(["a"])
+    acks.refused(["b", "job"], "journal", "disk full at /j.sqlite3")
+    assert acceptance.done() and acceptance.refusal == ("journal", "disk full at /j.sqlite3")
+    assert acks.unacknowledged() == [] and len(acks) == 0
+    acks.refused(["never-sent"], "journal", "disk full")  # ignored, like a late accepted
+
+
 def test_an_accepted_for_an_unknown_key_is_ignored(acks: AckTracker) -> None:
     acks.accepted(["never-sent"])
     assert len(acks) == 0
