@@ -67,6 +67,8 @@ class Option:
     ``--json``, a job's name): never read from a file or the environment, not in
     the ``--check`` report.
     ``hidden``: left out of ``--help`` (what only Celeriac itself passes).
+    ``secret``: its value is never shown: ``--check`` and error messages say
+    ``<secret>`` (a token would otherwise land in logs and terminals).
     """
 
     help: str
@@ -79,6 +81,7 @@ class Option:
     exclusive: str | None = None
     configurable: bool = True
     hidden: bool = False
+    secret: bool = False
 
 
 def option(
@@ -94,13 +97,24 @@ def option(
     exclusive: str | None = None,
     configurable: bool = True,
     hidden: bool = False,
+    secret: bool = False,
 ) -> Any:
     """A settings field that is an option (see :class:`Option` for the parameters).
 
     ``default`` is the field's default; leave it out for a required positional.
     """
     how = Option(
-        help, flags, metavar, parse, choices, positional, repeat, exclusive, configurable, hidden
+        help,
+        flags,
+        metavar,
+        parse,
+        choices,
+        positional,
+        repeat,
+        exclusive,
+        configurable,
+        hidden,
+        secret,
     )
     return field(default=default, metadata={"option": how})
 

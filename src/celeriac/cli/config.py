@@ -216,7 +216,8 @@ def _scalar(d: Declared, value: Any, where: str, base: Path | None) -> Any:
         converted = value if parse is None else parse(value)
     except (ValueError, TypeError) as exc:  # BadValue is a ValueError that says why
         detail = str(exc) if isinstance(exc, BadValue) else _describe(parse)
-        raise ConfigError(f"{where}: {d.label} takes {detail}, not {original!r}") from None
+        shown = "<secret>" if d.option.secret else repr(original)
+        raise ConfigError(f"{where}: {d.label} takes {detail}, not {shown}") from None
     if d.option.choices is not None and converted not in d.option.choices:
         choices = ", ".join(d.option.choices)
         raise ConfigError(f"{where}: {d.label} must be one of {choices}, not {value!r}")
@@ -363,7 +364,8 @@ def describe(resolved: Resolved) -> str:
         if value is None:
             lines.append(f"# {d.key} is unset ({source})")
         else:
-            lines.append(f"{d.key:<{width}} = {_toml(value):<30} # {source}")
+            shown = '"<secret>"' if d.option.secret else _toml(value)
+            lines.append(f"{d.key:<{width}} = {shown:<30} # {source}")
     return "\n".join(lines)
 
 

@@ -136,6 +136,7 @@ class SchedulerSettings(CommonSettings):
         parse=dashboard_token,
         metavar="TOKEN",
         exclusive="dashboard-auth",
+        secret=True,
         help="the token every dashboard request must present (16+ URL-safe characters; "
         "a command line is visible in ps: prefer $CELERIAC_DASHBOARD_TOKEN or the config "
         "file); default: a random one, made at start and printed in the dashboard's link",
