@@ -111,6 +111,18 @@ def test_what_is_applied_is_loaded_after_a_reopen(path: Path) -> None:
     assert contents.sequence == (bytes.fromhex(contents.identity["id"]), 2)
 
 
+def test_a_commit_that_only_deletes_is_counted_too(path: Path) -> None:
+    """Rows carry the number of the commit that wrote them; a commit that writes
+    none (it only deletes) leaves its number in the header instead."""
+    journal = Journal(path)
+    write_tasks(journal, 3)
+    journal.apply([("task", "t0002", None)])
+    journal.retry()  # nothing held: a commit with nothing in it is counted as well
+    journal.close()
+    contents = journal_format.read(path)
+    assert contents.sound and contents.seq == 5 and contents.sequence.seq == 5  # type: ignore[union-attr]
+
+
 def test_the_header_names_the_journal_and_its_owner(path: Path) -> None:
     Journal(path, owner="scheduler 127.0.0.1:9999").close()
     identity = journal_format.read(path).identity
@@ -452,3 +464,13 @@ def test_a_full_disk_fails_the_commit_naming_the_file_and_keeps_its_operations(
     expected = [*first.values(), *(r for k, r in big.items() if k != "b0")]
     assert loaded(copy)[0] == expected
     assert loaded(path)[0] == expected
+
+
+def test_what_is_held_gets_one_last_try_at_close(path: Path) -> None:
+    journal = Journal(path)
+    fill(journal)
+    with pytest.raises(JournalWriteError):
+        journal.apply([("task", "late", task("late", size=20000))])
+    journal._db.execute("PRAGMA max_page_count = 1000000")
+    journal.close()  # a stop while commits failed: written if they work by now
+    assert loaded(path)[0] == [task("late", size=20000)]
