@@ -28,7 +28,7 @@ from celeriac.wire.addresses import (
     not_a_socket,
     tcp_address,
 )
-from celeriac.wire.protocol import Message, ProtocolError
+from celeriac.wire.protocol import Exporter, Message, ProtocolError
 from celeriac.wire.security import secure_server
 from celeriac.wire.transport import busy_poll, readable, recv_frames, send_frames
 
@@ -320,11 +320,9 @@ class SchedulerServer:
 
     @staticmethod
     def _accept_segment(named: list[sharedmem.Segment], name: str, size: int) -> sharedmem.Segment:
-        """A segment a peer hands us: ours from now on (deleted when we drop it)."""
-        segment = sharedmem.Segment(name, size)
-        if not segment.exists():
-            raise ValueError(f"shared memory segment {name} of {size} bytes does not exist")
-        segment.own()
+        """A segment a peer hands us, checked (``sharedmem.accept``: a regular file of
+        ours, the announced size, no link): ours from now on (deleted when we drop it)."""
+        segment = sharedmem.accept(name, size)
         named.append(segment)
         return segment
 
@@ -356,11 +354,12 @@ class SchedulerServer:
             export = None if self._shares_memory(peer) else sharedmem.inline
             try:
                 frames = protocol.encode(messages, export)
+            except OSError:  # a segment to inline is gone or shrank: drop that message only
+                frames = protocol.encode(_readable(messages, export, peer), export)
+            try:
                 send_frames(self._socket, [peer, *frames])
             except zmq.ZMQError as exc:  # peer vanished between read and write
                 log.warning("could not send to %s: %s", peer.hex(), exc)
-            except OSError as exc:  # a segment to inline is gone (deleted by hand?)
-                log.error("could not send %d message(s) to %s: %s", len(messages), peer.hex(), exc)
 
     # -- the journal -------------------------------------------------------------------
 
@@ -450,3 +449,16 @@ def _listening_at(path: str) -> bool:
         except OSError:  # no file, or a stale one nobody listens on
             return False
     return True
+
+
+def _readable(messages: list[Message], export: Exporter | None, peer: bytes) -> list[Message]:
+    """The messages that still encode, one by one; the others are logged and dropped."""
+    kept = []
+    for msg in messages:
+        try:
+            protocol.encode([msg], export)
+        except OSError as exc:
+            log.error("could not send %r to %s: %s", msg.op, peer.hex(), exc)
+        else:
+            kept.append(msg)
+    return kept
