@@ -270,6 +270,8 @@ class Client:
                 other through :class:`~celeriac.wire.refs.TaskRef` arguments.
             timeout: seconds to wait for the acceptance (``None``: the
                 client's ``timeout``); past it, ``SchedulerUnavailable``.
+                A scheduler that cannot write its journal refuses at once:
+                ``JournalUnavailable`` (``disk full at PATH``).
             hold: also make a future per task, before sending, to which the
                 scheduler pushes the outcome as soon as there is one
                 (``AsyncResult.get`` then asks for nothing); dropping it
