@@ -37,11 +37,12 @@ file with SQLite, which would delete the ``-wal`` beside it.
 
 from __future__ import annotations
 
+import functools
+import gc
 import os
 import sqlite3
 import struct
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -213,11 +214,18 @@ def read(path: str | Path, *, salvaging: bool = False) -> Contents:
     except sqlite3.Error as exc:
         contents.problems.append(f"cannot be opened: {exc}")
         return contents
+    collecting = gc.isenabled()
+    # Every record read stays: a collection of the young generation while the
+    # heap of them grows only walks them again (0.8 s instead of 0.4 s for
+    # 100,000 tasks, measured; the server freezes them once loaded).
+    gc.disable()
     try:
         _read_database(db, contents, side, salvaging)
     except sqlite3.DatabaseError as exc:  # past the checks: a page that cannot be read
         contents.problems.append(f"cannot be read as an SQLite database: {exc}")
     finally:
+        if collecting:
+            gc.enable()
         db.close()
     return contents
 
@@ -351,15 +359,7 @@ def _journal_id(contents: Contents) -> bytes | None:
 def _read_table(db: sqlite3.Connection, contents: Contents, table: str, salvaging: bool) -> None:
     checked = contents.format == FORMAT
     problems: list[str] = []
-    rows: dict[bytes, Any] = {}
-    for key, blob, seq, crc in _scan(db, table, checked, problems):
-        record = _verified(table, key, blob, seq, crc, checked, problems)
-        if record is not _BAD:
-            rows[key] = record
-            if checked:
-                contents.seq = max(contents.seq, seq)
-        elif key in rows:  # a duplicate key with a bad copy: keep neither silently
-            del rows[key]
+    rows = _scan(db, table, checked, problems, contents)
     indexed = _indexed_keys(db, table, problems)
     if indexed is not None:
         unreached = [key for key in indexed if key not in rows]
@@ -380,11 +380,7 @@ def _read_table(db: sqlite3.Connection, contents: Contents, table: str, salvagin
                 f"key(s) missing from it{first}, {len(indexed) - len(set(indexed))} repeated"
             )
     _report(contents, table, problems)
-    for key, record in rows.items():
-        contents.records[table].append((key.decode("utf-8"), record))
-
-
-_BAD = object()
+    contents.records[table].extend(rows.values())
 
 
 def _columns(checked: bool) -> str:
@@ -393,17 +389,37 @@ def _columns(checked: bool) -> str:
 
 
 def _scan(
-    db: sqlite3.Connection, table: str, checked: bool, problems: list[str]
-) -> Iterator[tuple[bytes, bytes, int, int | None]]:
-    """Every row, in the order written; a scan that breaks off says where."""
+    db: sqlite3.Connection, table: str, checked: bool, problems: list[str], contents: Contents
+) -> dict[bytes, tuple[str, Any]]:
+    """Every verified row by stored key, in the order written; a scan that breaks off says where.
+
+    The loop every start runs once per record: the checks of :func:`_verified`
+    inline for the common case, about 1 µs a record on top of decoding it.
+    """
     sql = f"SELECT rowid, {_columns(checked)} FROM {table} NOT INDEXED ORDER BY rowid"
-    last = 0
+    rows: dict[bytes, tuple[str, Any]] = {}
+    highest = last = 0
+    crc32, seed, is_task = zlib.crc32, _seed, table == "task"
     try:
-        for rowid, key, blob, seq, stored in db.execute(sql):
-            last = rowid
-            yield key, blob, seq, stored
+        for last, key, blob, seq, crc in db.execute(sql):  # noqa: B007 (where a scan broke off)
+            try:
+                if checked and crc32(blob, crc32(key, seed(seq))) != crc:
+                    raise ValueError
+                text, record = key.decode(), unpack(blob)
+                if is_task and record["key"] != text:
+                    raise ValueError
+            except Exception:  # any damage: _verified names it
+                found = _verified(table, key, blob, seq, crc, checked, problems)
+                if found is None:
+                    rows.pop(key, None)  # a duplicate key with a bad copy: keep neither
+                    continue
+                text, record = found
+            rows[key] = (text, record)
+            highest = max(highest, seq)
     except sqlite3.DatabaseError as exc:
         problems.append(f"{table} table cannot be read past row {last}: {exc}")
+    contents.seq = max(contents.seq, highest)
+    return rows
 
 
 def _verified(
@@ -414,25 +430,28 @@ def _verified(
     crc: int | None,
     checked: bool,
     problems: list[str],
-) -> Any:
-    """The record, or ``_BAD`` with the problem noted."""
-    name = RECORD_NAMES[table]
-    if not isinstance(key, bytes) or not isinstance(blob, bytes) or not isinstance(seq, int):
-        problems.append(f"{name} record {_show(key)} is not a key, a blob and a number")
-        return _BAD
-    if checked and checksum(key, blob, seq) != crc:
-        problems.append(f"{name} record {_show(key)} fails its checksum")
-        return _BAD
+) -> tuple[str, Any] | None:
+    """The key and record, or None with the problem noted."""
+    if type(key) is not bytes or type(blob) is not bytes or type(seq) is not int:
+        problems.append(f"{RECORD_NAMES[table]} record {_show(key)} is not a key, a blob, a number")
+        return None
+    if checked and zlib.crc32(blob, zlib.crc32(key, _seed(seq))) != crc:
+        problems.append(f"{RECORD_NAMES[table]} record {_show(key)} fails its checksum")
+        return None
     try:
-        key.decode("utf-8")
+        text = key.decode("utf-8")
         record = unpack(blob)
     except ValueError as exc:  # UnicodeDecodeError, msgpack's errors
-        problems.append(f"{name} record {_show(key)} cannot be decoded: {exc}")
-        return _BAD
-    if table == "task" and (not isinstance(record, dict) or record.get("key") != key.decode()):
-        problems.append(f"{name} record {_show(key)} does not hold that task")
-        return _BAD
-    return record
+        problems.append(f"{RECORD_NAMES[table]} record {_show(key)} cannot be decoded: {exc}")
+        return None
+    if table == "task" and (type(record) is not dict or record.get("key") != text):
+        problems.append(f"{RECORD_NAMES[table]} record {_show(key)} does not hold that task")
+        return None
+    return text, record
+
+
+#: Rows of one commit share its number: read back, most seeds are found here.
+_seed = functools.lru_cache(maxsize=4096)(seq_seed)
 
 
 def _indexed_keys(db: sqlite3.Connection, table: str, problems: list[str]) -> list[bytes] | None:
@@ -457,7 +476,7 @@ def _look_up(
     table: str,
     keys: list[bytes],
     checked: bool,
-    rows: dict[bytes, Any],
+    rows: dict[bytes, tuple[str, Any]],
     problems: list[str],
     contents: Contents,
 ) -> None:
@@ -471,9 +490,9 @@ def _look_up(
             continue
         if found is not None:
             stored, blob, seq, crc = found
-            record = _verified(table, stored, blob, seq, crc, checked, problems)
-            if record is not _BAD:
-                rows[key] = record
+            verified = _verified(table, stored, blob, seq, crc, checked, problems)
+            if verified is not None:
+                rows[key] = verified
                 contents.seq = max(contents.seq, seq)
 
 
