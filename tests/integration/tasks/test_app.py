@@ -195,7 +195,11 @@ def test_soft_time_limit_lets_the_task_clean_up(app: App) -> None:
 def test_soft_time_limit_in_a_thread_slot(cluster_factory) -> None:
     cluster = cluster_factory(n_workers=1, threads_per_worker=2)
     with App(cluster.address) as app:
-        task = app.task(t.cleanup_on_soft_limit, soft_time_limit=0.3)
+        # A thread slot gets the exception at its next bytecode, not inside a
+        # blocking call (docs/tasks.md): so the task waits in short sleeps.  A
+        # long one would hold the exception pending for its whole length, and
+        # under coverage's tracer that starves the worker's helper thread.
+        task = app.task(t.cleanup_on_soft_limit_in_python, soft_time_limit=0.3)
         results = [task.delay(5) for _ in range(2)]  # one lands on the non-main slot
         assert [r.get(timeout=20) for r in results] == ["cleaned up"] * 2
         assert SoftTimeLimitExceeded  # exported for tasks to catch
