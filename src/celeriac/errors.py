@@ -60,6 +60,21 @@ class SoftTimeLimitExceeded(Exception):
     """Raised inside a task when it passes its ``soft_time_limit``: clean up and stop."""
 
 
+class ArgumentTooLarge(ValueError):
+    """A task and its arguments would make a message over the scheduler's size limit.
+
+    Raised at the call, before anything is sent: nothing was submitted.
+    """
+
+
+class ResultTooLarge(Exception):
+    """A task's result is over the scheduler's message size limit, so it was not sent.
+
+    The task's run failed with this instead (not retried: it would fail again);
+    nothing of the result was written anywhere.
+    """
+
+
 class MaxRetriesExceededError(Exception):
     """A task asked to be retried (``self.retry()``) with no retries left and no cause."""
 
