@@ -22,6 +22,7 @@ from celeriac import (
     SchedulerUnavailable,
     SerializationError,
 )
+from celeriac.errors import ResultTooLarge
 from celeriac.testing import kill, wait_until, worker_pids
 from tasks_for_tests import (
     die,
@@ -152,6 +153,20 @@ def test_oversized_submission_is_refused_by_the_client(cluster_factory) -> None:
         with pytest.raises(ValueError, match="message limit"):
             client.submit(len, b"x" * 200_000)
         assert client.submit(len, b"x" * 1000).result(timeout=10) == 1000
+
+
+def test_a_result_over_the_message_limit_fails_its_task_and_writes_nothing(
+    cluster_factory,
+) -> None:
+    cluster = cluster_factory(n_workers=1, scheduler_args=("--max-message-size", "2000000"))
+    segments_before = set(os.listdir("/dev/shm"))
+    with Client(cluster.address) as client:
+        # 3 MB would go through /dev/shm (frames from 1 MiB do): nothing is written
+        future = client.submit(bytes, 3_000_000)
+        with pytest.raises(ResultTooLarge, match=r"takes 30000\d\d bytes .* limit of 2000000"):
+            future.result(timeout=20)
+        assert client.submit(bytes, 1000).result(timeout=10) == bytes(1000)  # worker serves on
+    assert set(os.listdir("/dev/shm")) <= segments_before
 
 
 def test_unreachable_scheduler_fails_fast() -> None:

@@ -475,6 +475,7 @@ class SchedulerState:
             version=VERSION,
             heartbeat_interval=self.config.heartbeat_interval,
             worker_timeout=self.config.worker_timeout,
+            max_message_bytes=self.config.max_message_bytes,
             **self.welcome_fields,
         )
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from celeriac.context import TaskRequest, set_request
-from celeriac.errors import MaxRetriesExceededError, Retry
+from celeriac.errors import MaxRetriesExceededError, ResultTooLarge, Retry
 from celeriac.wire import refs
-from celeriac.wire.protocol import Message, Payload
+from celeriac.wire.protocol import DEFAULT_MAX_MESSAGE_BYTES, Message, Payload, nbytes
 from celeriac.wire.serialize import (
     LoadedFunctions,
     SerializationError,
@@ -47,14 +47,21 @@ class RunRequest:
     soft_time_limit: float | None = None
 
 
-def run_task(task: RunRequest, functions: LoadedFunctions) -> Message:
+def run_task(
+    task: RunRequest,
+    functions: LoadedFunctions,
+    max_result_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> Message:
     """Execute a task; return its ``task-done`` or ``task-failed`` message.
 
     ``functions`` caches the unpickled functions across tasks.  A failure is the
     message, not an exception: whatever the task raises (any ``BaseException``;
     :class:`~celeriac.errors.Retry` asks to run it again), or a function,
-    arguments or result that will not (un)pickle (kind ``serialize``).  Time
-    limits are the caller's to enforce.
+    arguments or result that will not (un)pickle (kind ``serialize``), or a
+    result whose pickle is over ``max_result_bytes`` (the scheduler's message
+    limit: :class:`~celeriac.errors.ResultTooLarge`, kind ``serialize``, as
+    the scheduler would drop the connection on such a message).  Time limits
+    are the caller's to enforce.
     """
     try:
         fn = functions.load(task.function[0])
@@ -78,7 +85,22 @@ def run_task(task: RunRequest, functions: LoadedFunctions) -> Message:
         payload = dumps_plain(result) if type(result) in refs.PLAIN_TYPES else dumps(result)
     except SerializationError as exc:
         return _failed(task, "serialize", exc, f"the result of task {task.name!r} cannot be sent")
+    size = sum(nbytes(frame) for frame in payload)
+    if size > max_result_bytes:
+        return _too_large(task, size, max_result_bytes)
     return Message("task-done", {"key": task.key, "duration": duration}, [payload])
+
+
+def _too_large(task: RunRequest, size: int, limit: int) -> Message:
+    error = ResultTooLarge(
+        f"the result of task {task.name!r} takes {size} bytes pickled, over the scheduler's "
+        f"message limit of {limit} bytes (--max-message-size); return a smaller value, or "
+        "write it to storage and return its location"
+    )
+    log.error("task %s: %s", task.key, error)
+    return Message(
+        "task-failed", _failure_fields(task, "serialize", error), [dumps_exception(error)]
+    )
 
 
 def _raised(task: RunRequest, exc: BaseException, duration: float) -> Message:

@@ -95,6 +95,7 @@ class WorkerProcess:
         self._stopped = False
         self._heartbeat_interval = 0.5
         self._scheduler_timeout = 5.0
+        self._max_result_bytes = protocol.DEFAULT_MAX_MESSAGE_BYTES  # the welcome says
         self._last_heard = time.monotonic()
         self._scheduler_silent = False
         self._registering = True  # hello sent, no welcome yet
@@ -230,6 +231,7 @@ class WorkerProcess:
             self._registering = False
             self._heartbeat_interval = _clamp(msg.get("heartbeat_interval"), 0.01, 60.0, 0.5)
             self._scheduler_timeout = _clamp(msg.get("worker_timeout"), 0.1, 3600.0, 5.0)
+            self._max_result_bytes = msg.get("max_message_bytes", self._max_result_bytes)
             self._socket.share_memory(msg)
             log.info("worker %s registered with the scheduler", self.name)
         elif msg.op == "reregister" and not self._registering:
@@ -430,7 +432,7 @@ class WorkerProcess:
             if task.soft_time_limit is not None:
                 self._soft_limits.start(task.key, task.soft_time_limit)
                 self._waker.wake()  # the helper thread must wake up for the new deadline
-            return run_task(task, self._functions)
+            return run_task(task, self._functions, self._max_result_bytes)
         except SoftTimeLimitExceeded:
             # Landed outside the task's own code (a limit of zero, or a signal
             # racing the task's end): still the task's failure, not the worker's.

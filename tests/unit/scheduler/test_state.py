@@ -101,9 +101,16 @@ def test_client_hello_is_welcomed() -> None:
 
 
 def test_worker_hello_is_welcomed_with_timing() -> None:
-    state = SchedulerState(SchedulerConfig(worker_timeout=7.0, heartbeat_interval=0.25))
+    config = SchedulerConfig(worker_timeout=7.0, heartbeat_interval=0.25, max_message_bytes=99)
+    state = SchedulerState(config)
     out = state.handle(W1, [hello_worker(slots=3)], now=0.0)
-    expected = msg("welcome", version=VERSION, heartbeat_interval=0.25, worker_timeout=7.0)
+    expected = msg(
+        "welcome",
+        version=VERSION,
+        heartbeat_interval=0.25,
+        worker_timeout=7.0,
+        max_message_bytes=99,
+    )
     assert out == [Send(W1, expected)]
     assert state.workers[W1].slots == 3
 
