@@ -1,17 +1,25 @@
-"""Chains, groups and chords, built on the engine's dependency graph.
+"""Signatures, chains, groups and chords, built on the engine's dependency graph.
 
-Every step is submitted at once, with references (``TaskRef``) to the
-results it needs: the scheduler starts each one when its inputs exist.
+Every task of a canvas is submitted at once, with references (``TaskRef``) to
+the results it needs: the scheduler starts each one when its inputs exist.
 Nothing polls, and no worker waits for another task.  Each canvas is one
-call to ``Engine.enqueue`` with a :class:`~celeriac.client.engine.Submission`
-per step.
+call to ``Engine.enqueue`` (see :mod:`celeriac.tasks.plan`).
+
+Every kind of canvas is a :class:`Canvas`: it has partial ``args`` and
+``kwargs``, ``options``, ``immutable``, and builds itself into a plan given
+what comes before it (the arguments to prepend: call-time arguments, or the
+previous step's result) and returns its result and its *output*: the
+``TaskRef`` (or list of them, for a group) the next step receives.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import copy
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from celeriac.tasks.callables import Errback, OnFailure, check_errback
+from celeriac.tasks.plan import ROOT, Inherited, Plan, check_options, moment
 from celeriac.tasks.result import AsyncResult, GroupResult
 from celeriac.wire.refs import TaskRef
 
@@ -21,33 +29,260 @@ if TYPE_CHECKING:
 
 R = TypeVar("R")
 
+#: A canvas's result: one task's, or a group's.
+Result = AsyncResult[Any] | GroupResult
 
-class Signature(Generic[R]):
-    """A task with (partial) arguments: ``add.s(2)``.
+
+class Canvas:
+    """What every signature, chain, group and chord has in common.
+
+    Parameters:
+        args, kwargs: partial arguments, put before (positional) or under
+            (keyword) those given when it is called.
+        immutable: ignore arguments given later, and the previous result in a chain.
+        options: ``apply_async`` options (see :data:`~celeriac.tasks.plan.OPTIONS`).
+    """
+
+    def __init__(
+        self,
+        args: Iterable[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        immutable: bool = False,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        self.args = tuple(args)
+        self.kwargs = dict(kwargs or {})
+        self.immutable = immutable
+        self.options = check_options(options or {})
+
+    # -- sending -----------------------------------------------------------------------
+
+    def apply_async(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """Send every task at once; the result (an ``AsyncResult`` or a ``GroupResult``).
+
+        Parameters:
+            args: put before the first task's (each first task's) arguments,
+                unless immutable.
+            kwargs: merged into the first task's keyword arguments.
+            options: override this canvas's options for this call.
+        """
+        node = self.clone(**options) if options else self
+        plan = Plan()
+        result, _ = node.build(plan, tuple(args or ()), dict(kwargs or {}), ROOT, None)
+        plan.send()
+        return result
+
+    def delay(self, *args: Any, **kwargs: Any) -> Any:
+        """``apply_async(args, kwargs)``: send with these arguments added."""
+        return self.apply_async(args, kwargs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Send it (a chain, group or chord): ``chain(...)(16)`` is ``apply_async((16,))``."""
+        return self.apply_async(args, kwargs)
+
+    def __invert__(self) -> Any:
+        """``~canvas``: send it and wait for its result."""
+        return self.apply_async().get()
+
+    def build(
+        self,
+        plan: Plan,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        inherited: Inherited,
+        parent: Result | None,
+        task_id: str | None = None,
+    ) -> tuple[Any, Any]:
+        """Add this canvas's tasks to ``plan``; its result and its output.
+
+        Parameters:
+            plan: where the submissions go.
+            args, kwargs: what comes first (call-time arguments or the previous
+                step's output), unless immutable.
+            inherited: what the enclosing canvases pass down.
+            parent: the previous step's result (``AsyncResult.parent``).
+            task_id: the id of its final result (an enclosing chain's ``task_id``).
+        """
+        raise NotImplementedError
+
+    # -- options -----------------------------------------------------------------------
+
+    def set(self, immutable: bool | None = None, **options: Any) -> Any:
+        """Set options in place (``queue``, ``countdown``, ``link``...); return this canvas.
+
+        Parameters:
+            immutable: make it (im)mutable, as ``si`` does.
+            options: as ``apply_async`` takes them.
+        """
+        if immutable is not None:
+            self.immutable = immutable
+        self.options.update(check_options(options))
+        return self
+
+    def clone(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """A copy, with ``args`` prepended, ``kwargs`` merged (unless immutable) and options set.
+
+        Parameters:
+            args, kwargs: partial arguments to add.
+            options: options that override the copy's.
+        """
+        new = copy.copy(self)
+        if not self.immutable:
+            new.args = (*(args or ()), *self.args)
+            new.kwargs = {**self.kwargs, **(kwargs or {})}
+        new.options = {
+            k: list(v) if isinstance(v, list) else v for k, v in self.options.items()
+        }  # own link lists: linking the copy leaves this one alone
+        new.options.update(check_options(options))
+        new._copy_members()
+        return new
+
+    partial = clone
+
+    def _copy_members(self) -> None:
+        """A composite's clone gets its own members (members may be ``set`` later)."""
+
+    def _merged(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if self.immutable:
+            return self.args, self.kwargs
+        return (*args, *self.args), {**self.kwargs, **kwargs}
+
+    # -- callbacks ---------------------------------------------------------------------
+
+    def link(self, callback: Canvas) -> Canvas:
+        """Run ``callback`` after this succeeds, with its result first (unless immutable).
+
+        The callback is a task on the dependency graph, sent with this one.
+        Returns the callback, as Celery does.
+
+        Parameters:
+            callback: a signature or any canvas.
+        """
+        _require_canvas(callback, "link")
+        self.options.setdefault("link", []).append(callback)
+        return callback
+
+    def link_error(self, errback: Signature[Any]) -> Signature[Any]:
+        """Call ``errback(request, exc, traceback, *its_args)`` when this fails for good.
+
+        The errback runs in the worker process where the failure happened,
+        right after it (Celery's current convention; the scheduler cannot
+        start a task on a failure).  Returns the errback, as Celery does.
+
+        Parameters:
+            errback: a signature of a task taking ``(request, exc, traceback)``
+                first (or an immutable one, called with its own arguments only).
+        """
+        _check_errback(errback)
+        self.options.setdefault("link_error", []).append(errback)
+        return errback
+
+    def on_error(self, errback: Signature[Any]) -> Any:
+        """:meth:`link_error`, returning this canvas so calls chain: ``add.s(1).on_error(eb)``.
+
+        Parameters:
+            errback: as :meth:`link_error` takes it.
+        """
+        self.link_error(errback)
+        return self
+
+    def _link_callbacks(self, plan: Plan, output: Any, result: Result) -> None:
+        callbacks = self.options.get("link", ())
+        if callbacks and not isinstance(output, TaskRef):
+            raise TypeError("a link after a group: use a chord (group | callback)")
+        for callback in callbacks:
+            callback.build(plan, (output,), {}, ROOT, result)
+
+    # -- composing ---------------------------------------------------------------------
+
+    def __or__(self, other: Canvas) -> Canvas:
+        if not isinstance(other, Canvas):
+            return NotImplemented
+        return Chain(self, other)
+
+    @property
+    def app(self) -> App | None:
+        """The app of its first task (``None`` for an empty group)."""
+        raise NotImplementedError
+
+    def _plain(self) -> bool:
+        """No arguments or options of its own: flattening it loses nothing."""
+        return not (self.args or self.kwargs or self.options or self.immutable)
+
+
+class Signature(Canvas, Generic[R]):
+    """A task with (partial) arguments and options: ``add.s(2)``, ``signature(add, (2,))``.
+
+    Calling it runs the task here, as Celery does; ``delay``/``apply_async``
+    send it.  ``sig.task`` is the :class:`~celeriac.tasks.app.Task` itself
+    (Celery's ``sig.type``); ``sig.name`` its name.
 
     Parameters:
         task: the task.
         args, kwargs: the arguments given so far.
         immutable: a chain does not prepend the previous result (``add.si(2)``).
+        options: ``apply_async`` options.
     """
 
     def __init__(
         self,
         task: Task[Any, R],
-        args: tuple[Any, ...] = (),
+        args: Iterable[Any] = (),
         kwargs: dict[str, Any] | None = None,
         *,
         immutable: bool = False,
+        options: dict[str, Any] | None = None,
     ) -> None:
+        super().__init__(args, kwargs, immutable=immutable, options=options)
         self.task = task
-        self.args = args
-        self.kwargs = kwargs or {}
-        self.immutable = immutable
 
     @property
     def app(self) -> App:
         """The task's app."""
         return self.task.app
+
+    @property
+    def name(self) -> str:
+        """The task's name."""
+        return self.task.name
+
+    @property
+    def type(self) -> Task[Any, R]:
+        """The task (Celery's name for it)."""
+        return self.task
+
+    def __call__(self, *args: Any, **kwargs: Any) -> R:
+        """Run the task here and now with these arguments added (Celery: ``sig()``)."""
+        args, kwargs = self._merged(args, kwargs)
+        return self.task(*args, **kwargs)
+
+    def apply_async(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult[R]:
+        """Send the task with these arguments added; see :meth:`Task.apply_async`.
+
+        Parameters:
+            args, kwargs: more arguments (positional ones go first, as in Celery).
+            options: ``apply_async`` options (``task_id``, ``countdown``, ``link``...).
+        """
+        result: AsyncResult[R] = super().apply_async(args, kwargs, **options)
+        return result
 
     def delay(self, *args: Any, **kwargs: Any) -> AsyncResult[R]:
         """Send the task with these arguments added; see :meth:`Task.delay`.
@@ -57,134 +292,430 @@ class Signature(Generic[R]):
         """
         return self.apply_async(args, kwargs)
 
-    def apply_async(
-        self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, **options: Any
-    ) -> AsyncResult[R]:
-        """Send the task with these arguments added; see :meth:`Task.apply_async`.
-
-        Parameters:
-            args, kwargs: more arguments (positional ones go first, as in Celery).
-            options: ``apply_async`` options (``task_id``, ``countdown``, ...).
-        """
-        return self.task.apply_async(
-            (*args, *self.args), {**self.kwargs, **(kwargs or {})}, **options
-        )
+    def __invert__(self) -> R:
+        """``~sig``: ``sig.delay().get()``."""
+        return self.apply_async().get()
 
     def submission(self, previous: Any = None, *, task_id: str | None = None) -> Submission:
-        """What this step sends; ``previous`` (a ref, or list of refs) goes first, as in Celery.
+        """What this task sends alone; ``previous`` goes first in its arguments, unless immutable.
+
+        Its ``queue``, ``priority`` and ``retries`` options apply; its moments
+        (``countdown``, ``eta``, ``expires``) and callbacks do not (a periodic
+        job's runs are built from this).
 
         Parameters:
             previous: the result(s) of the step before, as ``TaskRef``s.
             task_id: the id (default: a fresh one).
         """
         args = self.args if previous is None or self.immutable else (previous, *self.args)
-        return self.task.submission(args, self.kwargs, task_id=task_id)
+        o = self.options
+        return self.task.submission(
+            args,
+            self.kwargs,
+            task_id=task_id,
+            queue=o.get("queue"),
+            priority=o.get("priority"),
+            retries=o.get("retries"),
+        )
 
-    def __or__(self, other: Signature[Any]) -> Chain:
-        return Chain(self, other)
+    def build(
+        self,
+        plan: Plan,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        inherited: Inherited,
+        parent: Result | None,
+        task_id: str | None = None,
+    ) -> tuple[AsyncResult[R], TaskRef]:
+        """One task: its submission, its errbacks, then its ``link`` callbacks.
+
+        Parameters:
+            plan, args, kwargs, inherited, parent, task_id: as :meth:`Canvas.build`.
+        """
+        passed = inherited.under(self.options)
+        submission = self._submission(
+            *self._merged(args, kwargs), passed.options, task_id or self.options.get("task_id")
+        )
+        if passed.errbacks:
+            submission.fn = OnFailure(
+                submission.fn,
+                [_errback(e) for e in passed.errbacks],
+                submission.options.retries,
+                retry_any=submission.options.retry_on_error is not False,
+            )
+        result: AsyncResult[R] = AsyncResult(submission.key, app=self.app, parent=parent)
+        plan.add(self.app, submission, result)
+        if isinstance(parent, AsyncResult):
+            parent.children.append(result)
+        ref = TaskRef(submission.key)
+        self._link_callbacks(plan, ref, result)
+        return result, ref
+
+    def _submission(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: Mapping[str, Any],
+        task_id: str | None,
+    ) -> Submission:
+        return self.task.submission(
+            args,
+            kwargs,
+            task_id=task_id,
+            not_before=moment(options.get("eta"), options.get("countdown")),
+            expires=moment(options.get("expires"), None, relative=True),
+            queue=options.get("queue"),
+            priority=options.get("priority"),
+            retries=options.get("retries"),
+        )
 
     def __repr__(self) -> str:
-        return f"{self.task.name}.s{self.args!r}"
+        parts = [*map(repr, self.args), *(f"{k}={v!r}" for k, v in self.kwargs.items())]
+        return f"{self.task.name}{'.si' if self.immutable else '.s'}({', '.join(parts)})"
 
 
-class Chain:
-    """``chain(a.s(1), b.s(), c.s())``: each result is the first argument of the next.
+class Chain(Canvas):
+    """``chain(a.s(1), b.s(), c.s())`` or ``a.s(1) | b.s() | c.s()``: each result feeds the next.
+
+    A step may be any canvas: a group's output is the list of its results;
+    a group followed by a task becomes a chord, as in Celery; a chain inside
+    a chain is flattened.  Calling it sends it: ``chain(add.s(4), mul.s(2))(16)``
+    prepends 16 to the first step's arguments.
 
     Parameters:
-        steps: the signatures, in order.
+        steps: the canvases, in order (or one iterable of them).
     """
 
-    def __init__(self, *steps: Signature[Any]) -> None:
-        if not steps:
-            raise ValueError("a chain needs at least one signature")
+    def __init__(self, *steps: Canvas | Iterable[Canvas]) -> None:
+        super().__init__()
+        if len(steps) == 1 and not isinstance(steps[0], Canvas):
+            steps = tuple(steps[0])
+        folded: list[Canvas] = []
         for step in steps:
-            if not isinstance(step, Signature):
-                raise TypeError(
-                    f"a chain takes signatures, not {type(step).__name__}: "
-                    "for a group followed by a task use chord(group, task)"
-                )
-        self.steps = steps
+            _append(folded, _require_canvas(step, "chain"))
+        if not folded:
+            raise ValueError("a chain needs at least one signature")
+        self.steps: tuple[Canvas, ...] = tuple(folded)
 
-    def apply_async(self) -> AsyncResult[Any]:
-        """Send every step at once; the result of the last."""
-        submissions: list[Submission] = []
-        previous = None
-        for step in self.steps:
-            submission = step.submission(previous)
-            submissions.append(submission)
-            previous = TaskRef(submission.key)
-        app = self.steps[0].app
-        app.engine.enqueue(submissions, timeout=app.timeout)
-        return AsyncResult(submissions[-1].key, app=app)
+    @property
+    def tasks(self) -> tuple[Canvas, ...]:
+        """The steps (Celery's name for them)."""
+        return self.steps
 
-    delay = apply_async
+    @property
+    def app(self) -> App | None:
+        """The app of its first task."""
+        return self.steps[0].app
 
-    def __or__(self, other: Signature[Any]) -> Chain:
-        return Chain(*self.steps, other)
+    def _copy_members(self) -> None:
+        self.steps = tuple(s.clone() for s in self.steps)
+
+    def build(
+        self,
+        plan: Plan,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        inherited: Inherited,
+        parent: Result | None,
+        task_id: str | None = None,
+    ) -> tuple[Result, Any]:
+        """Each step fed the output of the one before; the last step's result.
+
+        Parameters:
+            plan, args, kwargs, inherited, parent, task_id: as :meth:`Canvas.build`.
+        """
+        passed = inherited.under(self.options)
+        task_id = task_id or self.options.get("task_id")
+        args, kwargs = self._merged(args, kwargs)
+        result: Result | None = parent
+        output: Any = None
+        last = len(self.steps) - 1
+        for i, step in enumerate(self.steps):
+            step_id = task_id if i == last else None
+            result, output = step.build(plan, args, kwargs, passed, result, step_id)
+            args, kwargs = (output,), {}
+        assert result is not None  # a chain has at least one step
+        self._link_callbacks(plan, output, result)
+        return result, output
+
+    def __repr__(self) -> str:
+        return " | ".join(map(repr, self.steps))
 
 
-class Group:
-    """``group(add.s(i, i) for i in range(10))``: run in parallel.
+class Group(Canvas):
+    """``group(add.s(i, i) for i in range(10))``: run in parallel; a ``GroupResult``.
+
+    Arguments given when it is called go to every member; a group inside a
+    group is flattened.
 
     Parameters:
-        signatures: the signatures, as arguments or as one iterable.
+        tasks: the canvases, as arguments or as one iterable.
     """
 
-    def __init__(self, *signatures: Signature[Any] | Iterable[Signature[Any]]) -> None:
-        if len(signatures) == 1 and not isinstance(signatures[0], Signature):
-            signatures = tuple(signatures[0])
-        self.signatures: tuple[Signature[Any], ...] = signatures  # type: ignore[assignment]
+    def __init__(self, *tasks: Canvas | Iterable[Canvas]) -> None:
+        super().__init__()
+        if len(tasks) == 1 and not isinstance(tasks[0], Canvas):
+            tasks = tuple(tasks[0])
+        self.tasks: tuple[Canvas, ...] = tuple(_require_canvas(t, "group") for t in tasks)
 
-    def submissions(self) -> list[Submission]:
-        """What the group sends: one submission per signature."""
-        return [s.submission() for s in self.signatures]
+    @property
+    def signatures(self) -> tuple[Canvas, ...]:
+        """The members (as earlier Celeriac versions named them)."""
+        return self.tasks
 
-    def apply_async(self) -> GroupResult:
-        """Send every signature at once; their results, in order."""
-        if not self.signatures:
-            return GroupResult([])
-        app = self.signatures[0].app
-        submissions = self.submissions()
-        app.engine.enqueue(submissions, timeout=app.timeout)
-        return GroupResult([AsyncResult(s.key, app=app) for s in submissions])
+    @property
+    def app(self) -> App | None:
+        """The app of its first task (``None`` when empty)."""
+        return self.tasks[0].app if self.tasks else None
 
-    delay = apply_async
+    def _copy_members(self) -> None:
+        self.tasks = tuple(t.clone() for t in self.tasks)
+
+    def link(self, callback: Canvas) -> Canvas:
+        """Refused, as in Celery: a callback after a group is a chord (``group | callback``)."""
+        raise TypeError("a link after a group: use a chord (group | callback)")
+
+    def __or__(self, other: Canvas) -> Canvas:
+        """``group | x`` is ``chord(group, x)``, as in Celery; ``group | group()`` is the group."""
+        if not isinstance(other, Canvas):
+            return NotImplemented
+        if isinstance(other, Group) and not other.tasks:
+            return self
+        return Chord(self, other)
+
+    def apply_async(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> GroupResult:
+        """Send every member at once; their results, in order.
+
+        Parameters:
+            args, kwargs: added to every member's arguments.
+            options: passed to every member (its own win); ``task_id`` is the group's id.
+        """
+        result: GroupResult = super().apply_async(args, kwargs, **options)
+        return result
+
+    def build(
+        self,
+        plan: Plan,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        inherited: Inherited,
+        parent: Result | None,
+        task_id: str | None = None,
+    ) -> tuple[GroupResult, list[Any]]:
+        """Every member given the same arguments; the list of their outputs.
+
+        Parameters:
+            plan, args, kwargs, inherited, parent, task_id: as :meth:`Canvas.build`.
+        """
+        if self.options.get("link"):
+            raise TypeError("a link after a group: use a chord (group | callback)")
+        passed = inherited.under(self.options)
+        args, kwargs = self._merged(args, kwargs)
+        results: list[Result] = []
+        outputs: list[Any] = []
+        for member in self.tasks:
+            result, output = member.build(plan, args, kwargs, passed, parent)
+            if isinstance(member, Group):  # flattened, as Celery does
+                results.extend(result.results)
+                outputs.extend(output)
+            else:
+                results.append(result)
+                outputs.append(output)
+        group_id = task_id or self.options.get("task_id")
+        return GroupResult(results, id=group_id, parent=parent), outputs
+
+    def __repr__(self) -> str:
+        return f"group([{', '.join(map(repr, self.tasks))}])"
 
 
-class Chord:
-    """``chord(header_group, callback)``: the callback gets the list of header results.
+class Chord(Canvas):
+    """``chord(header, body)``: the body gets the list of the header's results, first.
+
+    ``chord(header)(body)`` sends it too, as in Celery.  A ``link`` goes on the
+    body; a ``link_error`` on every header task and on the body (a failed
+    header task fails the body without running it).
 
     Parameters:
-        header: a group, or signatures, that run in parallel.
-        body: the callback; the list of header results goes first in its arguments.
+        header: a group, or canvases, that run in parallel.
+        body: the callback (any canvas), given when it is called if not here.
     """
 
-    def __init__(self, header: Group | Iterable[Signature[Any]], body: Signature[Any]) -> None:
+    def __init__(self, header: Group | Iterable[Canvas], body: Canvas | None = None) -> None:
+        super().__init__()
         self.header = header if isinstance(header, Group) else Group(header)
-        self.body = body
+        self.body = None if body is None else _require_canvas(body, "chord")
 
-    def apply_async(self) -> AsyncResult[Any]:
-        """Send the header and the body at once; the body's result."""
-        submissions = self.header.submissions()
-        refs = [TaskRef(s.key) for s in submissions]
-        submissions.append(self.body.submission(refs))
-        app = self.body.app
-        app.engine.enqueue(submissions, timeout=app.timeout)
-        return AsyncResult(submissions[-1].key, app=app)
+    @property
+    def tasks(self) -> tuple[Canvas, ...]:
+        """The header's members (Celery's name for them)."""
+        return self.header.tasks
 
-    delay = apply_async
+    @property
+    def app(self) -> App | None:
+        """The app of its first task."""
+        return self.header.app or (self.body.app if self.body is not None else None)
+
+    def _copy_members(self) -> None:
+        self.header = self.header.clone()
+        self.body = self.body.clone() if self.body is not None else None
+
+    def __call__(self, body: Canvas | None = None, **options: Any) -> Any:
+        """Send it, with ``body`` if given: ``chord(header)(body)``.
+
+        Parameters:
+            body: the callback, if the chord has none yet (or to replace it).
+            options: ``apply_async`` options.
+        """
+        chord = self
+        if body is not None:
+            chord = self.clone()
+            chord.body = _require_canvas(body, "chord")
+        return chord.apply_async(**options)
+
+    def __or__(self, other: Canvas) -> Canvas:
+        if self.body is not None and self._plain() and _joins_body(other):
+            chord = self.clone()
+            chord.body = self.body | _unrolled(other)
+            return chord
+        return super().__or__(other)
+
+    def build(
+        self,
+        plan: Plan,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        inherited: Inherited,
+        parent: Result | None,
+        task_id: str | None = None,
+    ) -> tuple[Result, Any]:
+        """The header given the arguments, then the body given its outputs.
+
+        Parameters:
+            plan, args, kwargs, inherited, parent, task_id: as :meth:`Canvas.build`.
+        """
+        if self.body is None:
+            raise TypeError("a chord needs a body: chord(header, body) or chord(header)(body)")
+        passed = inherited.under(self.options)
+        header, outputs = self.header.build(plan, *self._merged(args, kwargs), passed, parent)
+        task_id = task_id or self.options.get("task_id")
+        result, output = self.body.build(plan, (outputs,), {}, passed, header, task_id)
+        self._link_callbacks(plan, output, result)
+        return result, output
+
+    def __repr__(self) -> str:
+        return f"chord({self.header!r}, {self.body!r})"
 
 
-def chain(*steps: Signature[Any]) -> Chain:
-    """A :class:`Chain` of ``steps``."""
-    return Chain(*steps)
+# -- composing, as Celery does -----------------------------------------------------------
 
 
-def group(*signatures: Signature[Any] | Iterable[Signature[Any]]) -> Group:
-    """A :class:`Group` of ``signatures`` (as arguments or one iterable)."""
-    return Group(*signatures)
+def _append(steps: list[Canvas], step: Canvas) -> None:
+    """Add ``step`` to a chain's ``steps`` by Celery's rules, without losing anything.
+
+    A plain chain is flattened; an empty group vanishes and a plain group of
+    one is its member; a task after a group makes them a chord; a task after
+    a plain chord joins the chord's body.
+    """
+    if isinstance(step, Chain) and step._plain():
+        for inner in step.steps:
+            _append(steps, inner)
+        return
+    if isinstance(step, Group) and step._plain() and len(step.tasks) <= 1:
+        if step.tasks:
+            _append(steps, step.tasks[0])
+        return
+    last = steps[-1] if steps else None
+    if isinstance(last, Group) and not isinstance(step, (Group, Chain)):
+        steps[-1] = Chord(last, step)
+    elif isinstance(last, Chord) and last.body is not None and last._plain() and _joins_body(step):
+        steps[-1] = last | step
+    else:
+        steps.append(step)
 
 
-def chord(header: Group | Iterable[Signature[Any]], body: Signature[Any]) -> Chord:
-    """A :class:`Chord`: ``body`` gets the list of the ``header``'s results."""
-    return Chord(header, body)
+def _joins_body(step: Canvas) -> bool:
+    """After a chord, this goes into the chord's body (a task, or a group of one)."""
+    if isinstance(step, Group):
+        return len(step.tasks) == 1 and step._plain()
+    return isinstance(step, Signature)
+
+
+def _unrolled(step: Canvas) -> Canvas:
+    return step.tasks[0] if isinstance(step, Group) else step
+
+
+def _require_canvas(obj: Any, where: str) -> Canvas:
+    if not isinstance(obj, Canvas):
+        raise TypeError(f"a {where} takes signatures (task.s(...)) or canvases, not {obj!r}")
+    return obj
+
+
+def _check_errback(errback: Any) -> None:
+    if type(errback) is not Signature:  # a canvas, or a map, is no function to call
+        raise TypeError(
+            f"link_error takes a task's signature, not {errback!r}: Celeriac calls it in "
+            "the worker with (request, exc, traceback), as Celery calls its errbacks"
+        )
+    check_errback(errback.task, errback.args, errback.kwargs, errback.immutable)
+
+
+def _errback(errback: Signature[Any]) -> Errback:
+    return Errback.of(errback.task, errback.args, errback.kwargs, errback.immutable)
+
+
+# -- the functions Celery users call ------------------------------------------------------
+
+chain = Chain
+group = Group
+chord = Chord
+
+
+def signature(
+    task: Task[Any, R] | Signature[R] | str,
+    args: Iterable[Any] | None = None,
+    kwargs: dict[str, Any] | None = None,
+    *,
+    app: App | None = None,
+    immutable: bool = False,
+    **options: Any,
+) -> Signature[R]:
+    """A signature of ``task`` (a task, or a registered task's name with ``app=``).
+
+    Given a signature, a copy of it (with ``args``, ``kwargs`` and options added).
+
+    Parameters:
+        task: the task, its name (looked up in ``app.tasks``), or a signature.
+        args, kwargs: its arguments.
+        app: the app whose tasks a name is looked up in.
+        immutable: a chain does not prepend the previous result.
+        options: ``apply_async`` options.
+    """
+    if isinstance(task, Signature):
+        return task.clone(args, kwargs, **options)
+    if isinstance(task, str):
+        if app is None:
+            raise TypeError(
+                f"signature({task!r}) needs app=: Celeriac has no default app to look names up in"
+            )
+        if task not in app.tasks:
+            raise LookupError(f"no task named {task!r} is registered with {app!r}")
+        task = app.tasks[task]
+    return Signature(task, args or (), kwargs, immutable=immutable, options=options)
+
+
+__all__ = [
+    "Canvas",
+    "Chain",
+    "Chord",
+    "Group",
+    "Signature",
+    "chain",
+    "chord",
+    "group",
+    "signature",
+]
