@@ -139,12 +139,15 @@ def test_garbage_frames_are_rejected_and_scheduler_keeps_serving(
     assert client.submit(inc, 41).result(timeout=10) == 42
 
 
-def test_raw_tcp_bytes_do_not_hurt_the_scheduler(cluster: LocalCluster, client: Client) -> None:
+def test_raw_tcp_bytes_do_not_hurt_the_scheduler(cluster_factory) -> None:
+    cluster = cluster_factory(tcp=True)
+    assert cluster.tcp_address is not None
     host, port = cluster.tcp_address.removeprefix("tcp://").rsplit(":", 1)
     for payload in (b"GET / HTTP/1.1\r\n\r\n", b"\x00" * 10_000, bytes(range(256)) * 40):
         with socket.create_connection((host, int(port)), timeout=5) as conn:
             conn.sendall(payload)
-    assert client.submit(inc, 1).result(timeout=10) == 2
+    with Client(cluster.address) as client:
+        assert client.submit(inc, 1).result(timeout=10) == 2
 
 
 def test_oversized_submission_is_refused_by_the_client(cluster_factory) -> None:

@@ -698,8 +698,9 @@ def zmtp_command(name: bytes, body: bytes) -> bytes:
 def test_raw_tcp_junk_does_not_hurt_the_scheduler(  # noqa: C901
     cluster_factory: Callable[..., LocalCluster],
 ) -> None:
-    cluster = cluster_factory(n_workers=1, log_level="WARNING")
+    cluster = cluster_factory(n_workers=1, log_level="WARNING", tcp=True)
     scheduler_pid = cluster.scheduler_pid
+    assert cluster.tcp_address is not None
     host, port = cluster.tcp_address.removeprefix("tcp://").rsplit(":", 1)
     rng = random.Random(SEED + 1)
     ready = zmtp_greeting() + zmtp_command(b"READY", b"\x0bSocket-Type\x00\x00\x00\x06DEALER")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +30,7 @@ def keys(tmp_path: Path) -> Path:
 @pytest.fixture
 def secure_cluster(keys: Path):
     args = ("--keys", str(keys))
-    with LocalCluster(2, scheduler_args=args, worker_args=args) as cluster:
+    with LocalCluster(2, scheduler_args=args, worker_args=args, tcp=True) as cluster:
         yield cluster
 
 
@@ -80,3 +82,54 @@ def test_non_loopback_bind_without_keys_points_to_them() -> None:
     refused = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     assert refused.returncode == 2
     assert "celeriac keys create" in refused.stderr and "--keys DIR" in refused.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as a second user")
+def test_another_local_user_cannot_reach_the_embedded_cluster(cluster) -> None:
+    """Its Unix socket is its only address (no TCP port), in a 0700 directory."""
+    assert cluster.tcp_address is None
+    path = cluster.address.removeprefix("ipc://")
+    assert _connect_as(NOBODY, path) == "PermissionError"
+    assert _connect_as(os.getuid(), path) == "connected"  # the check itself can succeed
+
+
+def test_no_tcp_without_a_unix_socket_is_refused() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "celeriac", "scheduler", "--no-tcp", "--no-dashboard"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "--no-tcp leaves nothing to listen on: give --ipc PATH too" in result.stderr
+
+
+NOBODY = 65534
+
+
+def _connect_as(uid: int, path: str) -> str:
+    """Connect to a Unix socket from a child process running as ``uid``: what happened."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to uid, try, report, never return into pytest
+        outcome = b"error"
+        try:
+            os.close(read_end)
+            if uid != os.getuid():
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(5)
+                sock.connect(path)
+            outcome = b"connected"
+        except PermissionError:
+            outcome = b"PermissionError"
+        finally:
+            os.write(write_end, outcome)
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        answer = reader.read().decode()
+    os.waitpid(pid, 0)
+    return answer

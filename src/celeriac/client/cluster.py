@@ -50,12 +50,15 @@ class LocalCluster:
     each; ``timeout``: seconds to wait for the scheduler to be listening;
     ``log_level`` of both; ``scheduler_args`` and ``worker_args``: more
     ``celeriac scheduler``/``worker`` flags.  Clients and workers meet on a
-    Unix socket in a private (0700) temporary directory (:attr:`address`); the
-    scheduler also listens on a loopback port (:attr:`tcp_address`) and serves
-    its dashboard (:attr:`dashboard_address`: the page's link, with its
-    token).  The processes are told this process's pid and exit when it does;
-    :meth:`close` stops them (also a context manager).  Retries with another
-    port if one is taken meanwhile.
+    Unix socket in a private (0700) temporary directory (:attr:`address`), and
+    nowhere else: no other local user can reach the scheduler (and run code as
+    this one).  ``tcp=True`` also opens a loopback port (:attr:`tcp_address`,
+    ``None`` without), which every local user can reach: for tools that need
+    TCP, best with ``--keys``.  The scheduler serves its dashboard
+    (:attr:`dashboard_address`: the page's link, with its token).  The
+    processes are told this process's pid and exit when it does; :meth:`close`
+    stops them (also a context manager).  Retries with another port if one is
+    taken meanwhile.
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class LocalCluster:
         log_level: str = "WARNING",
         scheduler_args: tuple[str, ...] = (),
         worker_args: tuple[str, ...] = (),
+        tcp: bool = False,
     ) -> None:
         # None: one worker process per core; 0: the scheduler alone (workers join later)
         if n_workers is not None and n_workers < 0:
@@ -78,6 +82,9 @@ class LocalCluster:
             *level, "--nprocs", str(self.n_workers), "--nthreads", str(threads_per_worker),
             *worker_args,
         )  # fmt: skip
+        # A --port or --host of the caller's asks for TCP as surely as tcp=True.
+        self._tcp = tcp or _has_option(scheduler_args, "--port", "--host")
+        self.tcp_address: str | None = None
         self._scheduler: subprocess.Popen[bytes] | None = None
         self._workers: subprocess.Popen[bytes] | None = None
         self._socket_dir: weakref.finalize | None = None
@@ -103,17 +110,23 @@ class LocalCluster:
         third off the time to the first result.
 
         ``address`` is a Unix socket in a directory only this user may enter:
-        faster than TCP loopback, and closed to other local users;
-        ``tcp_address`` (loopback) serves whatever cannot use it.
+        faster than TCP loopback, and closed to other local users.  TCP only
+        when asked (``tcp``), or when no such socket can be made.
         """
         celeriac = (sys.executable, "-m", "celeriac")
         parent = ("--parent-pid", str(os.getpid()))
-        port = _free_port()
-        listen: tuple[str, ...] = ("--port", str(port))
-        address = f"tcp://127.0.0.1:{port}"
-        if (local := self._local_address()) is not None:
-            address = local
+        local = self._local_address()
+        listen: tuple[str, ...] = ()
+        if local is not None:
             listen += ("--ipc", local.removeprefix("ipc://"))
+        if local is not None and not self._tcp:
+            address = ready = local
+            listen += ("--no-tcp",)
+        else:
+            port = _free_port()
+            address = local or f"tcp://127.0.0.1:{port}"
+            ready = "tcp://"
+            listen += ("--port", str(port))
         self._scheduler = subprocess.Popen(
             [*celeriac, "scheduler", *listen, *self._scheduler_defaults(), *parent],
             stdout=subprocess.PIPE,
@@ -122,7 +135,8 @@ class LocalCluster:
             self._workers = subprocess.Popen(
                 [*celeriac, "worker", address, *self._worker_options, *parent]
             )
-        self.tcp_address, dashboard = _read_addresses(self._scheduler, timeout)
+        listening, dashboard = _read_addresses(self._scheduler, ready, timeout)
+        self.tcp_address = listening if listening.startswith("tcp://") else None
         self.dashboard_address = _with_token(dashboard, self._scheduler_options)
         self.address = address
 
@@ -208,8 +222,13 @@ def _has_option(args: tuple[str, ...], *names: str) -> bool:
     return any(a.split("=", 1)[0] in names for a in args)
 
 
-def _read_addresses(popen: subprocess.Popen[bytes], timeout: float) -> tuple[str, str | None]:
-    """The scheduler's address (and dashboard's, if any), as it prints them once bound."""
+def _read_addresses(
+    popen: subprocess.Popen[bytes], ready: str, timeout: float
+) -> tuple[str, str | None]:
+    """The scheduler's address (and dashboard's, if any), as it prints them once bound.
+
+    ``ready``: how the last listening line (its address) starts.
+    """
     stream: IO[bytes] | None = popen.stdout
     assert stream is not None
     deadline = time.monotonic() + timeout
@@ -227,7 +246,7 @@ def _read_addresses(popen: subprocess.Popen[bytes], timeout: float) -> tuple[str
             for line in (raw.decode() for raw in lines):
                 if line.startswith(DASHBOARD_AT):
                     dashboard = line[len(DASHBOARD_AT) :].strip()  # the page, with its token
-                elif line.startswith(LISTENING + "tcp://"):  # the last line: ready
+                elif line.startswith(LISTENING + ready):  # the last line: ready
                     return line[len(LISTENING) :].strip(), dashboard
     try:  # stdout closes a moment before the process is gone: wait for its exit code
         code: int | None = popen.wait(max(0.1, deadline - time.monotonic()))

@@ -56,7 +56,9 @@ class SchedulerServer:
     The constructor only stores; :meth:`start` binds, loads the journal and
     starts the dashboard, and :meth:`serve_forever` starts first if need be.
     ``state`` exists from the start, restored from the journal by :meth:`start`;
-    ``address``, ``ipc_address`` and ``dashboard`` are known once it started.
+    ``address`` (TCP, or with ``--no-tcp`` the Unix socket), ``ipc_address``
+    (a Unix socket beside a TCP ``address``) and ``dashboard`` are known once
+    it started.
     """
 
     def __init__(
@@ -100,6 +102,8 @@ class SchedulerServer:
         settings = self.settings
         dashboard = settings.dashboard_bind()  # first, as the CLI always checked it
         refusal = bind_refusal(settings.host, insecure=settings.insecure, keys=settings.keys)
+        if settings.no_tcp and settings.ipc is None:
+            refusal = "--no-tcp leaves nothing to listen on: give --ipc PATH too"
         if refusal is not None:
             raise InsecureBindError(refusal)
         self._started = True
@@ -135,11 +139,17 @@ class SchedulerServer:
         self._socket.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
         if settings.keys:
             self._authenticator = secure_server(self._socket, self._context, settings.keys)
-        port = settings.port
-        self._socket.bind(tcp_address(settings.host, "*" if port == 0 else port))
-        self.address = address = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        if settings.ipc is not None:
-            self._listen_locally(settings.ipc)
+        if settings.no_tcp:
+            assert settings.ipc is not None  # start() refused it
+            address = self._listen_locally(settings.ipc)
+            self.ipc_address = None  # the Unix socket is the address, not one beside it
+        else:
+            port = settings.port
+            self._socket.bind(tcp_address(settings.host, "*" if port == 0 else port))
+            address = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+            if settings.ipc is not None:
+                self._listen_locally(settings.ipc)
+        self.address = address
         self.state.about = {"pid": os.getpid(), "address": address}
         if self.ipc_address is not None:
             self.state.about["ipc_address"] = self.ipc_address
@@ -236,7 +246,7 @@ class SchedulerServer:
         }
         self._next_snapshot = now + 1.0
 
-    def _listen_locally(self, path: str) -> None:
+    def _listen_locally(self, path: str) -> str:
         """Also listen on a Unix socket: peers on this machine skip the TCP stack
         (35-80 µs per round trip).  ZeroMQ would replace whatever is at ``path``
         (a file, another scheduler's socket): refuse that instead."""
@@ -254,6 +264,7 @@ class SchedulerServer:
         os.chmod(path, 0o660)
         found = os.stat(path)
         self.ipc_address, self._ipc_file = address, (path, found.st_dev, found.st_ino)
+        return address
 
     def close(self) -> None:
         """Stop the dashboard, close the sockets and the journal, remove our Unix socket.

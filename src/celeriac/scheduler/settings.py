@@ -55,7 +55,7 @@ class SchedulerSettings(CommonSettings):
     """The options of ``celeriac scheduler``, with their defaults.
 
     ``host``, ``port``: the TCP address to bind (port 0: a free one).
-    ``ipc``: also listen on a Unix socket at this path.
+    ``ipc``: also listen on a Unix socket at this path; ``no_tcp``: on it alone.
     ``insecure``: allow a non-loopback ``host`` (or dashboard) without ``keys``.
     ``keys``: CURVE key directory (``scheduler.key_secret``, ``authorized``).
     ``worker_timeout``, ``heartbeat_interval``, ``prefetch``, ``allowed_failures``,
@@ -78,6 +78,11 @@ class SchedulerSettings(CommonSettings):
         help="also listen on a Unix socket at PATH (made 0660; its directory decides who "
         "can reach it): clients and workers on this machine connect to ipc://PATH, "
         "faster than TCP",
+    )
+    no_tcp: bool = option(
+        False,
+        help="listen on the --ipc socket only, no TCP port: then only processes that may "
+        "enter the socket's directory reach the scheduler (what Client() does)",
     )
     insecure: bool = option(
         False, help="allow binding a non-loopback address without authentication"

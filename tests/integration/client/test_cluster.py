@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -33,8 +34,8 @@ def test_a_port_taken_before_the_scheduler_binds_it_is_replaced(
     real_free_port = embedded._free_port
     picks = [busy_port]
     monkeypatch.setattr(embedded, "_free_port", lambda: picks.pop(0) if picks else real_free_port())
-    local = cluster_factory(n_workers=1, log_level="ERROR")
-    assert not local.tcp_address.endswith(f":{busy_port}")
+    local = cluster_factory(n_workers=1, log_level="ERROR", tcp=True)
+    assert local.tcp_address is not None and not local.tcp_address.endswith(f":{busy_port}")
     with Client(local.address) as client:
         assert client.submit(inc, 1).result(timeout=20) == 2
 
@@ -45,7 +46,7 @@ def test_a_port_that_stays_taken_is_a_clear_error(
 ) -> None:
     monkeypatch.setattr(embedded, "_free_port", lambda: busy_port)
     with pytest.raises(ClusterStartError, match="exited with code 1"):
-        LocalCluster(1, log_level="ERROR")
+        LocalCluster(1, log_level="ERROR", tcp=True)
 
 
 @pytest.mark.timeout(60)
@@ -69,15 +70,44 @@ def test_zero_workers_is_the_scheduler_alone() -> None:
 
 
 @pytest.mark.timeout(60)
-def test_clients_and_workers_meet_on_a_private_unix_socket() -> None:
+def test_clients_and_workers_meet_on_a_private_unix_socket_alone() -> None:
     with LocalCluster(n_workers=1, log_level="ERROR") as local:
-        assert local.address.startswith("ipc://")
+        assert local.address.startswith("ipc://") and local.tcp_address is None
         directory = Path(local.address.removeprefix("ipc://")).parent
         assert directory.stat().st_mode & 0o077 == 0  # no other user may connect
+        # ... and nothing else: no TCP port but the dashboard's (which asks a token)
+        dashboard_port = int(urlsplit(local.dashboard_address).port or 0)
+        assert _tcp_listeners(local.scheduler_pid) == [dashboard_port]
+        with Client(local.address) as client:
+            assert client.submit(inc, 1).result(timeout=20) == 2
+    assert not directory.exists()
+
+
+@pytest.mark.timeout(60)
+def test_tcp_is_there_when_asked_for() -> None:
+    with LocalCluster(n_workers=1, log_level="ERROR", tcp=True) as local:
+        assert local.address.startswith("ipc://") and local.tcp_address is not None
+        port = int(local.tcp_address.rsplit(":", 1)[1])
+        assert port in _tcp_listeners(local.scheduler_pid)
         with Client(local.address) as client, Client(local.tcp_address) as over_tcp:
             assert client.submit(inc, 1).result(timeout=20) == 2
             assert over_tcp.submit(inc, 2).result(timeout=20) == 3
-    assert not directory.exists()
+
+
+def _tcp_listeners(pid: int) -> list[int]:
+    """Ports the process listens on (TCP, IPv4 and IPv6), from /proc."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(fd)
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    ports = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                ports.append(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 @pytest.mark.timeout(60)

@@ -124,7 +124,7 @@ def failed_cluster(cluster_factory: Callable[..., LocalCluster]) -> Iterator[Loc
 def test_status_api_reports_workers_counters_and_failures(busy_cluster: LocalCluster) -> None:
     snapshot = status(busy_cluster)
     assert set(snapshot) >= {"time", "address", "info", "history", "failures"}
-    assert snapshot["address"] == busy_cluster.tcp_address
+    assert snapshot["address"] == busy_cluster.address
     info = snapshot["info"]
     assert info["counters"] == {"done": 20, "erred": 1, "submitted": 21}
     assert len(info["workers"]) == 2
