@@ -142,6 +142,8 @@ class OnFailure:
             request = current_request() or TaskRequest("local", self.__name__, 0)
             final = self.final_error(exc, request.retries)
             if final is not None:
+                if final.__traceback__ is None:  # made here, never raised: where the retry was
+                    final = final.with_traceback(exc.__traceback__)
                 text = "".join(traceback.format_exception(final))
                 for errback in self.errbacks:
                     errback.run(request, final, text)

@@ -54,7 +54,7 @@ class Canvas:
         self.args = tuple(args)
         self.kwargs = dict(kwargs or {})
         self.immutable = immutable
-        self.options = check_options(options or {})
+        self.options = _checked(options or {})
 
     # -- sending -----------------------------------------------------------------------
 
@@ -122,7 +122,7 @@ class Canvas:
         """
         if immutable is not None:
             self.immutable = immutable
-        self.options.update(check_options(options))
+        self.options.update(_checked(options))
         return self
 
     def clone(
@@ -144,7 +144,7 @@ class Canvas:
         new.options = {
             k: list(v) if isinstance(v, list) else v for k, v in self.options.items()
         }  # own link lists: linking the copy leaves this one alone
-        new.options.update(check_options(options))
+        new.options.update(_checked(options))
         new._copy_members()
         return new
 
@@ -653,6 +653,21 @@ def _require_canvas(obj: Any, where: str) -> Canvas:
     if not isinstance(obj, Canvas):
         raise TypeError(f"a {where} takes signatures (task.s(...)) or canvases, not {obj!r}")
     return obj
+
+
+def _checked(options: dict[str, Any]) -> dict[str, Any]:
+    """Known options only; ``link``/``link_error`` as lists (one signature, or several)."""
+    options = check_options(options)
+    for name in ("link", "link_error"):
+        if name in options:
+            value = options[name]
+            options[name] = list(value) if isinstance(value, (list, tuple)) else [value]
+            for callback in options[name]:
+                if name == "link_error":
+                    _check_errback(callback)
+                else:
+                    _require_canvas(callback, "link")
+    return options
 
 
 def _check_errback(errback: Any) -> None:
