@@ -12,7 +12,9 @@ import pytest
 import zmq.auth
 
 from celeriac import Client, LocalCluster, SchedulerUnavailable
-from celeriac.wire.security import KeysError, create_keys
+from celeriac.wire import protocol
+from celeriac.wire.protocol import VERSION, Message
+from celeriac.wire.security import KeysError, create_keys, secure_client
 from tasks_for_tests import inc
 
 CELERIAC = [sys.executable, "-m", "celeriac"]
@@ -74,6 +76,38 @@ def test_client_with_an_unlisted_key_gets_nothing_through(secure_cluster, keys, 
     (rogue / "scheduler.key").write_bytes((keys / "scheduler.key").read_bytes())
     with pytest.raises(SchedulerUnavailable):
         Client(secure_cluster.address, keys=rogue, timeout=1)
+
+
+def test_a_client_key_cannot_register_as_a_worker(secure_cluster, keys: Path) -> None:
+    """A client key claiming many slots would take other clients' tasks (H7)."""
+    hello = Message(
+        "hello-worker",
+        {"version": VERSION, "slots": 1000, "queues": ["default"], "name": "rogue", "pid": 1},
+    )
+    context = zmq.Context()
+    try:
+        for role, refused in (("client", True), ("worker", False)):
+            dealer = context.socket(zmq.DEALER)
+            dealer.setsockopt(zmq.LINGER, 0)
+            secure_client(dealer, keys, role)
+            dealer.connect(secure_cluster.address)
+            dealer.send_multipart(protocol.encode([hello]))
+            assert dealer.poll(10_000), f"no answer to a {role} key"
+            reply = protocol.decode(dealer.recv_multipart())[0]
+            if refused:
+                assert reply.op == "error" and reply["about"] == "hello-worker"
+                assert "only a worker key may send hello-worker" in reply["text"]
+            else:
+                assert reply.op == "welcome"
+            dealer.send_multipart(protocol.encode([Message("goodbye")]))
+            dealer.close()
+        with Client(secure_cluster.address, keys=keys) as client:
+            client.wait_for_workers(2, timeout=20)
+            assert client.submit(inc, 1).result(timeout=20) == 2
+            names = [w["name"] for w in client.scheduler_info()["workers"]]
+            assert "rogue" not in names  # the worker key's said goodbye; the other never got in
+    finally:
+        context.term()
 
 
 def test_non_loopback_bind_without_keys_points_to_them() -> None:

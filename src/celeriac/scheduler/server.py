@@ -29,8 +29,13 @@ from celeriac.wire.addresses import (
     tcp_address,
 )
 from celeriac.wire.protocol import Exporter, Message, ProtocolError
-from celeriac.wire.security import secure_server
+from celeriac.wire.security import secure_server, worker_key_ids
 from celeriac.wire.transport import busy_poll, readable, recv_frames, send_frames
+
+#: What only a worker (or its supervisor) says: with --keys, only from a worker key.
+WORKER_ONLY = frozenset(
+    {"hello-worker", "worker-died", "workers-alive", "started", "task-done", "task-failed"}
+)
 
 log = logging.getLogger("celeriac.scheduler")
 
@@ -77,6 +82,7 @@ class SchedulerServer:
         self._context: Any = None
         self._socket: Any = None
         self._authenticator: Any = None
+        self._worker_keys: frozenset[str] | None = None  # with --keys: who may be a worker
         self._ipc_file: tuple[str, int, int] | None = None
         self._shm_namespace: str | None = None
         self._running = True
@@ -139,6 +145,7 @@ class SchedulerServer:
         self._socket.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
         if settings.keys:
             self._authenticator = secure_server(self._socket, self._context, settings.keys)
+            self._worker_keys = worker_key_ids(settings.keys)
         if settings.no_tcp:
             assert settings.ipc is not None  # start() refused it
             address = self._listen_locally(settings.ipc)
@@ -322,12 +329,34 @@ class SchedulerServer:
             return [Send(sender, Message("error", {"text": f"bad message: {exc}"}))]
         if named and not self._shares_memory(sender):
             return self._refuse_segments(sender)
+        if self._worker_keys is not None and not self._may_send(frames[1], messages):
+            return self._refuse_role(sender, messages)
         try:
             return self.state.handle(sender, messages, time.time())
         except Exception:
             # A bug, not bad input (that was rejected above).  Keep serving everyone else.
             log.exception("internal error handling a message from %s", sender.hex())
             return [Send(sender, Message("error", {"text": "internal scheduler error"}))]
+
+    def _may_send(self, frame: zmq.Frame, messages: list[Message]) -> bool:
+        """Whether the peer's key allows this batch: speaking as a worker takes a worker key.
+
+        The key is the socket's to know (ZAP names it in each frame's
+        ``User-Id``), so the check is here, not in the state machine.
+        """
+        assert self._worker_keys is not None
+        if not any(msg.op in WORKER_ONLY for msg in messages):
+            return True
+        return frame.get("User-Id") in self._worker_keys
+
+    def _refuse_role(self, sender: bytes, messages: list[Message]) -> list[Send]:
+        """The whole batch goes; a worker started with a client key is told to exit."""
+        ops = sorted({msg.op for msg in messages if msg.op in WORKER_ONLY})
+        log.warning("refused %s from peer %s: not a worker key", ", ".join(ops), sender.hex())
+        fields = {"text": f"only a worker key may send {', '.join(ops)}; this is a client key"}
+        if "hello-worker" in ops:
+            fields["about"] = "hello-worker"
+        return [Send(sender, Message("error", fields))]
 
     @staticmethod
     def _accept_segment(named: list[sharedmem.Segment], name: str, size: int) -> sharedmem.Segment:

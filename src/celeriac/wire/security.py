@@ -12,6 +12,12 @@ CURVE alone encrypts but admits *any* client key; the scheduler therefore
 also runs a ZAP authenticator that admits only the public keys in
 ``DIR/authorized``.  An unlisted peer's handshake fails: none of its bytes
 reach the scheduler, let alone an unpickler.
+
+Keys have roles: an allowed key whose file name starts with ``worker``
+(``worker.key``, ``worker-gpu1.key``) is a worker key, any other a client
+key.  Only a worker key may register as a worker or speak for one (a
+supervisor's ``worker-died``): a client key could otherwise take other
+clients' tasks, read their arguments and send them results (issue 13, H7).
 """
 
 from __future__ import annotations
@@ -107,6 +113,21 @@ def secure_server(
     socket.curve_publickey = public
     socket.curve_server = True
     return authenticator
+
+
+def worker_key_ids(directory: str | Path) -> frozenset[str]:
+    """The worker keys of the allowlist, as the scheduler's socket names its peers.
+
+    That name is a message's ``User-Id`` property: ZAP sets it to the z85 text
+    of the peer's public key (pyzmq's default).  Worker keys are the
+    ``DIR/authorized/worker*.key`` files.
+    """
+    authorized = Path(directory) / "authorized"
+    keys = []
+    for path in sorted(authorized.glob("worker*.key")):
+        public, _ = zmq.auth.load_certificate(path)
+        keys.append(public.decode("ascii"))
+    return frozenset(keys)
 
 
 def allowlist_problem(directory: str | Path) -> str | None:
