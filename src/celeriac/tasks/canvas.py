@@ -433,7 +433,7 @@ class Chain(Canvas):
         for i, step in enumerate(self.steps):
             step_id = task_id if i == last else None
             result, output = step.build(plan, args, kwargs, passed, result, step_id)
-            args, kwargs = (output,), {}
+            args, kwargs, passed = (output,), {}, passed.after_start()
         assert result is not None  # a chain has at least one step
         self._link_callbacks(plan, output, result)
         return result, output
@@ -603,7 +603,8 @@ class Chord(Canvas):
         passed = inherited.under(self.options)
         header, outputs = self.header.build(plan, *self._merged(args, kwargs), passed, parent)
         task_id = task_id or self.options.get("task_id")
-        result, output = self.body.build(plan, (outputs,), {}, passed, header, task_id)
+        body_passed = passed.after_start()
+        result, output = self.body.build(plan, (outputs,), {}, body_passed, header, task_id)
         self._link_callbacks(plan, output, result)
         return result, output
 

@@ -64,6 +64,17 @@ class Inherited:
             return self
         return Inherited({**self.options, **passed}, self.errbacks + errbacks)
 
+    def after_start(self) -> Inherited:
+        """What the steps that wait for an earlier one get: no ``expires``.
+
+        An expiry bounds when a canvas may start, as in Celery: a later chain
+        step, waiting on the one before, must not expire while it waits.
+        """
+        if "expires" not in self.options:
+            return self
+        options = {k: v for k, v in self.options.items() if k != "expires"}
+        return Inherited(options, self.errbacks)
+
 
 ROOT = Inherited()
 

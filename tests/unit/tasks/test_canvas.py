@@ -236,6 +236,18 @@ def test_a_canvas_passes_its_options_down_and_members_keep_their_own(
     assert group(tasks.add.s(1)).apply_async(task_id="g").id == "g"
 
 
+def test_an_expiry_bounds_when_a_canvas_starts_not_its_later_steps(
+    tasks: Any, engine: RecordingEngine
+) -> None:
+    chain(tasks.add.s(1, 1), tasks.add.s(2)).apply_async(expires=30, queue="q")
+    chord([tasks.add.s(1, 1)], tasks.tsum.s()).apply_async(expires=30)
+    (first, second), _ = engine.batches[0]
+    (header, body), _ = engine.batches[1]
+    assert first.expires is not None and header.expires is not None
+    assert second.expires is None and body.expires is None  # they wait; they do not expire
+    assert second.options.queue == "q"
+
+
 # -- what a chord and a nested canvas send -------------------------------------------
 
 
