@@ -5,21 +5,20 @@ the results it needs: the scheduler starts each one when its inputs exist.
 Nothing polls, and no worker waits for another task.  Each canvas is one
 call to ``Engine.enqueue`` (see :mod:`celeriac.tasks.plan`).
 
-Every kind of canvas is a :class:`Canvas`: it has partial ``args`` and
-``kwargs``, ``options``, ``immutable``, and builds itself into a plan given
-what comes before it (the arguments to prepend: call-time arguments, or the
-previous step's result) and returns its result and its *output*: the
-``TaskRef`` (or list of them, for a group) the next step receives.
+Each kind here is a :class:`~celeriac.tasks.canvas_base.Canvas` (arguments,
+options, callbacks, sending); this module holds what differs between them
+(how each builds itself) and how ``|`` composes them, by Celery's rules.
+The guide is ``docs/canvas.md``.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from celeriac.tasks.callables import Errback, OnFailure, check_errback
-from celeriac.tasks.plan import ROOT, Inherited, Plan, check_options, moment
+from celeriac.tasks.callables import Errback, OnFailure
+from celeriac.tasks.canvas_base import Canvas, Result, require_canvas
+from celeriac.tasks.plan import Inherited, Plan, moment
 from celeriac.tasks.result import AsyncResult, GroupResult
 from celeriac.wire.refs import TaskRef
 
@@ -28,199 +27,6 @@ if TYPE_CHECKING:
     from celeriac.tasks.app import App, Task
 
 R = TypeVar("R")
-
-#: A canvas's result: one task's, or a group's.
-Result = AsyncResult[Any] | GroupResult
-
-
-class Canvas:
-    """What every signature, chain, group and chord has in common.
-
-    Parameters:
-        args, kwargs: partial arguments, put before (positional) or under
-            (keyword) those given when it is called.
-        immutable: ignore arguments given later, and the previous result in a chain.
-        options: ``apply_async`` options (see :data:`~celeriac.tasks.plan.OPTIONS`).
-    """
-
-    def __init__(
-        self,
-        args: Iterable[Any] = (),
-        kwargs: dict[str, Any] | None = None,
-        *,
-        immutable: bool = False,
-        options: dict[str, Any] | None = None,
-    ) -> None:
-        self.args = tuple(args)
-        self.kwargs = dict(kwargs or {})
-        self.immutable = immutable
-        self.options = _checked(options or {})
-
-    # -- sending -----------------------------------------------------------------------
-
-    def apply_async(
-        self,
-        args: Iterable[Any] | None = None,
-        kwargs: dict[str, Any] | None = None,
-        **options: Any,
-    ) -> Any:
-        """Send every task at once; the result (an ``AsyncResult`` or a ``GroupResult``).
-
-        Parameters:
-            args: put before the first task's (each first task's) arguments,
-                unless immutable.
-            kwargs: merged into the first task's keyword arguments.
-            options: override this canvas's options for this call.
-        """
-        node = self.clone(**options) if options else self
-        plan = Plan()
-        result, _ = node.build(plan, tuple(args or ()), dict(kwargs or {}), ROOT, None)
-        plan.send()
-        return result
-
-    def delay(self, *args: Any, **kwargs: Any) -> Any:
-        """``apply_async(args, kwargs)``: send with these arguments added."""
-        return self.apply_async(args, kwargs)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Send it (a chain, group or chord): ``chain(...)(16)`` is ``apply_async((16,))``."""
-        return self.apply_async(args, kwargs)
-
-    def __invert__(self) -> Any:
-        """``~canvas``: send it and wait for its result."""
-        return self.apply_async().get()
-
-    def build(
-        self,
-        plan: Plan,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        inherited: Inherited,
-        parent: Result | None,
-        task_id: str | None = None,
-    ) -> tuple[Any, Any]:
-        """Add this canvas's tasks to ``plan``; its result and its output.
-
-        Parameters:
-            plan: where the submissions go.
-            args, kwargs: what comes first (call-time arguments or the previous
-                step's output), unless immutable.
-            inherited: what the enclosing canvases pass down.
-            parent: the previous step's result (``AsyncResult.parent``).
-            task_id: the id of its final result (an enclosing chain's ``task_id``).
-        """
-        raise NotImplementedError
-
-    # -- options -----------------------------------------------------------------------
-
-    def set(self, immutable: bool | None = None, **options: Any) -> Any:
-        """Set options in place (``queue``, ``countdown``, ``link``...); return this canvas.
-
-        Parameters:
-            immutable: make it (im)mutable, as ``si`` does.
-            options: as ``apply_async`` takes them.
-        """
-        if immutable is not None:
-            self.immutable = immutable
-        self.options.update(_checked(options))
-        return self
-
-    def clone(
-        self,
-        args: Iterable[Any] | None = None,
-        kwargs: dict[str, Any] | None = None,
-        **options: Any,
-    ) -> Any:
-        """A copy, with ``args`` prepended, ``kwargs`` merged (unless immutable) and options set.
-
-        Parameters:
-            args, kwargs: partial arguments to add.
-            options: options that override the copy's.
-        """
-        new = copy.copy(self)
-        if not self.immutable:
-            new.args = (*(args or ()), *self.args)
-            new.kwargs = {**self.kwargs, **(kwargs or {})}
-        new.options = {
-            k: list(v) if isinstance(v, list) else v for k, v in self.options.items()
-        }  # own link lists: linking the copy leaves this one alone
-        new.options.update(_checked(options))
-        new._copy_members()
-        return new
-
-    partial = clone
-
-    def _copy_members(self) -> None:
-        """A composite's clone gets its own members (members may be ``set`` later)."""
-
-    def _merged(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        if self.immutable:
-            return self.args, self.kwargs
-        return (*args, *self.args), {**self.kwargs, **kwargs}
-
-    # -- callbacks ---------------------------------------------------------------------
-
-    def link(self, callback: Canvas) -> Canvas:
-        """Run ``callback`` after this succeeds, with its result first (unless immutable).
-
-        The callback is a task on the dependency graph, sent with this one.
-        Returns the callback, as Celery does.
-
-        Parameters:
-            callback: a signature or any canvas.
-        """
-        _require_canvas(callback, "link")
-        self.options.setdefault("link", []).append(callback)
-        return callback
-
-    def link_error(self, errback: Signature[Any]) -> Signature[Any]:
-        """Call ``errback(request, exc, traceback, *its_args)`` when this fails for good.
-
-        The errback runs in the worker process where the failure happened,
-        right after it (Celery's current convention; the scheduler cannot
-        start a task on a failure).  Returns the errback, as Celery does.
-
-        Parameters:
-            errback: a signature of a task taking ``(request, exc, traceback)``
-                first (or an immutable one, called with its own arguments only).
-        """
-        _check_errback(errback)
-        self.options.setdefault("link_error", []).append(errback)
-        return errback
-
-    def on_error(self, errback: Signature[Any]) -> Any:
-        """:meth:`link_error`, returning this canvas so calls chain: ``add.s(1).on_error(eb)``.
-
-        Parameters:
-            errback: as :meth:`link_error` takes it.
-        """
-        self.link_error(errback)
-        return self
-
-    def _link_callbacks(self, plan: Plan, output: Any, result: Result) -> None:
-        callbacks = self.options.get("link", ())
-        if callbacks and not isinstance(output, TaskRef):
-            raise TypeError("a link after a group: use a chord (group | callback)")
-        for callback in callbacks:
-            callback.build(plan, (output,), {}, ROOT, result)
-
-    # -- composing ---------------------------------------------------------------------
-
-    def __or__(self, other: Canvas) -> Canvas:
-        if not isinstance(other, Canvas):
-            return NotImplemented
-        return Chain(self, other)
-
-    @property
-    def app(self) -> App | None:
-        """The app of its first task (``None`` for an empty group)."""
-        raise NotImplementedError
-
-    def _plain(self) -> bool:
-        """No arguments or options of its own: flattening it loses nothing."""
-        return not (self.args or self.kwargs or self.options or self.immutable)
 
 
 class Signature(Canvas, Generic[R]):
@@ -248,6 +54,12 @@ class Signature(Canvas, Generic[R]):
     ) -> None:
         super().__init__(args, kwargs, immutable=immutable, options=options)
         self.task = task
+
+    callable_on_failure: ClassVar[bool] = True
+
+    def __or__(self, other: Canvas) -> Canvas:
+        """``sig | x``: a chain."""
+        return _pipe(self, other)
 
     @property
     def app(self) -> App:
@@ -392,7 +204,7 @@ class Chain(Canvas):
             steps = tuple(steps[0])
         folded: list[Canvas] = []
         for step in steps:
-            _append(folded, _require_canvas(step, "chain"))
+            _append(folded, require_canvas(step, "chain"))
         if not folded:
             raise ValueError("a chain needs at least one signature")
         self.steps: tuple[Canvas, ...] = tuple(folded)
@@ -401,6 +213,10 @@ class Chain(Canvas):
     def tasks(self) -> tuple[Canvas, ...]:
         """The steps (Celery's name for them)."""
         return self.steps
+
+    def __or__(self, other: Canvas) -> Canvas:
+        """``chain | x``: a longer chain (by the rules of :func:`_append`)."""
+        return _pipe(self, other)
 
     @property
     def app(self) -> App | None:
@@ -456,7 +272,7 @@ class Group(Canvas):
         super().__init__()
         if len(tasks) == 1 and not isinstance(tasks[0], Canvas):
             tasks = tuple(tasks[0])
-        self.tasks: tuple[Canvas, ...] = tuple(_require_canvas(t, "group") for t in tasks)
+        self.tasks: tuple[Canvas, ...] = tuple(require_canvas(t, "group") for t in tasks)
 
     @property
     def signatures(self) -> tuple[Canvas, ...]:
@@ -470,6 +286,15 @@ class Group(Canvas):
 
     def _copy_members(self) -> None:
         self.tasks = tuple(t.clone() for t in self.tasks)
+
+    def __call__(self, *args: Any, **options: Any) -> GroupResult:
+        """Send it, with ``args`` added to every member's: ``group(...)(10)``.
+
+        Parameters:
+            args: added to every member's arguments.
+            options: ``apply_async`` options (as Celery's ``group.__call__`` takes them).
+        """
+        return self.apply_async(args, **options)
 
     def link(self, callback: Canvas) -> Canvas:
         """Refused, as in Celery: a callback after a group is a chord (``group | callback``)."""
@@ -548,7 +373,7 @@ class Chord(Canvas):
     def __init__(self, header: Group | Iterable[Canvas], body: Canvas | None = None) -> None:
         super().__init__()
         self.header = header if isinstance(header, Group) else Group(header)
-        self.body = None if body is None else _require_canvas(body, "chord")
+        self.body = None if body is None else require_canvas(body, "chord")
 
     @property
     def tasks(self) -> tuple[Canvas, ...]:
@@ -574,7 +399,7 @@ class Chord(Canvas):
         chord = self
         if body is not None:
             chord = self.clone()
-            chord.body = _require_canvas(body, "chord")
+            chord.body = require_canvas(body, "chord")
         return chord.apply_async(**options)
 
     def __or__(self, other: Canvas) -> Canvas:
@@ -582,7 +407,7 @@ class Chord(Canvas):
             chord = self.clone()
             chord.body = self.body | _unrolled(other)
             return chord
-        return super().__or__(other)
+        return _pipe(self, other)
 
     def build(
         self,
@@ -613,6 +438,12 @@ class Chord(Canvas):
 
 
 # -- composing, as Celery does -----------------------------------------------------------
+
+
+def _pipe(left: Canvas, right: Canvas) -> Canvas:
+    if not isinstance(right, Canvas):
+        return NotImplemented
+    return Chain(left, right)
 
 
 def _append(steps: list[Canvas], step: Canvas) -> None:
@@ -648,36 +479,6 @@ def _joins_body(step: Canvas) -> bool:
 
 def _unrolled(step: Canvas) -> Canvas:
     return step.tasks[0] if isinstance(step, Group) else step
-
-
-def _require_canvas(obj: Any, where: str) -> Canvas:
-    if not isinstance(obj, Canvas):
-        raise TypeError(f"a {where} takes signatures (task.s(...)) or canvases, not {obj!r}")
-    return obj
-
-
-def _checked(options: dict[str, Any]) -> dict[str, Any]:
-    """Known options only; ``link``/``link_error`` as lists (one signature, or several)."""
-    options = check_options(options)
-    for name in ("link", "link_error"):
-        if name in options:
-            value = options[name]
-            options[name] = list(value) if isinstance(value, (list, tuple)) else [value]
-            for callback in options[name]:
-                if name == "link_error":
-                    _check_errback(callback)
-                else:
-                    _require_canvas(callback, "link")
-    return options
-
-
-def _check_errback(errback: Any) -> None:
-    if type(errback) is not Signature:  # a canvas, or a map, is no function to call
-        raise TypeError(
-            f"link_error takes a task's signature, not {errback!r}: Celeriac calls it in "
-            "the worker with (request, exc, traceback), as Celery calls its errbacks"
-        )
-    check_errback(errback.task, errback.args, errback.kwargs, errback.immutable)
 
 
 def _errback(errback: Signature[Any]) -> Errback:

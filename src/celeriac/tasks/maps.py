@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from celeriac.tasks.callables import MapCall
 from celeriac.tasks.canvas import Group, Signature
@@ -38,6 +38,8 @@ class XMap(Signature[list[R]]):
         super().__init__(task, immutable=True)  # type: ignore[arg-type]
         self.items = list(items)
         self.star = star
+
+    callable_on_failure: ClassVar[bool] = False  # a map is no errback
 
     @property
     def name(self) -> str:
