@@ -50,6 +50,16 @@ class XMap(Signature[list[R]]):
         """Run every call here, in turn."""
         return MapCall(self.task, self.star)(self.items)
 
+    def submission(self, previous: Any = None, *, task_id: str | None = None) -> Submission:
+        """What this map sends alone (a periodic job's runs); ``previous`` is ignored: immutable.
+
+        Parameters:
+            previous: unused (a map takes no previous result).
+            task_id: the id (default: a fresh one).
+        """
+        placing = {k: v for k, v in self.options.items() if k in ("queue", "priority", "retries")}
+        return self._submission((), {}, placing, task_id)
+
     def _submission(
         self,
         args: tuple[Any, ...],

@@ -389,6 +389,8 @@ def test_map_and_starmap_are_one_task_each(tasks: Any, engine: RecordingEngine) 
     assert (two.name, two.args) == ("celeriac.starmap", ([(1, 2), (3, 4)],))
     assert one.fn([1, 2]) == [1, 2] and two.fn([(1, 2)]) == [3]
     assert MapCall(add, star=True)([(2, 3)]) == [5]
+    job = xmap(tasks.add, [1]).set(queue="q").submission(task_id="job")  # a periodic job's runs
+    assert (job.key, job.name, job.args, job.options.queue) == ("job", "celeriac.map", ([1],), "q")
 
 
 def test_chunks_are_a_group_of_starmaps(tasks: Any, engine: RecordingEngine) -> None:
