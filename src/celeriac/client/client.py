@@ -16,10 +16,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from celeriac.client import dask_default
 from celeriac.client.acks import AckTracker
 from celeriac.client.connection import Connection
+from celeriac.client.dask_keys import repack
 from celeriac.client.engine import RunOptions, Submission
 from celeriac.client.forks import process as _process
 from celeriac.client.forks import random_ids as _random_ids
@@ -33,6 +35,10 @@ from celeriac.wire.addresses import normalize
 from celeriac.wire.protocol import MAX_KEYS_PER_MESSAGE, Message, Payload, nbytes
 from celeriac.wire.security import keys_from_env
 from celeriac.wire.serialize import FunctionCache, dumps, dumps_plain
+
+if TYPE_CHECKING:
+    from celeriac.client.dask_graph import GraphPlan
+    from celeriac.client.executor import ClientExecutor
 
 log = logging.getLogger("celeriac.client")
 P = ParamSpec("P")
@@ -60,7 +66,14 @@ class Client:
             every request that does not name its own.
         keys: a CURVE key directory for a scheduler that uses ``--keys``
             (default: ``$CELERIAC_KEYS``).
+        set_as_default: when dask is installed, be Dask's default scheduler
+            (``x.compute()`` runs here) until :meth:`close`, like
+            ``distributed.Client``; this imports dask (about 0.13 s, once).
     """
+
+    #: Dask's ``get_scheduler`` reads this of anything passed as ``scheduler=``
+    #: whose type is named ``...Client`` and has ``get``: this client is blocking.
+    asynchronous = False
 
     def __init__(
         self,
@@ -70,6 +83,7 @@ class Client:
         threads_per_worker: int = 1,
         timeout: float = DEFAULT_TIMEOUT,
         keys: str | Path | None = None,
+        set_as_default: bool = True,
     ) -> None:
         from celeriac.client.cluster import LocalCluster  # only the embedded case needs it
 
@@ -92,6 +106,7 @@ class Client:
             if self._cluster is not None:
                 self._cluster.close()
             raise
+        self._dask_default = set_as_default and dask_default.become_default(self)
 
     def _connect(self) -> None:
         # Made anew per connection (and so per forked child): a lock held by
@@ -445,6 +460,146 @@ class Client:
         deps[obj.key] = None
         return refs.TaskRef(obj.key)
 
+    # -- Dask graphs and collections (dask_graph.py, dask_collections.py) -----------
+
+    def get(
+        self,
+        dsk: Any,
+        keys: Any,
+        *,
+        sync: bool = True,
+        priority: int = 0,
+        retries: int = 0,
+        queue: str = "default",
+        **kwargs: Any,
+    ) -> Any:
+        """Run a Dask graph; the values of ``keys``, nested as ``keys`` is (Dask's ``get``).
+
+        The whole graph goes to the scheduler in one batch; each node runs on a
+        worker as a task.  What ``dask.compute(..., scheduler=client)`` calls.
+
+        Parameters:
+            dsk: a dict of tasks (legacy tuples or task-spec nodes), a
+                ``HighLevelGraph``, or anything with ``__dask_graph__``;
+                Celeriac futures may sit in it (their results are used, not recomputed).
+            keys: a key, or lists of keys nested to any depth.
+            sync: wait and return values; ``False``: return futures, nested the same.
+            priority, retries, queue: as in :meth:`submit`, for every task.
+            kwargs: none is accepted (``distributed``'s ``workers=``,
+                ``resources=``, ... raise ``TypeError``).
+        """
+        from celeriac.client.dask_graph import plan_graph
+
+        _refuse("get", kwargs)
+        plan = plan_graph(dsk, keys, held=self._futures.__contains__)
+        fields = {"priority": priority, "retries": retries, "queue": queue}
+        futures = self._submit_graph(plan, fields)
+        if not sync:
+            return repack(keys, lambda k: futures[plan.outputs[k]])
+        values = {ckey: future.result() for ckey, future in futures.items()}
+        return repack(keys, lambda k: values[plan.outputs[k]])
+
+    def _submit_graph(self, plan: GraphPlan, fields: dict[str, Any]) -> dict[str, Future[Any]]:
+        """Send a graph's tasks in one batch; a future for each output's Celeriac key.
+
+        Only the outputs stay wanted by this client: every other task is
+        released in the same batch, so the scheduler keeps it only while a
+        dependent needs it and never pushes its result here.
+        """
+        from celeriac.client.dask_graph import run_node
+
+        self._check_fork()
+        outputs = {ckey: self._new_future(ckey) for ckey in plan.outputs.values()}
+        # Releases due go first: a key whose future was dropped a moment ago (the
+        # last compute's) and is submitted again here must not be released after.
+        messages = self._futures.releases()
+        header = 0
+        for task in plan.tasks:
+            args = (task.node, task.deps)
+            messages.append(self._task_message(run_node, args, {}, task.key, task.name, fields))
+            deps = sum(len(ref.key) for ref in task.deps.values())
+            header += 64 + len(task.key) + len(task.name) + deps
+            if header > _GRAPH_HEADER_BUDGET:
+                # A message with a key list ends the connection's batch: the
+                # batch's header stays under the scheduler's 1 MiB limit however
+                # many dependencies the tasks list.  Releasing nothing is a no-op.
+                messages.append(Message("release", {"keys": []}))
+                header = 0
+        released = [task.key for task in plan.tasks if task.key not in outputs]
+        step = MAX_KEYS_PER_MESSAGE
+        messages.extend(
+            Message("release", {"keys": released[i : i + step]})
+            for i in range(0, len(released), step)
+        )
+        self._conn.send_many(messages)
+        return outputs
+
+    def compute(
+        self,
+        collections: Any,
+        *,
+        sync: bool = False,
+        optimize_graph: bool = True,
+        traverse: bool = True,
+        priority: int = 0,
+        retries: int = 0,
+        queue: str = "default",
+        **kwargs: Any,
+    ) -> Any:
+        """Start computing Dask collections; a future for each (a list for a list).
+
+        Parameters:
+            collections: a collection, or a list/tuple of them; other objects
+                pass through unchanged.
+            sync: return results instead of futures.
+            optimize_graph: let Dask optimise the graph first.
+            traverse: look inside lists, sets, tuples and dicts for collections.
+            priority, retries, queue: as in :meth:`submit`, for every task.
+            kwargs: none is accepted (``TypeError``).
+        """
+        from celeriac.client.dask_collections import compute
+
+        _refuse("compute", kwargs)
+        options = {"priority": priority, "retries": retries, "queue": queue}
+        return compute(self, collections, sync, optimize_graph, traverse, options)
+
+    def persist(
+        self,
+        collections: Any,
+        *,
+        optimize_graph: bool = True,
+        priority: int = 0,
+        retries: int = 0,
+        queue: str = "default",
+        **kwargs: Any,
+    ) -> Any:
+        """Start computing Dask collections; the same collections, backed by futures.
+
+        Returns at once.  ``dask.persist(..., scheduler=client)`` calls this.
+
+        Parameters:
+            collections: a collection, or a list/tuple of them (then a list back).
+            optimize_graph: let Dask optimise the graph first.
+            priority, retries, queue: as in :meth:`submit`, for every task.
+            kwargs: none is accepted (``TypeError``).
+        """
+        from celeriac.client.dask_collections import persist
+
+        _refuse("persist", kwargs)
+        options = {"priority": priority, "retries": retries, "queue": queue}
+        return persist(self, collections, optimize_graph, options)
+
+    def get_executor(self, **submit_options: Any) -> ClientExecutor:
+        """A ``concurrent.futures.Executor`` whose tasks run here, with these options.
+
+        Parameters:
+            submit_options: :meth:`submit`'s options (``priority``, ``retries``,
+                ``queue``) for every task it sends.
+        """
+        from celeriac.client.executor import ClientExecutor
+
+        return ClientExecutor(self, **submit_options)
+
     # -- collecting ------------------------------------------------------------------
 
     def gather(self, futures: Any, errors: str = "raise", timeout: float | None = None) -> Any:
@@ -532,6 +687,8 @@ class Client:
         if self._closed:
             return
         self._closed = True
+        if self._dask_default:
+            dask_default.stop_being_default(self)
         self._futures.close()
         if _process.pid == self._pid:
             self._conn.close()
@@ -594,6 +751,18 @@ class Client:
 
 _SKIPPED = object()
 _FORK_LOCK = threading.Lock()
+#: Estimated header bytes of graph tasks per batch (the scheduler takes 1 MiB).
+_GRAPH_HEADER_BUDGET = 256 << 10
+
+
+def _refuse(method: str, kwargs: dict[str, Any]) -> None:
+    """A ``TypeError`` at the call for options Celeriac does not have (``workers=``, ...)."""
+    if kwargs:
+        names = ", ".join(sorted(kwargs))
+        raise TypeError(
+            f"Client.{method}() got unsupported keyword argument(s): {names} "
+            "(Celeriac takes priority, retries and queue; see docs/dask.md)"
+        )
 
 
 def _options(submission: Submission, *, detached: bool) -> dict[str, Any]:

@@ -43,6 +43,10 @@ class Future(Generic[R]):
 
     __slots__ = ("__weakref__", "_client", "_state", "_table", "key")
 
+    #: Dask finds futures in its graphs by this flag and ``key``: they become
+    #: dependencies of the graph's tasks, not values to recompute.
+    __dask_future__ = True
+
     def __init__(self, key: str, client: Client, state: FutureState, table: FutureTable) -> None:
         self.key = key
         self._client = client
@@ -113,6 +117,15 @@ class Future(Generic[R]):
                 state.callbacks.append(lambda: fn(self))
                 return
         run_callback(lambda: fn(self))
+
+    def has_local_result(self) -> bool:
+        """The task finished and its result is here already (not too big to have been pushed)."""
+        state = self._state
+        return state.status == FINISHED and (state.payload is not None or state.has_value())
+
+    def __dask_tokenize__(self) -> tuple[str, str]:
+        """What Dask hashes a future as: its key (never its result, nor a pickle of it)."""
+        return ("celeriac.Future", self.key)
 
     def _wait(self, timeout: float | None) -> FutureState:
         state = self._state
