@@ -190,3 +190,30 @@ def test_journal_stays_small_once_results_expire(deployment: Deployment) -> None
     rows = sqlite3.connect(deployment.journal).execute("SELECT count(*) FROM task").fetchone()[0]
     assert rows == 0
     assert os.path.getsize(deployment.journal) < 5 << 20
+
+
+def test_a_task_prefetched_behind_a_hung_one_moves_to_an_idle_worker(
+    cluster_factory, tmp_path: Path
+) -> None:
+    """Issue 14, M11: it used to wait behind the hung task for as long as that ran."""
+    import subprocess
+    import sys
+
+    cluster = cluster_factory(n_workers=1)
+    gate = tmp_path / "gate"
+    with Client(cluster.address) as client:
+        hung = client.submit(t.wait_for_file, str(gate), 60, key="hung")
+        behind = client.submit(t.pid, key="behind")  # prefetched on the same worker
+        client.wait_for_workers(1, timeout=20)
+        wait_until(lambda: client.scheduler_info()["workers"][0]["assigned"] == 2)
+        [first] = worker_pids(client)  # both tasks are on that worker now
+        second = subprocess.Popen([sys.executable, "-m", "celeriac", "worker", cluster.address])
+        try:
+            ran_on = behind.result(timeout=30)
+            assert ran_on != first  # taken back from the stuck worker, run on the new one
+            assert not hung.done()
+        finally:
+            gate.touch()
+            assert hung.result(timeout=30) == first
+            second.terminate()
+            second.wait(30)

@@ -4,6 +4,13 @@ Every worker may hold its slots plus ``prefetch`` tasks.  Beyond that, short
 tasks may pile up to ``max_prefetch`` while their estimated run time (a
 moving average per task name) stays under ``prefetch_seconds`` per slot:
 deep pipelines for tiny tasks, shallow ones for long tasks.
+
+A prefetched task can still end up behind one that hangs: when every slot of
+a worker holds an overdue task (running ``steal_after`` seconds and twice its
+expected duration) while another worker that serves its queue has an idle
+slot, the scheduler asks for its prefetched tasks back (``steal``); the
+worker answers with those it had not started (``handed-back``), and they are
+assigned again like any ready task.
 """
 
 from __future__ import annotations
@@ -61,6 +68,31 @@ class Assigner:
             if self._has_room(worker):
                 heapq.heappush(candidates, (len(worker.assigned) / worker.slots, order, worker))
 
+    def steal(self, now: float) -> None:
+        """Ask workers stuck on overdue tasks for their prefetched ones, for idle slots."""
+        idle = [w for w in self._workers.values() if not w.closing and len(w.assigned) < w.slots]
+        if not idle:
+            return
+        for worker in self._workers.values():
+            if worker.stealing or worker.closing or len(worker.assigned) <= worker.slots:
+                continue  # nothing prefetched, or already asked
+            free = sum(w.slots - len(w.assigned) for w in idle if _overlap(w, worker))
+            if free and (keys := self._stealable(worker, now, free)):
+                worker.stealing = True
+                self._outbox.put(worker.id, Message("steal", {"keys": keys}))
+
+    def _stealable(self, worker: WorkerRecord, now: float, most: int) -> list[str]:
+        """Up to ``most`` of its prefetched keys, in order, if all its slots are overdue."""
+        tasks = self._lifecycle.tasks
+        overdue, waiting = 0, []
+        for key in worker.assigned:
+            task = tasks[key]
+            if not task.started:
+                waiting.append(key)
+            elif now - task.started_at > max(self._config.steal_after, 2 * task.estimate):
+                overdue += 1
+        return waiting[:most] if overdue >= worker.slots else []
+
     def learn_duration(self, name: str, duration: float | None) -> None:
         """A task of this name ran for ``duration`` seconds (as its worker measured)."""
         if duration is None or duration < 0:
@@ -115,6 +147,11 @@ class Assigner:
                 assert dep.result is not None
                 payloads.append(dep.result)
         return payloads
+
+
+def _overlap(a: WorkerRecord, b: WorkerRecord) -> bool:
+    """Whether the two workers serve a queue in common."""
+    return not set(a.queues).isdisjoint(b.queues)
 
 
 def _run_fields(task: TaskRecord) -> dict[str, Any]:

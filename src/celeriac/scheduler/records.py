@@ -37,6 +37,10 @@ class SchedulerConfig:
     max_prefetch: int = 256
     #: Duration assumed for a task whose function has not been timed yet.
     unknown_duration: float = 0.5
+    #: A started task running this long, and twice its expected duration, holds
+    #: its slot "overdue": a worker whose every slot is overdue gives its
+    #: prefetched tasks back while another worker has an idle slot.
+    steal_after: float = 1.0
     #: WorkerRecord deaths a task may cause before it fails with KilledWorker.
     allowed_failures: int = 3
     #: Results up to this size are pushed to clients with the completion notice.
@@ -73,6 +77,7 @@ class TaskRecord:
     wanted_by: dict[bytes, None] = field(default_factory=dict)  # client ids
     worker: bytes | None = None
     started: bool = False
+    started_at: float = 0.0  # when its worker said it started (a heartbeat late at most)
     kills: int = 0
     attempts: int = 0  # retries so far
     estimate: float = 0.0  # expected run time, counted in its worker's queued work
@@ -177,6 +182,7 @@ class WorkerRecord:
     running: int = 0  # as the worker last said in a heartbeat
     queued_work: float = 0.0  # sum of the estimates of the assigned tasks
     closing: bool = False  # finishing what it runs; gets nothing new
+    stealing: bool = False  # asked to hand back prefetched tasks; no answer yet
     #: Keys in the order they were sent; the worker runs them in that order.
     assigned: dict[str, None] = field(default_factory=dict)
     shm: str | None = None  # the /dev/shm namespace its hello named

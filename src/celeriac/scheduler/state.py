@@ -176,6 +176,7 @@ class SchedulerState:
         for client in [c for c in self.clients.values() if c.last_seen < limit]:
             log.warning("client %s went silent; releasing what it held", client.id.hex())
             self._remove_client(client)
+        self._assigner.steal(now)
         return self._flush()
 
     def load_periodic(self, messages: Iterable[Message], now: float) -> None:
@@ -488,6 +489,7 @@ class SchedulerState:
         task = self._assigned_task(worker, msg["key"])
         if task is not None:
             task.started = True
+            task.started_at = self._lifecycle.now
 
     def _on_task_done(self, worker: WorkerRecord, msg: Message) -> None:
         fields = msg.fields
@@ -514,6 +516,15 @@ class SchedulerState:
         """The worker hands back what it has not started and finishes the rest."""
         log.info("worker %s is closing; %d tasks handed back", worker.name, len(msg["keys"]))
         worker.closing = True
+        for key in msg["keys"]:
+            task = self._assigned_task(worker, key)
+            if task is not None and not task.started:
+                self._lifecycle.unassign(task)
+                self._lifecycle.make_ready(task)
+
+    def _on_handed_back(self, worker: WorkerRecord, msg: Message) -> None:
+        """The answer to ``steal``: the tasks it took out of its queue, to run elsewhere."""
+        worker.stealing = False
         for key in msg["keys"]:
             task = self._assigned_task(worker, key)
             if task is not None and not task.started:
@@ -625,5 +636,6 @@ _WORKER_HANDLERS = {
     "task-done": SchedulerState._on_task_done,
     "task-failed": SchedulerState._on_task_failed,
     "worker-leaving": SchedulerState._on_worker_leaving,
+    "handed-back": SchedulerState._on_handed_back,
     "goodbye": SchedulerState._on_worker_goodbye,
 }

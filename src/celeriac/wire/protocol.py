@@ -162,6 +162,7 @@ SCHEMAS: dict[str, tuple[dict[str, Any], dict[str, Any], int | None]] = {
         1,
     ),
     "worker-leaving": ({"keys": _STRS}, {}, 0),
+    "handed-back": ({"keys": _STRS}, {}, 0),
     # scheduler -> client
     "welcome": (
         {"version": _INT},
@@ -191,6 +192,7 @@ SCHEMAS: dict[str, tuple[dict[str, Any], dict[str, Any], int | None]] = {
         None,
     ),
     "drop": ({"key": _STR}, {"terminate": _BOOL}, 0),
+    "steal": ({"keys": _STRS}, {}, 0),
     "heartbeat-ack": ({}, {}, 0),
     "reregister": ({}, {}, 0),
     "shutdown": ({}, {}, 0),

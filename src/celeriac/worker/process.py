@@ -227,6 +227,8 @@ class WorkerProcess:
             self._queue_task(msg)
         elif msg.op == "drop":
             self._drop(msg["key"], msg.get("terminate", False))
+        elif msg.op == "steal":
+            self._hand_over(set(msg["keys"]))
         elif msg.op == "welcome":
             self._registering = False
             self._heartbeat_interval = _clamp(msg.get("heartbeat_interval"), 0.01, 60.0, 0.5)
@@ -293,6 +295,18 @@ class WorkerProcess:
                 self._control.kill_me(key, "terminated")
             else:
                 os._exit(1)
+
+    def _hand_over(self, keys: set[str]) -> None:
+        """The scheduler wants these queued tasks for an idle slot elsewhere: give
+        back those not started (the rest run here), and say which."""
+        with self._todo_ready:
+            given = [task.key for task in self._todo if task.key in keys]
+            if given:
+                self._todo = deque(task for task in self._todo if task.key not in keys)
+        if given:
+            log.info("worker %s: %d queued task(s) go to an idle worker", self.name, len(given))
+        self._outbox.append(Message("handed-back", {"keys": given}))
+        self._waker.wake()
 
     def _hand_back(self) -> None:
         with self._todo_ready:
