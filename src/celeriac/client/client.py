@@ -491,7 +491,8 @@ class Client:
         from celeriac.client.dask_graph import plan_graph
 
         _refuse("get", kwargs)
-        plan = plan_graph(dsk, keys, held=self._futures.__contains__)
+        table = self._futures
+        plan = plan_graph(dsk, keys, held=table.__contains__, look_for_futures=len(table) > 0)
         fields = {"priority": priority, "retries": retries, "queue": queue}
         futures = self._submit_graph(plan, fields)
         if not sync:

@@ -16,11 +16,20 @@ Dask graph arrives, so ``import celeriac`` never imports dask.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dask._task_spec import Alias, GraphNode, Task, convert_legacy_graph, cull, parse_input
+from dask._task_spec import (
+    Alias,
+    GraphNode,
+    Task,
+    _execute_subgraph,
+    convert_legacy_graph,
+    cull,
+    parse_input,
+)
+from dask._task_spec import TaskRef as DaskRef
 from dask.order import order
 from dask.utils import key_split
 
@@ -58,7 +67,9 @@ class GraphPlan:
     outputs: dict[Any, str] = field(default_factory=dict)
 
 
-def plan_graph(dsk: Any, keys: Any, held: Callable[[str], bool]) -> GraphPlan:
+def plan_graph(
+    dsk: Any, keys: Any, held: Callable[[str], bool], *, look_for_futures: bool = True
+) -> GraphPlan:
     """Turn a Dask graph into the Celeriac tasks that compute ``keys``.
 
     Parameters:
@@ -67,12 +78,14 @@ def plan_graph(dsk: Any, keys: Any, held: Callable[[str], bool]) -> GraphPlan:
         keys: the requested keys, nested in lists as Dask nests them.
         held: whether this client holds a future for a Celeriac key: such a
             key is not computed again (a persisted result, a future in the graph).
+        look_for_futures: walk task arguments for futures Dask did not see
+            (``False`` when this client holds none: there can be none to find).
 
     Raises ``ValueError`` for a key the graph needs, does not define and no
     future of this client holds, for two Dask keys with one Celeriac key, and
     for an alias cycle.
     """
-    graph = _materialise(dsk)
+    graph = _materialise(dsk, look_for_futures)
     requested = list(dict.fromkeys(flatten(keys)))
     graph = cull(graph, [k for k in requested if k in graph])
     resolved = _resolve_aliases(graph)
@@ -104,35 +117,59 @@ def plan_graph(dsk: Any, keys: Any, held: Callable[[str], bool]) -> GraphPlan:
     return plan
 
 
-def _materialise(dsk: Any) -> dict[Any, GraphNode]:
+def _materialise(dsk: Any, look_for_futures: bool) -> dict[Any, GraphNode]:
     """Task-spec nodes by key, with Celeriac futures in task arguments made dependencies."""
     if not isinstance(dsk, Mapping):
         dsk = dsk.__dask_graph__()
     graph: dict[Any, GraphNode] = convert_legacy_graph(dsk)
-    for key, node in graph.items():
-        if type(node) is Task and _holds_future((node.args, node.kwargs)):
-            graph[key] = _with_future_dependencies(node)
+    if look_for_futures:
+        for key, node in graph.items():
+            graph[key], _ = _lift_futures(node)
     return graph
 
 
-def _holds_future(obj: Any) -> bool:
-    """A future (anything with ``__dask_future__``) inside builtin containers.
+def _lift_futures(node: GraphNode) -> tuple[GraphNode, set[str]]:
+    """``node`` with the futures in its arguments made dependencies; the keys of those futures.
 
     ``dask.delayed(f)(future)`` leaves a future that is not a Dask ``TaskRef``
-    as a plain argument; Dask's own ``parse_input`` makes it a dependency.
+    as a plain argument, and Dask may fuse that task into a subgraph
+    (``_execute_subgraph``) before we see it.  Dask's own ``parse_input`` turns
+    such an argument into a dependency; a subgraph also gets the key as an input.
     """
+    if type(node) is not Task:
+        return node, set()
+    if node.func is _execute_subgraph:
+        inner, outkey, inkeys, *deps = node.args
+        found: set[str] = set()
+        lifted = {}
+        for key, inner_node in inner.items():
+            lifted[key], keys = _lift_futures(inner_node)
+            found |= keys
+        if not found:
+            return node, found
+        extra = sorted(found.difference(inkeys))
+        refs = [DaskRef(key) for key in extra]
+        args = (lifted, outkey, (*inkeys, *extra), *deps, *refs)
+        return Task(node.key, _execute_subgraph, *args), found
+    found = set(_future_keys((node.args, node.kwargs)))
+    if not found:
+        return node, found
+    parsed = [parse_input(a) for a in node.args]
+    kwargs: dict[str, Any] = {k: parse_input(v) for k, v in node.kwargs.items()}
+    return Task(node.key, node.func, *parsed, **kwargs), found
+
+
+def _future_keys(obj: Any) -> Iterator[str]:
+    """Keys of the futures (anything with ``__dask_future__``) inside builtin containers."""
     kind = type(obj)
     if kind in (list, tuple, set, frozenset):
-        return any(_holds_future(item) for item in obj)
-    if kind is dict:
-        return any(_holds_future(item) for item in obj.values())
-    return getattr(obj, "__dask_future__", False) is True
-
-
-def _with_future_dependencies(node: Task) -> Task:
-    args = [parse_input(a) for a in node.args]
-    kwargs: dict[str, Any] = {k: parse_input(v) for k, v in node.kwargs.items()}
-    return Task(node.key, node.func, *args, **kwargs)
+        for item in obj:
+            yield from _future_keys(item)
+    elif kind is dict:
+        for item in obj.values():
+            yield from _future_keys(item)
+    elif getattr(obj, "__dask_future__", False) is True:
+        yield obj.key
 
 
 def _resolve_aliases(graph: dict[Any, GraphNode]) -> dict[Any, Any]:
