@@ -37,9 +37,17 @@ class ExecutorFuture(cf.Future[Any]):
 
     def cancel(self) -> bool:
         """Cancel the task unless it has finished; True if this future is now cancelled."""
-        if not super().cancel():
+        if not self._cancel_here():
             return False
         self.remote.cancel()
+        return True
+
+    def _cancel_here(self) -> bool:
+        if not super().cancel():
+            return False
+        # CANCELLED -> CANCELLED_AND_NOTIFIED, what ``wait`` and ``as_completed``
+        # count as done (an executor's worker makes this move before it would run).
+        self.set_running_or_notify_cancel()
         return True
 
 
@@ -168,7 +176,9 @@ def _settle(future: ExecutorFuture) -> None:
     if future.done():  # cancelled here first
         return
     remote = future.remote
-    if remote.status == "finished" and not remote.has_local_result():
+    if remote.cancelled():  # cancelled on the cluster (client.cancel, a revoke)
+        future._cancel_here()
+    elif remote.status == "finished" and not remote.has_local_result():
         threading.Thread(target=_copy_outcome, args=(future,), daemon=True).start()
     else:
         _copy_outcome(future)
