@@ -58,6 +58,7 @@ METRICS: dict[str, tuple[str, Metric]] = {
     "w3_celery_style_p99": ("W3", Metric("W3 round trip p99, .delay().get()", "ms", False, 1.0)),
     "w4_tree": ("W4", Metric("W4 tree {tree_leaves:,} leaves ({tree_tasks:,} tasks)",
                              "s", False, 0.4)),
+    "w4_canvas": ("W4", Metric("W4 nested-chord tree {tree_leaves:,} leaves", "s", False, 0.4)),
     "w5_to_client": ("W5", Metric("W5 {array_mb:g} MB result -> client", "MB/s", True, 1_500)),
     "w5_to_task": ("W5", Metric("W5 {array_mb:g} MB argument -> task", "MB/s", True, 2_000)),
     "w6_cold_start": ("W6", Metric("W6 cold start to first result", "s", False, 0.4)),
@@ -77,7 +78,8 @@ how each peer runs it:
   W2/W3 futures:      celeriac and dask Client.submit + gather / .result();
                       celery .delay() + .get() (its only API, so both W2/W3 rows)
   W2/W3 .delay():     celeriac App task .delay() + AsyncResult.get(); celery the same
-  W4:                 celeriac and dask pairwise submit on futures; celery nested chords
+  W4 tree:            celeriac and dask pairwise submit on futures; celery nested chords
+  W4 nested chords:   celeriac and celery chord([tree, tree], sum_list.s()), recursively
   W7:                 celeriac scheduler RSS; celery Redis used_memory_rss; dask skipped"""
 
 

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 import core
-from celeriac import Client, LocalCluster, group
+from celeriac import Client, LocalCluster, chord, group
 from peers import celeriac_tasks as ct
 from peers.common import (
     N_WORKERS,
@@ -23,6 +23,7 @@ from peers.common import (
     round_trip_stats,
     rss_mib,
     timed,
+    tree_expected,
     wait_until,
 )
 
@@ -76,10 +77,7 @@ def _run_workloads(client: Client, cluster: LocalCluster, sizes: Sizes, rec: Rec
     rec.repeat_run("W3 futures", lambda: _w3_futures(ctx))
     rec.repeat_run("W3 .delay().get()", lambda: _w3_app(client, sizes.round_trips))
     rec.repeat_run("W4 futures tree", lambda: _renamed(core.bench_tree(ctx), "w4_tree"))
-    rec.note(
-        "W4 canvas: Celeriac's chord cannot hold a chord in its header, so the "
-        "nested-chord tree Celery runs has no Celeriac counterpart (futures only)"
-    )
+    rec.repeat_run("W4 nested-chord tree", lambda: _w4_canvas(client, sizes.tree_leaves))
     core.warm_up_arrays(ctx)
     rec.repeat_run(
         "W5 result -> client",
@@ -91,6 +89,36 @@ def _run_workloads(client: Client, cluster: LocalCluster, sizes: Sizes, rec: Rec
     )
     rec.details.update(ctx.details)
     rec.repeat_run("W7 scheduler memory", lambda: _w7(client, cluster, sizes, rec), times=1)
+
+
+def _chord_tree(lo: int, hi: int) -> Any:
+    """Sum of inc(i) for lo <= i < hi as nested chords, as celery_peer builds it."""
+    if hi - lo == 1:
+        return ct.inc.si(lo)
+    mid = (lo + hi) // 2
+    return chord([_chord_tree(lo, mid), _chord_tree(mid, hi)], ct.sum_list.s())
+
+
+def _w4_canvas(client: Client, leaves: int) -> dict[str, float]:
+    sent: list[Any] = []
+
+    def run() -> Any:
+        sent.append(_chord_tree(0, leaves).apply_async())
+        return sent[0].get(timeout=600)
+
+    seconds, total = timed(run)
+    assert total == tree_expected(leaves), total
+    _forget(client, _canvas_results(sent[0]))
+    return {"w4_canvas": seconds}
+
+
+def _canvas_results(result: Any) -> list[Any]:
+    """A chord's result, its header's and theirs: what the scheduler keeps for the tree."""
+    found = [result]
+    parent = getattr(result, "parent", None)
+    for member in getattr(parent, "results", ()):
+        found.extend(_canvas_results(member))
+    return found
 
 
 def _renamed(values: dict[str, float], name: str) -> dict[str, float]:
