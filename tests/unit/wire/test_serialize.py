@@ -95,11 +95,20 @@ def test_loads_of_bad_payload_raises(payload: list[bytes]) -> None:
 # -- exceptions --------------------------------------------------------------------------
 
 
-class NeedsTwoArgs(Exception):
-    """Pickles fine, but unpickling calls __init__ with one argument and fails."""
+def _refuse_to_rebuild(message: str) -> Exception:
+    raise TypeError(f"cannot rebuild {message!r}")
 
-    def __init__(self, a: str, b: str) -> None:
-        super().__init__(f"{a}/{b}")
+
+class CannotUnpickle(Exception):
+    """Pickles fine, but rebuilding it fails.
+
+    Not the usual custom ``__init__`` without ``__reduce__``: importing
+    ``distributed`` runs tblib's ``pickling_support.install()``, which repairs
+    that case for every exception class defined by then (CI failed on it).
+    """
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return _refuse_to_rebuild, (str(self),)
 
 
 def original_failing_function(exc: BaseException) -> None:
@@ -140,7 +149,7 @@ def _with_lock_attribute() -> Exception:
 @pytest.mark.parametrize(
     ("make", "type_name", "message"),
     [
-        (lambda: NeedsTwoArgs("x", "y"), "NeedsTwoArgs", "x/y"),
+        (lambda: CannotUnpickle("x/y"), "CannotUnpickle", "x/y"),
         (_with_lock_attribute, "ValueError", "holds a lock"),
     ],
     ids=["cannot-unpickle", "cannot-pickle"],
