@@ -17,11 +17,13 @@ from celeriac.client.cluster import LocalCluster
 from celeriac.client.futures import Future, as_completed, fire_and_forget, wait
 from celeriac.client.progress import progress
 from celeriac.errors import (
+    ArgumentTooLarge,
     CancelledError,
     FutureLostError,
     JournalUnavailable,
     KilledWorker,
     MaxRetriesExceededError,
+    ResultTooLarge,
     Retry,
     SchedulerUnavailable,
     SoftTimeLimitExceeded,
@@ -32,7 +34,8 @@ from celeriac.errors import (
 )
 from celeriac.schedules import at, crontab, every
 from celeriac.tasks.app import App, Task
-from celeriac.tasks.canvas import chain, chord, group
+from celeriac.tasks.canvas import Signature, chain, chord, group, signature
+from celeriac.tasks.maps import chunks, xmap, xstarmap
 from celeriac.tasks.result import AsyncResult, GroupResult
 from celeriac.wire.serialize import RemoteError, SerializationError
 
@@ -42,6 +45,7 @@ _moved.install()
 
 __all__ = [
     "App",
+    "ArgumentTooLarge",
     "AsyncResult",
     "CancelledError",
     "Client",
@@ -53,9 +57,11 @@ __all__ = [
     "LocalCluster",
     "MaxRetriesExceededError",
     "RemoteError",
+    "ResultTooLarge",
     "Retry",
     "SchedulerUnavailable",
     "SerializationError",
+    "Signature",
     "SoftTimeLimitExceeded",
     "Task",
     "TaskExpiredError",
@@ -66,10 +72,14 @@ __all__ = [
     "at",
     "chain",
     "chord",
+    "chunks",
     "crontab",
     "every",
     "fire_and_forget",
     "group",
     "progress",
+    "signature",
     "wait",
+    "xmap",
+    "xstarmap",
 ]

@@ -22,7 +22,7 @@ from celeriac import (
     SchedulerUnavailable,
     SerializationError,
 )
-from celeriac.errors import ResultTooLarge
+from celeriac.errors import ArgumentTooLarge, ResultTooLarge
 from celeriac.testing import kill, wait_until, worker_pids
 from tasks_for_tests import (
     die,
@@ -153,7 +153,7 @@ def test_raw_tcp_bytes_do_not_hurt_the_scheduler(cluster_factory) -> None:
 def test_oversized_submission_is_refused_by_the_client(cluster_factory) -> None:
     cluster = cluster_factory(scheduler_args=("--max-message-size", "100000"))
     with Client(cluster.address) as client:
-        with pytest.raises(ValueError, match="message limit"):
+        with pytest.raises(ArgumentTooLarge, match="message limit"):
             client.submit(len, b"x" * 200_000)
         assert client.submit(len, b"x" * 1000).result(timeout=10) == 1000
 

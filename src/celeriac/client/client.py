@@ -28,7 +28,7 @@ from celeriac.client.forks import random_ids as _random_ids
 from celeriac.client.future_table import OUTCOMES, FutureTable
 from celeriac.client.futures import Future
 from celeriac.client.replies import REPLY_OPS, ReplyRouter
-from celeriac.errors import JournalUnavailable, SchedulerUnavailable
+from celeriac.errors import ArgumentTooLarge, JournalUnavailable, SchedulerUnavailable
 from celeriac.schedules import Schedule
 from celeriac.wire import refs
 from celeriac.wire.addresses import normalize
@@ -260,7 +260,7 @@ class Client:
         payloads: list[Payload] = [[self._functions.dumps(fn)], arguments]
         size = sum(nbytes(frame) for payload in payloads for frame in payload)
         if size > self._conn.max_message_bytes:
-            raise ValueError(
+            raise ArgumentTooLarge(
                 f"task {name!r} and its arguments take {size} bytes, over the scheduler's "
                 f"message limit of {self._conn.max_message_bytes} (--max-message-size)"
             )

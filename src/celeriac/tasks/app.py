@@ -20,7 +20,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from celeriac.client import Client
     from celeriac.schedules import Schedule
     from celeriac.tasks.canvas import Signature
+    from celeriac.tasks.maps import Chunks, XMap
     from celeriac.tasks.result import AsyncResult
 
 P = ParamSpec("P")
@@ -328,6 +329,37 @@ class Task(Generic[P, R]):
         from celeriac.tasks.canvas import Signature
 
         return Signature(self, args, kwargs, immutable=True)
+
+    def signature(
+        self,
+        args: Iterable[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Signature[R]:
+        """A signature with ``args``, ``kwargs`` and ``apply_async`` options (Celery's form)."""
+        from celeriac.tasks.canvas import signature
+
+        return signature(self, args, kwargs, **options)
+
+    subtask = signature
+
+    def map(self, items: Iterable[Any]) -> XMap[R]:
+        """One task that runs this function on each item and returns the list."""
+        from celeriac.tasks.maps import xmap
+
+        return xmap(self, items)
+
+    def starmap(self, items: Iterable[Iterable[Any]]) -> XMap[R]:
+        """As :meth:`map`, each item unpacked as the arguments."""
+        from celeriac.tasks.maps import xstarmap
+
+        return xstarmap(self, items)
+
+    def chunks(self, items: Iterable[Iterable[Any]], n: int) -> Chunks:
+        """A group of ``starmap`` tasks over ``items`` in chunks of ``n``."""
+        from celeriac.tasks.maps import chunks
+
+        return chunks(self, items, n)
 
     def submission(
         self,

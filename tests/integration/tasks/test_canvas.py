@@ -160,6 +160,7 @@ def test_group_result_questions(tasks: Any) -> None:
 def test_map_starmap_and_chunks(tasks: Any) -> None:
     assert xmap(tasks.tsum, [[1, 2], [3]]).delay().get(timeout=10) == [3, 3]
     assert xstarmap(tasks.add, [(1, 2), (3, 4)]).delay().get(timeout=10) == [3, 7]
+    assert tasks.add.starmap([(5, 6)]).delay().get(timeout=10) == [11]  # Celery's method form
     parts = chunks(tasks.add, [(i, i) for i in range(5)], 2)
     assert parts.delay().get(timeout=10) == [[0, 2], [4, 6], [8]]
     joined = (parts | tasks.total.s()).delay().get(timeout=10)  # chunks then a task: a chord

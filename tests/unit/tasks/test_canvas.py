@@ -431,3 +431,27 @@ def test_reprs_read_like_the_canvas(tasks: Any) -> None:
     assert repr(tasks.add.si(1) | tasks.mul.s(2)) == "add.si(1) | mul.s(2)"
     assert repr(group(tasks.add.s(1)) | tasks.tsum.s()) == "chord(group([add.s(1)]), tsum.s())"
     assert isinstance(tasks.add.s(), Signature)
+
+
+def test_a_tasks_own_map_starmap_chunks_and_signature_are_the_functions(
+    tasks: Any, engine: RecordingEngine
+) -> None:
+    tasks.add.map([1, 2]).delay()
+    tasks.add.starmap([(1, 2)]).delay()
+    parts = tasks.add.chunks([(i, i) for i in range(3)], 2)
+    assert isinstance(parts, Chunks) and (parts.task, parts.n, len(parts.tasks)) == (
+        tasks.add,
+        2,
+        2,
+    )
+    (one,), (two,) = engine.batches[0][0], engine.batches[1][0]
+    assert (one.name, one.args) == ("celeriac.map", ([1, 2],))
+    assert (two.name, two.args) == ("celeriac.starmap", ([(1, 2)],))
+    sig = tasks.add.signature((1,), {"b": 2}, countdown=3)
+    assert (sig.task, sig.args, sig.kwargs, sig.options) == (
+        tasks.add,
+        (1,),
+        {"b": 2},
+        {"countdown": 3},
+    )
+    assert tasks.add.subtask((1,)).args == (1,)
