@@ -39,6 +39,9 @@ from celeriac.tasks.maps import chunks, xmap, xstarmap
 from celeriac.tasks.result import AsyncResult, GroupResult
 from celeriac.wire.serialize import RemoteError, SerializationError
 
+#: Celery's name for the app: ``from celeriac import Celery`` runs a Celery program.
+Celery = App
+
 __version__ = "0.1.0"
 
 _moved.install()
@@ -48,6 +51,7 @@ __all__ = [
     "ArgumentTooLarge",
     "AsyncResult",
     "CancelledError",
+    "Celery",
     "Client",
     "Future",
     "FutureLostError",

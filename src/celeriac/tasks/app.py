@@ -20,6 +20,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ import cloudpickle
 from celeriac.client.engine import Engine, RunOptions, Submission
 from celeriac.context import TaskRequest, current_request
 from celeriac.errors import Retry
+from celeriac.tasks.config import Conf, module_names, scheduler_address, seconds
 from celeriac.wire.addresses import DEFAULT_ADDRESS, normalize
 from celeriac.wire.protocol import parse_rate
 
@@ -79,36 +81,111 @@ class TaskOptions:
 
 
 class App:
-    """A Celeriac application: where tasks are registered and sent.
+    """A Celeriac application: where tasks are registered and sent (``Celery`` is this class).
 
-    ``address`` defaults to ``$CELERIAC_ADDRESS``, then ``tcp://127.0.0.1:8786``.
-    ``timeout`` bounds how long ``.delay()`` waits for the scheduler to accept
-    a task before raising :class:`~celeriac.errors.SchedulerUnavailable`: a web
-    request never hangs on a dead scheduler.
+    It takes Celery's constructor: ``App("proj", broker="tcp://host:8786",
+    include=["proj.tasks"], result_expires=3600)``.  ``address`` (or a
+    ``tcp://``, ``ipc://`` or ``celeriac://`` ``broker``) is the scheduler's;
+    it defaults to ``$CELERIAC_ADDRESS``, then ``tcp://127.0.0.1:8786``.  A
+    Celery transport URL (``redis://``, ``amqp://``) and any ``backend`` are
+    ignored with a warning: the scheduler is the queue and keeps the outcomes.
+    A first argument holding ``:`` is an address (``App("tcp://...")``), else
+    the app's name.  ``timeout`` bounds how long ``.delay()`` waits for the
+    scheduler to accept a task before raising
+    :class:`~celeriac.errors.SchedulerUnavailable`: a web request never hangs
+    on a dead scheduler.
 
     Parameters:
+        main: the app's name (Celery's ``main``), or an address (see above).
         address: the scheduler's ``tcp://host:port`` or ``ipc://PATH``.
+        broker: Celery's ``broker`` (``broker_url``), as above.
+        backend: Celery's ``backend`` (``result_backend``): ignored, warned.
+        include: modules imported when the app first looks a task up by name.
         timeout: seconds, as above (and for the connection's other requests).
         result_ttl: seconds an outcome is kept for lookup by id (default one
-            day); a task may set its own.
+            day; Celery's ``result_expires``); a task may set its own.
         keys: a CURVE key directory for a scheduler that uses ``--keys``.
+        settings: Celery settings by name, as ``app.conf.update`` takes them
+            (:data:`celeriac.tasks.config.SETTINGS` lists those read here).
     """
 
     def __init__(
         self,
-        address: str | None = None,
+        main: str | None = None,
         *,
+        address: str | None = None,
+        broker: str | None = None,
+        backend: str | None = None,
+        include: Iterable[str] = (),
         timeout: float = 5.0,
         result_ttl: float = ONE_DAY,
         keys: str | None = None,
+        **settings: Any,
     ) -> None:
+        if main is not None and ":" in main:  # App("tcp://host:port"), App("host:port")
+            if address is not None:
+                raise TypeError(f"App({main!r}, address={address!r}): two addresses")
+            main, address = None, main
+        self.main = main
+        self._explicit_address = address is not None
         self.address = normalize(address or os.environ.get("CELERIAC_ADDRESS") or DEFAULT_ADDRESS)
         self.timeout = timeout
         self.result_ttl = result_ttl
         self.keys = keys
-        self.tasks: dict[str, Task[Any, Any]] = {}
+        self._tasks: dict[str, Task[Any, Any]] = {}
+        self._include: list[str] = []
         self._client: Client | None = None
         self._lock = threading.Lock()
+        self.conf = Conf(self._apply_setting)
+        given = {"broker_url": broker, "result_backend": backend, "include": include or None}
+        self.conf.update({k: v for k, v in given.items() if v is not None}, **settings)
+
+    def _apply_setting(self, name: str, value: Any) -> None:
+        """Make one of Celery's settings take effect (``app.conf`` calls this)."""
+        if name == "broker_url":
+            address = scheduler_address(value, "broker")
+            if address is not None and not self._explicit_address:
+                if self._client is not None:
+                    raise RuntimeError("broker_url set after the app connected; set it first")
+                self.address = normalize(address)
+        elif name == "result_backend":
+            warnings.warn(
+                f"backend={value!r} ignored: the Celeriac scheduler keeps every outcome "
+                "(for result_ttl, Celery's result_expires)",
+                stacklevel=5,
+            )
+        elif name == "result_expires":
+            self.result_ttl = seconds(name, value)
+        else:  # include, imports
+            self._include.extend(module_names(name, value))
+
+    @property
+    def tasks(self) -> dict[str, Task[Any, Any]]:
+        """The registered tasks by name, after importing the ``include``d modules."""
+        while self._include:
+            importlib.import_module(self._include.pop(0))
+        return self._tasks
+
+    def config_from_object(self, obj: Any, namespace: str | None = None) -> None:
+        """Celery's settings from an object: a module, ``"module"``, ``"module:attribute"``.
+
+        With ``namespace="CELERY"``, only ``CELERY_*`` names are read, the
+        prefix dropped and lower-cased (Django's ``settings``).
+        """
+        if isinstance(obj, str):  # "module" or Celery's "module:attribute"
+            module, _, attribute = obj.partition(":")
+            obj = importlib.import_module(module)
+            if attribute:
+                obj = getattr(obj, attribute)
+        prefix = f"{namespace}_" if namespace else ""
+        found = {}
+        for name in dir(obj):
+            if name.startswith("_") or not name.startswith(prefix):
+                continue
+            key = name[len(prefix) :]
+            if prefix or key.islower():
+                found[key.lower()] = getattr(obj, name)
+        self.conf.update(found)
 
     @property
     def client(self) -> Client:
@@ -151,7 +228,7 @@ class App:
 
         def register(fn: Callable[P, R]) -> Task[P, R]:
             task: Task[P, R] = Task(self, fn, name or _qualified_name(fn), TaskOptions(**options))
-            self.tasks[task.name] = task
+            self._tasks[task.name] = task
             return task
 
         return register(fn) if fn is not None else register
@@ -214,7 +291,7 @@ class App:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<App {self.address} tasks={len(self.tasks)}>"
+        return f"<App {self.address} tasks={len(self._tasks)}>"
 
     def __getstate__(self) -> dict[str, Any]:
         # Travels inside task functions (a task that sends tasks): settings only.
@@ -227,7 +304,7 @@ class App:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(  # type: ignore[misc]
-            state["address"],
+            address=state["address"],
             timeout=state["timeout"],
             result_ttl=state["result_ttl"],
             keys=state["keys"],

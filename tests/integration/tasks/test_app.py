@@ -50,6 +50,17 @@ def test_delay_returns_a_result_readable_by_id_from_another_app(app: App, cluste
         assert again.result == 5
 
 
+def test_celerys_first_steps_run_with_the_import_changed(cluster) -> None:
+    from celeriac import Celery
+
+    with pytest.warns(UserWarning, match="backend='rpc://' ignored"):
+        celery_app = Celery("tasks", broker=cluster.address, backend="rpc://")
+    with celery_app:
+        add = celery_app.task(t.add)
+        assert add.delay(4, 4).get(timeout=10) == 8
+        assert celery_app.main == "tasks" and celery_app.address == cluster.address
+
+
 def test_the_outcome_of_a_delay_is_pushed_to_the_result_it_returned(app: App) -> None:
     result = app.task(t.add).delay(20, 22)
     # Nobody asks: the scheduler sends the outcome to the process holding the result.

@@ -1,0 +1,153 @@
+"""Celery's ``app.conf`` and its broker URLs: what a Celery program configures, read here.
+
+A Celery program sets its app up with ``Celery(main, broker=..., backend=...,
+include=[...], **settings)``, ``app.conf.update(...)`` and
+``app.config_from_object(...)``.  :data:`SETTINGS` is the one table of the
+Celery setting names Celeriac reads, each with what it means here; any other
+name is kept (so the program can read it back) and warned about once, since
+Celeriac does nothing with it.  Pure: no sockets, no app.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+#: Broker schemes of Celery's transports: Celeriac has no broker, so such a URL
+#: names nothing here (tasks go to the Celeriac scheduler instead).
+CELERY_TRANSPORTS = frozenset(
+    {"amqp", "amqps", "pyamqp", "librabbitmq", "redis", "rediss", "sentinel", "sqs",
+     "memory", "filesystem", "sqla", "sqlalchemy", "mongodb", "zookeeper", "gcpubsub"}
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One Celery setting Celeriac reads: its meaning here, for docs and errors."""
+
+    meaning: str
+
+
+#: The Celery settings with a Celeriac meaning (docs/tasks.md lists the same).
+SETTINGS: dict[str, Setting] = {
+    "broker_url": Setting("the scheduler's address, if a tcp://, ipc:// or celeriac:// URL"),
+    "result_backend": Setting("ignored with a warning: the scheduler keeps every outcome"),
+    "result_expires": Setting("seconds (or a timedelta) outcomes are kept: the app's result_ttl"),
+    "include": Setting("modules imported when the app first looks a task up by name"),
+    "imports": Setting("the same as include"),
+}
+
+
+def scheduler_address(url: str, what: str) -> str | None:
+    """The scheduler address a Celery ``broker=`` URL names, or ``None`` (warned) for a transport.
+
+    ``tcp://`` and ``ipc://`` are Celeriac's own; ``celeriac://host:port`` is
+    ``tcp://host:port``.  A Celery transport (``redis://``, ``amqp://``, ...)
+    is ignored with a warning that says where tasks go instead.
+
+    Raises:
+        ValueError: any other scheme, or something that is not a URL.
+    """
+    if not isinstance(url, str) or "://" not in url:
+        raise ValueError(f"{what}={url!r} is not a URL; use tcp://HOST:PORT or ipc://PATH")
+    scheme, rest = url.split("://", 1)
+    scheme = scheme.lower().split("+", 1)[0]  # sqla+postgresql://, sentinel+...
+    if scheme in ("tcp", "ipc"):
+        return url
+    if scheme == "celeriac":
+        return f"tcp://{rest}"
+    if scheme in CELERY_TRANSPORTS or scheme == "rpc":
+        warnings.warn(
+            f"{what}={url!r} ignored: Celeriac has no broker; tasks go to the Celeriac "
+            "scheduler at address= (or $CELERIAC_ADDRESS, else tcp://127.0.0.1:8786)",
+            stacklevel=4,
+        )
+        return None
+    raise ValueError(
+        f"{what}={url!r}: unknown scheme {scheme!r}; use tcp://, ipc:// or celeriac://"
+    )
+
+
+def seconds(name: str, value: Any) -> float:
+    """A duration setting as seconds (a number or a ``timedelta``), or a clear error."""
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError(f"{name} must be positive seconds or a timedelta, not {value!r}")
+    return float(value)
+
+
+def module_names(name: str, value: Any) -> tuple[str, ...]:
+    """``include``/``imports``: a module name or an iterable of them."""
+    names = (value,) if isinstance(value, str) else tuple(value)
+    if not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"{name} must be module names, not {value!r}")
+    return names
+
+
+class Conf(Mapping[str, Any]):
+    """``app.conf``: Celery's settings by name, as attributes or items, with ``update``.
+
+    Each set goes through ``apply(name, value)`` (the app's), which checks it
+    and makes it take effect; a name outside :data:`SETTINGS` is kept and
+    warned about once per name.
+    """
+
+    def __init__(self, apply: Any) -> None:
+        object.__setattr__(self, "_values", {})
+        object.__setattr__(self, "_apply", apply)
+        object.__setattr__(self, "_warned", set())
+
+    def update(
+        self, mapping: Mapping[str, Any] | Iterable[tuple[str, Any]] = (), **kw: Any
+    ) -> None:
+        """Set every ``name=value`` given (as ``dict.update`` takes them)."""
+        for name, value in [*dict(mapping).items(), *kw.items()]:
+            self[name] = value
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        if name in SETTINGS:
+            self._apply(name, value)
+        elif name not in self._warned:
+            self._warned.add(name)
+            warnings.warn(
+                f"Celery setting {name!r} has no meaning in Celeriac and is ignored "
+                f"(the settings it reads: {', '.join(sorted(SETTINGS))})",
+                stacklevel=3,
+            )
+        self._values[name] = value
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(f"app.conf has no setting {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+    def __repr__(self) -> str:
+        return f"<Conf {self._values!r}>"
+
+
+__all__ = [
+    "CELERY_TRANSPORTS",
+    "SETTINGS",
+    "Conf",
+    "Setting",
+    "module_names",
+    "scheduler_address",
+    "seconds",
+]
