@@ -785,7 +785,7 @@ def _options(submission: Submission, *, detached: bool) -> dict[str, Any]:
     if o.result_ttl is not None:
         fields["result_ttl"] = float(o.result_ttl)
     if o.retry_backoff:
-        fields["retry_backoff"] = True
+        fields["retry_backoff"] = float(o.retry_backoff)
     _moments(submission, fields)
     if o.rate_limit is not None:
         fields["rate_limit"] = o.rate_limit

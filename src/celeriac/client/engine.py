@@ -37,8 +37,9 @@ class RunOptions:
         retry_on_error: whether any exception retries (``None``: the
             scheduler's default, yes); ``False`` retries only on ``Retry``.
         retry_backoff, backoff_max, retry_jitter: exponential back-off between
-            retries, its cap in seconds and whether it is randomised
-            (``None``: the scheduler's default).
+            retries from ``retry_backoff`` seconds (0: none), its cap in
+            seconds and whether it is randomised (``None``: the scheduler's
+            default).
         result_ttl: seconds the outcome is kept for lookup by id (``None``:
             the scheduler's default).
         time_limit, soft_time_limit: hard and soft limits on one run, in seconds.
@@ -53,7 +54,7 @@ class RunOptions:
     retry_jitter: bool | None = None
     backoff_max: float | None = None
     result_ttl: float | None = None
-    retry_backoff: bool = False
+    retry_backoff: float = 0.0
     time_limit: float | None = None
     soft_time_limit: float | None = None
     rate_limit: str | None = None

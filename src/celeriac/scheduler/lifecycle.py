@@ -217,7 +217,11 @@ class TaskLifecycle:
         task.attempts += 1
         if countdown is None and task.retry_backoff:
             countdown = backoff_delay(
-                task.attempts, cap=task.backoff_max, jitter=task.retry_jitter, rng=self._rng
+                task.attempts,
+                base=float(task.retry_backoff),  # a 0.1.0 journal holds True: 1 s
+                cap=task.backoff_max,
+                jitter=task.retry_jitter,
+                rng=self._rng,
             )
         log.info("task %s retries (attempt %d) in %.3g s", task.key, task.attempts, countdown or 0)
         task.started = False

@@ -88,7 +88,7 @@ class TaskRecord:
     not_before: float = 0.0  # eta, retry back-off or rate-limit deferral
     expires: float | None = None
     retry_on_error: bool = True  # any exception retries (else only an explicit Retry)
-    retry_backoff: bool = False
+    retry_backoff: float = 0.0  # the first delay of exponential back-off, s (0: none)
     backoff_max: float = 600.0
     retry_jitter: bool = True
     result_ttl: float | None = None  # keep the outcome this long after it finished

@@ -56,7 +56,8 @@ class TaskOptions:
         queue, priority: where the task waits and in what order (lower first).
         retries: how many times it is tried again (on ``autoretry_for`` or ``self.retry``).
         retry_backoff, retry_backoff_max, retry_jitter: exponential back-off
-            from 1 s between retries, its cap, and whether it is randomised.
+            between retries (``True``: from 1 s; a number: from that many
+            seconds, as in Celery), its cap, and whether it is randomised.
         autoretry_for: exception types that retry the task instead of failing it.
         time_limit, soft_time_limit: hard and soft limits on one run, in seconds.
         ignore_result: keep no outcome.
@@ -68,7 +69,7 @@ class TaskOptions:
     queue: str = "default"
     priority: int = 0
     retries: int = 3
-    retry_backoff: bool = False  # exponential from 1 s, capped at retry_backoff_max
+    retry_backoff: bool | float = False  # True: 1 s, 2 s, 4 s...; 5: 5 s, 10 s, 20 s...
     retry_backoff_max: float = 600.0
     retry_jitter: bool = True
     autoretry_for: tuple[type[BaseException], ...] = ()
@@ -78,6 +79,13 @@ class TaskOptions:
     result_ttl: float | None = None  # None: the app's default
     rate_limit: str | None = None
     bind: bool = False
+
+    def __post_init__(self) -> None:
+        backoff = self.retry_backoff
+        if not isinstance(backoff, int | float) or backoff < 0 or backoff != backoff:
+            raise ValueError(
+                f"retry_backoff must be True, False or the first delay in seconds, not {backoff!r}"
+            )
 
 
 class App:
@@ -495,7 +503,7 @@ class Task(Generic[P, R]):
                 retry_jitter=opts.retry_jitter,
                 backoff_max=opts.retry_backoff_max,
                 result_ttl=ttl,
-                retry_backoff=opts.retry_backoff,
+                retry_backoff=float(opts.retry_backoff),
                 time_limit=opts.time_limit,
                 soft_time_limit=opts.soft_time_limit,
                 rate_limit=opts.rate_limit,

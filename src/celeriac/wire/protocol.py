@@ -107,7 +107,7 @@ SCHEMAS: dict[str, tuple[dict[str, Any], dict[str, Any], int | None]] = {
             "eta": _NUM,
             "expires": _NUM,
             "retry_on_error": _BOOL,
-            "retry_backoff": _BOOL,
+            "retry_backoff": _NUM,  # the first back-off delay, s (0: none)
             "backoff_max": _NUM,
             "retry_jitter": _BOOL,
             "result_ttl": _NUM,

@@ -365,6 +365,21 @@ def test_failure_with_retries_requeues_then_errs(sim: Sim) -> None:
     assert sim.state.counters["erred"] == 1
 
 
+@pytest.mark.parametrize(("backoff", "delays"), [(1.0, [1.0, 2.0, 4.0]), (0.25, [0.25, 0.5, 1.0])])
+def test_retry_backoff_is_the_first_delay_then_doubles(
+    sim: Sim, backoff: float, delays: list[float]
+) -> None:
+    """Celery's retry_backoff: True is 1 s, a number is the first delay (was read as True)."""
+    sim.add_worker(W1)
+    fields = {"key": "a", "deps": [], "priority": 0, "retries": 3, "queue": "default"}
+    sim(C, msg("submit", [FN, args("a")], retry_backoff=backoff, retry_jitter=False, **fields))
+    for attempt, delay in enumerate(delays, start=1):
+        start = sim.now
+        assert sim(W1, failed("a")) == []  # waits out the back-off
+        assert sim.tick(start + delay - 0.001) == []
+        assert sim.tick(start + delay) == [run(W1, "a", attempt=attempt)]
+
+
 def test_non_remote_failure_is_not_retried(sim: Sim) -> None:
     sim.add_worker(W1)
     sim(C, submit("a", retries=3))

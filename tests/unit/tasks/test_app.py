@@ -118,6 +118,21 @@ def test_delay_enqueues_one_submission_with_the_tasks_options(app: App, engine: 
     assert result._held == ("held", "add-0")  # the outcome is pushed to it
 
 
+@pytest.mark.parametrize(("given", "sent"), [(False, 0.0), (True, 1.0), (5, 5.0), (0.5, 0.5)])
+def test_retry_backoff_number_is_the_first_delay_not_true(
+    app: App, engine: FakeEngine, given: bool | float, sent: float
+) -> None:
+    app.task(add, retry_backoff=given).delay(1, 2)
+    (submission,), _ = only(engine)
+    assert submission.options.retry_backoff == sent
+
+
+@pytest.mark.parametrize("bad", [-1, "5", float("nan")])
+def test_a_bad_retry_backoff_is_refused_at_the_decorator(app: App, bad: object) -> None:
+    with pytest.raises(ValueError, match="retry_backoff must be"):
+        app.task(add, retry_backoff=bad)
+
+
 def test_an_ignored_result_is_not_held(app: App, engine: FakeEngine) -> None:
     result = app.task(add, ignore_result=True).delay(1, 2)
     (submission,), options = only(engine)
