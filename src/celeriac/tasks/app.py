@@ -164,8 +164,10 @@ class App:
             )
         elif name == "result_expires":
             self.result_ttl = seconds(name, value)
-        else:  # include, imports
+        elif name in ("include", "imports"):
             self._include.extend(module_names(name, value))
+        else:  # a name added to SETTINGS must be applied here too
+            raise AssertionError(f"setting {name!r} is in SETTINGS but not applied")
 
     @property
     def tasks(self) -> dict[str, Task[Any, Any]]:
@@ -304,6 +306,7 @@ class App:
     def __getstate__(self) -> dict[str, Any]:
         # Travels inside task functions (a task that sends tasks): settings only.
         return {
+            "main": self.main,
             "address": self.address,
             "timeout": self.timeout,
             "result_ttl": self.result_ttl,
@@ -312,6 +315,7 @@ class App:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(  # type: ignore[misc]
+            state.get("main"),  # absent from an app pickled by 0.1.0
             address=state["address"],
             timeout=state["timeout"],
             result_ttl=state["result_ttl"],

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -24,20 +23,14 @@ CELERY_TRANSPORTS = frozenset(
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One Celery setting Celeriac reads: its meaning here, for docs and errors."""
-
-    meaning: str
-
-
-#: The Celery settings with a Celeriac meaning (docs/tasks.md lists the same).
-SETTINGS: dict[str, Setting] = {
-    "broker_url": Setting("the scheduler's address, if a tcp://, ipc:// or celeriac:// URL"),
-    "result_backend": Setting("ignored with a warning: the scheduler keeps every outcome"),
-    "result_expires": Setting("seconds (or a timedelta) outcomes are kept: the app's result_ttl"),
-    "include": Setting("modules imported when the app first looks a task up by name"),
-    "imports": Setting("the same as include"),
+#: The Celery settings with a Celeriac meaning, and that meaning (docs/tasks.md
+#: lists the same); ``App`` applies each.
+SETTINGS: dict[str, str] = {
+    "broker_url": "the scheduler's address, if a tcp://, ipc:// or celeriac:// URL",
+    "result_backend": "ignored with a warning: the scheduler keeps every outcome",
+    "result_expires": "seconds (or a timedelta) outcomes are kept: the app's result_ttl",
+    "include": "modules imported when the app first looks a task up by name",
+    "imports": "the same as include",
 }
 
 
@@ -146,7 +139,6 @@ __all__ = [
     "CELERY_TRANSPORTS",
     "SETTINGS",
     "Conf",
-    "Setting",
     "module_names",
     "scheduler_address",
     "seconds",
