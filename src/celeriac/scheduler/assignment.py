@@ -23,7 +23,7 @@ from celeriac.scheduler.outbox import Outbox
 from celeriac.scheduler.policies import RateLimits
 from celeriac.scheduler.records import SchedulerConfig, TaskRecord, WorkerRecord
 from celeriac.states import TaskState
-from celeriac.wire.protocol import Message, Payload
+from celeriac.wire.protocol import Message
 
 
 class Assigner:
@@ -60,13 +60,48 @@ class Assigner:
         ]
         heapq.heapify(candidates)
         while candidates:
-            _, order, worker = heapq.heappop(candidates)
+            load, order, worker = heapq.heappop(candidates)
+            if load != len(worker.assigned) / worker.slots:  # given a task meanwhile
+                if self._has_room(worker):
+                    heapq.heappush(candidates, (len(worker.assigned) / worker.slots, order, worker))
+                continue
             task = self._next_for(worker)
             if task is None:
                 continue  # nothing for its queues; it leaves the candidates
-            self._give(worker, task)
+            taker = self._local_worker(task, worker) if task.deps else worker
+            self._give(taker, task)
             if self._has_room(worker):
                 heapq.heappush(candidates, (len(worker.assigned) / worker.slots, order, worker))
+
+    def _local_worker(self, task: TaskRecord, least_loaded: WorkerRecord) -> WorkerRecord:
+        """Who should run ``task``: the worker keeping most of its input bytes, unless
+        that worker is much busier than ``least_loaded``.
+
+        Moving an input costs its size over the network; waiting behind one
+        more task on that worker costs a task's run time.  Without the run
+        times of what is queued there, the rule is by count: the holder takes it
+        while it has room and no more than one task per slot more than the least
+        loaded worker (a slot's worth of waiting, at most, to save the transfer).
+        Results the scheduler has (small ones, or shared memory) move nothing.
+        """
+        tasks = self._lifecycle.tasks
+        by_holder: dict[bytes, int] = {}
+        for key in task.deps:
+            dep = tasks[key]
+            if dep.holder is not None:
+                by_holder[dep.holder] = by_holder.get(dep.holder, 0) + dep.nbytes
+        if not by_holder:
+            return least_loaded
+        holder_id = max(by_holder, key=by_holder.__getitem__)
+        holder = self._workers.get(holder_id)
+        if holder is None or holder is least_loaded or not self._has_room(holder):
+            return least_loaded
+        if task.queue not in holder.queues:
+            return least_loaded
+        busier = (
+            len(holder.assigned) / holder.slots - len(least_loaded.assigned) / least_loaded.slots
+        )
+        return holder if busier <= 1 else least_loaded
 
     def steal(self, now: float) -> None:
         """Ask workers stuck on overdue tasks for their prefetched ones, for idle slots."""
@@ -135,18 +170,37 @@ class Assigner:
         task.estimate = self._durations.get(task.name, self._config.unknown_duration)
         worker.assigned[task.key] = None
         worker.queued_work += task.estimate
-        self._outbox.put(worker.id, Message("run", _run_fields(task), self._run_payloads(task)))
+        self._outbox.put(worker.id, self._run_message(worker, task))
 
-    def _run_payloads(self, task: TaskRecord) -> list[Payload]:
-        """The function, the arguments, then the result of each dependency."""
+    def _run_message(self, worker: WorkerRecord, task: TaskRecord) -> Message:
+        """The function, the arguments, then the result of each dependency (an empty
+        payload for one a worker keeps: ``where`` names it, and the worker fetches it)."""
+        fields = _run_fields(task)
         payloads = [task.function, task.args]
         if task.deps:
-            tasks = self._lifecycle.tasks
+            tasks, workers = self._lifecycle.tasks, self._workers
+            where: list[str] = []
             for dep_key in task.deps:
                 dep = tasks[dep_key]
-                assert dep.result is not None
-                payloads.append(dep.result)
-        return payloads
+                if dep.holder is None:
+                    assert dep.result is not None
+                    payloads.append(dep.result)
+                    where.append("")
+                else:
+                    payloads.append([])
+                    where.append(workers[dep.holder].peer or "")
+            if any(where):
+                fields["where"] = where
+        if worker.peer is not None and not (task.durable or task.ignore_result):
+            # Between hosts, a future's large result stays where it was made.
+            # Durable work's outcome must outlive the worker: it comes here.
+            fields["keep"] = self._config.inline_result_bytes
+        return Message("run", fields, payloads)
+
+
+def _load(worker: WorkerRecord) -> float:
+    """Tasks per slot a worker holds (running and prefetched)."""
+    return len(worker.assigned) / worker.slots
 
 
 def _overlap(a: WorkerRecord, b: WorkerRecord) -> bool:

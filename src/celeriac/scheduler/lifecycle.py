@@ -34,6 +34,8 @@ from celeriac.wire.protocol import Message, Payload, nbytes
 log = logging.getLogger("celeriac.scheduler")
 
 _QUEUED = TaskState.QUEUED
+#: States in which a task holds on to its inputs being there.
+_READY_WITH_INPUTS = (TaskState.SCHEDULED, TaskState.QUEUED, TaskState.PROCESSING)
 
 #: The payload of ``None``, for tasks whose result is ignored.  Making a
 #: constant pickle is not unpickling anything: the rule holds.
@@ -232,11 +234,20 @@ class TaskLifecycle:
 
     # -- endings -----------------------------------------------------------------------
 
-    def succeed(self, task: TaskRecord, result: Payload) -> None:
-        """Keep the result, tell who wants it, and queue dependents waiting only on it."""
+    def succeed(
+        self, task: TaskRecord, result: Payload, kept_by: WorkerRecord | None = None, size: int = 0
+    ) -> None:
+        """Keep the result (or, ``kept_by`` a worker, where it is and its ``size``),
+        tell who wants it, and queue dependents waiting only on it."""
         self.transition(task, TaskState.MEMORY)
-        task.result = _NONE if task.ignore_result else result
-        task.function = task.args = ()  # no longer needed; free the memory now
+        if kept_by is None:
+            task.result = _NONE if task.ignore_result else result
+            task.function = task.args = ()  # no longer needed; free the memory now
+        else:
+            # The function and arguments stay: a result lost with its worker is
+            # computed again from them.
+            task.holder, task.nbytes = kept_by.id, size
+            kept_by.holds[task.key] = None
         self.counters["done"] += 1
         self._notify_wanters(task, inline_limit=self._config.inline_result_bytes)
         if task.dependents:
@@ -321,6 +332,8 @@ class TaskLifecycle:
             return  # kept for readers by id until its TTL runs out
         del self.tasks[task.key]
         self.by_state[task.state] -= 1
+        if task.holder is not None:
+            self._free(task)
         if task.durable:
             self._journal.record("task", task.key, None)
         if task.deps:
@@ -334,11 +347,84 @@ class TaskLifecycle:
                 dep.dependents.pop(task.key, None)
                 self.forget_if_unneeded(dep)
 
+    # -- results kept on workers -------------------------------------------------------
+
+    def _free(self, task: TaskRecord) -> None:
+        """Tell the worker keeping the result of a task we forget that it may drop it."""
+        worker = self._workers.get(task.holder) if task.holder else None
+        task.holder = None
+        if worker is not None:
+            worker.holds.pop(task.key, None)
+            self._outbox.free(worker.id, task.key)
+
+    def results_lost(self, worker: WorkerRecord) -> None:
+        """The worker is gone, and the results it kept with it: compute again those
+        still wanted (dependents that were ready with them wait again), fail those
+        that cannot be (an input of theirs is gone too)."""
+        lost = [
+            task
+            for key in worker.holds
+            if (task := self.tasks.get(key)) is not None and task.holder == worker.id
+        ]
+        worker.holds.clear()
+        for task in lost:
+            task.holder = None
+        for task in lost:
+            gone = next((key for key in task.deps if key not in self.tasks), None)
+            if gone is not None and task.state is TaskState.MEMORY:
+                text = (
+                    f"the result of {task.key!r} was lost with worker {worker.name} and "
+                    f"cannot be computed again: its input {gone!r} is gone too"
+                )
+                log.warning("%s", text)
+                self.fail(task, "lost", text)
+        again = [task for task in lost if task.state is TaskState.MEMORY]
+        for task in again:  # all first: one may be another's input
+            log.info(
+                "task %s: result lost with worker %s; computing it again", task.key, worker.name
+            )
+            self.transition(task, TaskState.WAITING)
+            task.started = False
+        for task in again:
+            for dependent_key in task.dependents:
+                dependent = self.tasks.get(dependent_key)
+                if dependent is None:
+                    continue
+                if dependent.state is TaskState.WAITING:
+                    dependent.waiting_on[task.key] = None
+                elif dependent.state in _READY_WITH_INPUTS:
+                    self.wait_again(dependent, (task.key,))
+        for task in again:
+            if task.state is TaskState.WAITING:
+                self.link_dependencies(task)
+
+    def wait_again(self, task: TaskRecord, inputs: tuple[str, ...] | list[str]) -> None:
+        """A task that was ready waits again: ``inputs`` were lost, and come again."""
+        if task.state is TaskState.PROCESSING:
+            if task.worker is not None:  # its worker would fetch them in vain
+                self._outbox.send(task.worker, "drop", key=task.key)
+            self.unassign(task)
+        self.transition(task, TaskState.WAITING)
+        for key in inputs:
+            dep = self.tasks.get(key)
+            if dep is not None and not dep.state.finished:
+                task.waiting_on[key] = None
+        if not task.waiting_on:
+            self.make_ready(task)
+
     # -- telling clients ---------------------------------------------------------------
 
     def notify(self, to: bytes, task: TaskRecord, inline_limit: int | None) -> None:
-        """Tell a client how a finished task ended; results over ``inline_limit`` wait for fetch."""
+        """Tell a client how a finished task ended; results over ``inline_limit`` wait for
+        fetch, and one a worker keeps is fetched from there."""
         if task.state is TaskState.MEMORY:
+            if task.holder is not None:
+                fields = {"key": task.key, "inline": False, "size": task.nbytes}
+                holder = self._workers.get(task.holder)
+                if holder is not None and holder.peer is not None:
+                    fields["at"] = holder.peer
+                self._outbox.put(to, Message("result", fields))
+                return
             assert task.result is not None
             if inline_limit is None or _size(task.result) <= inline_limit:
                 self._outbox.send(to, "result", [task.result], key=task.key, inline=True)

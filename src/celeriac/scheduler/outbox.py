@@ -26,8 +26,8 @@ class Outbox:
 
     def __init__(self) -> None:
         self._sends: list[Send] = []
-        self._acks: dict[bytes, list[str]] = {}  # the pending "accepted" per peer
-        self._refusals: dict[tuple[bytes, str], list[str]] = {}  # "refused" per peer and reason
+        #: The key lists of this batch's grouped messages, by (peer, op, reason).
+        self._groups: dict[tuple[bytes, str, str], list[str]] = {}
 
     def send(
         self, to: bytes, op: str, payloads: list[Payload] | None = None, /, **fields: Any
@@ -41,27 +41,30 @@ class Outbox:
 
     def accepted(self, to: bytes, key: str) -> None:
         """Say ``key`` is accepted: one message per peer per batch, where the first went."""
-        keys = self._acks.get(to)
-        if keys is None:
-            keys = self._acks[to] = []
-            self._sends.append(_send(Send, (to, Message("accepted", {"keys": keys}))))
-        keys.append(key)
+        self._grouped(to, "accepted", key, {})
 
     def refused(self, to: bytes, key: str, reason: str, text: str) -> None:
         """Say ``key`` is refused for ``reason`` (``text`` tells why): one message per
         peer and reason per batch, like :meth:`accepted`."""
-        keys = self._refusals.get((to, reason))
+        self._grouped(to, "refused", key, {"reason": reason, "text": text})
+
+    def free(self, to: bytes, key: str) -> None:
+        """Tell a worker it may drop the result of ``key``: one message per batch, like
+        :meth:`accepted`."""
+        self._grouped(to, "free", key, {})
+
+    def _grouped(self, to: bytes, op: str, key: str, fields: dict[str, Any]) -> None:
+        group = (to, op, fields.get("reason", ""))
+        keys = self._groups.get(group)
         if keys is None:
-            keys = self._refusals[(to, reason)] = []
-            fields = {"keys": keys, "reason": reason, "text": text}
-            self._sends.append(_send(Send, (to, Message("refused", fields))))
+            keys = self._groups[group] = []
+            self._sends.append(_send(Send, (to, Message(op, {"keys": keys, **fields}))))
         keys.append(key)
 
     def take(self) -> list[Send]:
         """Everything decided since the last call, in order."""
         sends, self._sends = self._sends, []
-        self._acks.clear()
-        self._refusals.clear()
+        self._groups.clear()
         return sends
 
 

@@ -99,6 +99,9 @@ class TaskRecord:
     soft_time_limit: float | None = None
     durable: bool = False  # detached work: journaled, survives a scheduler restart
     watcher: bytes | None = None  # a client holding a detached task's result: told, not kept
+    #: The worker that keeps the result (its bytes never came here), and their size.
+    holder: bytes | None = None
+    nbytes: int = 0
 
 
 #: Submit fields that set the task option of the same name.
@@ -132,7 +135,8 @@ def journal_entry(task: TaskRecord) -> dict[str, Any]:
         "queue": task.queue,
         "retries_left": task.retries_left,
         "attempts": task.attempts,
-        "state": task.state.value if finished else "pending",
+        # A result kept on a worker is not here to write: after a restart the task runs again.
+        "state": task.state.value if finished and task.holder is None else "pending",
         "result": [bytes(buffer_of(f)) for f in task.result] if task.result else None,
         "error": [task.error[0], task.error[1], [bytes(buffer_of(f)) for f in task.error[2]]]
         if task.error
@@ -186,6 +190,11 @@ class WorkerRecord:
     #: Keys in the order they were sent; the worker runs them in that order.
     assigned: dict[str, None] = field(default_factory=dict)
     shm: str | None = None  # the /dev/shm namespace its hello named
+    #: Where other processes fetch the results it keeps (its hello's ``peer``), if
+    #: it keeps any: it does not share our ``/dev/shm`` (another host).
+    peer: str | None = None
+    #: The keys of the results it keeps.
+    holds: dict[str, None] = field(default_factory=dict)
 
 
 @dataclass(eq=False)

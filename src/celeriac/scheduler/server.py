@@ -34,7 +34,15 @@ from celeriac.wire.transport import busy_poll, readable, recv_frames, send_frame
 
 #: What only a worker (or its supervisor) says: with --keys, only from a worker key.
 WORKER_ONLY = frozenset(
-    {"hello-worker", "worker-died", "workers-alive", "started", "task-done", "task-failed"}
+    {
+        "hello-worker",
+        "worker-died",
+        "workers-alive",
+        "started",
+        "task-done",
+        "task-failed",
+        "uploaded",
+    }
 )
 
 log = logging.getLogger("celeriac.scheduler")

@@ -86,6 +86,9 @@ class SchedulerState:
         self._assigner = Assigner(self.config, self.workers, self._lifecycle, self._outbox)
         #: The lifecycle's tasks by key (the same dict, read on every message).
         self.tasks: dict[str, TaskRecord] = self._lifecycle.tasks
+        #: Kept results asked of their workers for clients that cannot reach them:
+        #: key -> the clients waiting for its bytes.
+        self._uploads: dict[str, dict[bytes, None]] = {}
         #: Why durable work is refused (the journal cannot be written), or None.
         self._journal_down: str | None = None
         #: Tasks created and periodic jobs set, with an "accepted" promised, since
@@ -340,11 +343,21 @@ class SchedulerState:
         task = self.tasks.get(msg["key"])
         if task is None:
             self._say_unknown(client, msg["key"])
+        elif task.holder is not None and msg.get("via_scheduler", False):
+            # The client could not reach the worker keeping it: we carry it, once.
+            readers = self._uploads.get(task.key)
+            if readers is None:
+                readers = self._uploads[task.key] = {}
+                self._outbox.send(task.holder, "upload", key=task.key)
+            readers[client.id] = None
         elif task.state.finished:
             self._lifecycle.notify(client.id, task, inline_limit=None)
 
     def _say_unknown(self, client: ClientRecord, key: str) -> None:
-        self._outbox.send(client.id, "erred", key=key, kind="lost", text="key is not known")
+        self._say_unknown_to(client.id, key)
+
+    def _say_unknown_to(self, peer: bytes, key: str) -> None:
+        self._outbox.send(peer, "erred", key=key, kind="lost", text="key is not known")
 
     def _on_cancel(self, client: ClientRecord, msg: Message) -> None:
         task = self.tasks.get(msg["key"])
@@ -465,6 +478,10 @@ class SchedulerState:
             self._welcome_worker(known)
             return
         worker = self.workers[sender] = _new_worker(sender, msg, now)
+        if worker.shm is not None and worker.shm == self.welcome_fields.get("shm"):
+            # It shares our /dev/shm: its large results come here as segment names
+            # (never bytes through us), which every process on the host can map.
+            worker.peer = None
         log.info("worker %s joined (pid %d, %d slots)", worker.name, worker.pid, worker.slots)
         self._welcome_worker(worker)
         self._lifecycle.needs_assigning = True
@@ -495,22 +512,62 @@ class SchedulerState:
         fields = msg.fields
         task = self._assigned_task(worker, fields["key"])
         if task is None:
+            if "kept" in fields:  # stale news: nobody will ask that worker for it
+                self._outbox.free(worker.id, fields["key"])
             return
         self._lifecycle.unassign(task)
         self._assigner.learn_duration(task.name, fields.get("duration"))
-        self._lifecycle.succeed(task, msg.payloads[0])
+        if "kept" in fields:
+            self._lifecycle.succeed(task, (), kept_by=worker, size=fields["kept"])
+        else:
+            self._lifecycle.succeed(task, msg.payloads[0])
 
     def _on_task_failed(self, worker: WorkerRecord, msg: Message) -> None:
         task = self._assigned_task(worker, msg["key"])
         if task is None:
             return
         self._lifecycle.unassign(task)
+        if "missing" in msg.fields:
+            self._missing_inputs(task, worker, msg["missing"], msg["text"])
+            return
         kind = msg["kind"]
         retryable = kind == "retry" or (kind == "remote" and task.retry_on_error)
         if retryable and self._lifecycle.retry(task, msg.get("countdown")):
             return
         kind = "remote" if kind == "retry" else kind
         self._lifecycle.fail(task, kind, msg["text"], msg.payloads[0])
+
+    def _missing_inputs(
+        self, task: TaskRecord, worker: WorkerRecord, keys: list[str], text: str
+    ) -> None:
+        """The worker could not fetch inputs of ``task`` from the workers keeping them.
+
+        Inputs lost meanwhile are being computed again: the task waits for them.
+        If every one is still where we think, the worker could not reach it
+        (network, or a holder about to be declared lost): it counts as a kill, so
+        a holder nobody can reach fails the task rather than loop forever.
+        """
+        unreachable = [
+            k for k in keys if (dep := self.tasks.get(k)) is not None and dep.holder is not None
+        ]
+        log.warning("worker %s could not fetch inputs of %s: %s", worker.name, task.key, text)
+        if len(unreachable) == len(keys):
+            task.kills += 1
+            if task.kills >= self.config.allowed_failures:
+                self._lifecycle.fail(task, "lost-dependency", text)
+                return
+        self._lifecycle.wait_again(task, keys)
+
+    def _on_uploaded(self, worker: WorkerRecord, msg: Message) -> None:
+        """A kept result's bytes, for the clients that could not fetch it themselves."""
+        key = msg["key"]
+        readers = self._uploads.pop(key, {})
+        task = self.tasks.get(key)
+        for reader in readers:
+            if msg.get("missing", False) or task is None:
+                self._say_unknown_to(reader, key)
+            elif reader in self.clients:
+                self._outbox.send(reader, "result", [msg.payloads[0]], key=key, inline=True)
 
     def _on_worker_leaving(self, worker: WorkerRecord, msg: Message) -> None:
         """The worker hands back what it has not started and finishes the rest."""
@@ -550,7 +607,25 @@ class SchedulerState:
                 continue  # failed, cancelled or forgotten earlier in this loop
             self._take_back(task, worker, suspect=key in suspects)
         worker.assigned.clear()
+        if worker.holds:
+            uploading = [key for key in worker.holds if key in self._uploads]
+            self._lifecycle.results_lost(worker)
+            for key in uploading:
+                self._upload_lost(key)
         self._lifecycle.needs_assigning = True
+
+    def _upload_lost(self, key: str) -> None:
+        """The worker went before it uploaded ``key``: its readers hear of it when it is
+        computed again (or that it cannot be)."""
+        task = self.tasks.get(key)
+        for reader in self._uploads.pop(key):
+            client = self.clients.get(reader)
+            if client is None:
+                continue
+            if task is None:
+                self._say_unknown(client, key)
+            else:
+                self._lifecycle.want(client, task)
 
     def _take_back(self, task: TaskRecord, worker: WorkerRecord, *, suspect: bool) -> None:
         """Queue a gone worker's task again; a suspect of its death counts a kill."""
@@ -590,6 +665,7 @@ def _new_worker(sender: bytes, hello: Message, now: float) -> WorkerRecord:
         last_seen=now,
         memory=hello.get("memory", 0),
         shm=hello.get("shm"),
+        peer=hello.get("peer"),
     )
 
 
@@ -637,5 +713,6 @@ _WORKER_HANDLERS = {
     "task-failed": SchedulerState._on_task_failed,
     "worker-leaving": SchedulerState._on_worker_leaving,
     "handed-back": SchedulerState._on_handed_back,
+    "uploaded": SchedulerState._on_uploaded,
     "goodbye": SchedulerState._on_worker_goodbye,
 }

@@ -12,15 +12,21 @@ _S = TaskState
 
 TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     _S.WAITING: frozenset({_S.SCHEDULED, _S.QUEUED, _S.ERRED, _S.CANCELLED, _S.EXPIRED}),
-    _S.SCHEDULED: frozenset({_S.QUEUED, _S.ERRED, _S.CANCELLED, _S.EXPIRED}),
+    # WAITING again, from SCHEDULED, QUEUED or PROCESSING: an input it was
+    # ready with was lost with the worker that kept it, and is computed again
+    _S.SCHEDULED: frozenset({_S.QUEUED, _S.WAITING, _S.ERRED, _S.CANCELLED, _S.EXPIRED}),
     # SCHEDULED from QUEUED: deferred by its rate limit when its turn came
-    _S.QUEUED: frozenset({_S.PROCESSING, _S.SCHEDULED, _S.ERRED, _S.CANCELLED, _S.EXPIRED}),
+    _S.QUEUED: frozenset(
+        {_S.PROCESSING, _S.SCHEDULED, _S.WAITING, _S.ERRED, _S.CANCELLED, _S.EXPIRED}
+    ),
     # QUEUED again: its worker was lost, or it failed and retries at once;
     # SCHEDULED: it retries after a back-off; EXPIRED: it would retry, too late
     _S.PROCESSING: frozenset(
-        {_S.MEMORY, _S.ERRED, _S.QUEUED, _S.SCHEDULED, _S.CANCELLED, _S.EXPIRED}
+        {_S.MEMORY, _S.ERRED, _S.QUEUED, _S.SCHEDULED, _S.WAITING, _S.CANCELLED, _S.EXPIRED}
     ),
-    _S.MEMORY: frozenset(),
+    # WAITING: its result, kept on a worker, was lost with it and is computed
+    # again; ERRED: it cannot be (an input is gone)
+    _S.MEMORY: frozenset({_S.WAITING, _S.ERRED}),
     _S.ERRED: frozenset(),
     _S.CANCELLED: frozenset(),
     _S.EXPIRED: frozenset(),

@@ -127,7 +127,7 @@ SCHEMAS: dict[str, tuple[dict[str, Any], dict[str, Any], int | None]] = {
     "status": ({"rid": _INT, "keys": _STRS}, {}, 0),
     "fire-and-forget": ({"key": _STR}, {}, 0),
     "want": ({"key": _STR}, {}, 0),
-    "fetch": ({"key": _STR}, {}, 0),
+    "fetch": ({"key": _STR}, {"via_scheduler": _BOOL}, 0),
     "cancel": ({"key": _STR}, {}, 0),
     "info": ({"rid": _INT}, {}, 0),
     "periodic-set": (
@@ -150,17 +150,21 @@ SCHEMAS: dict[str, tuple[dict[str, Any], dict[str, Any], int | None]] = {
     # worker -> scheduler
     "hello-worker": (
         {"version": _INT, "slots": _INT, "queues": _STRS, "name": _STR, "pid": _INT},
-        {"memory": _INT, "shm": _STR},
+        {"memory": _INT, "shm": _STR, "peer": _STR},  # peer: where other processes fetch results
         0,
     ),
     "heartbeat": ({}, {"memory": _INT, "running": _INT}, 0),
     "started": ({"key": _STR}, {}, 0),
-    "task-done": ({"key": _STR}, {"duration": _NUM}, 1),
+    # kept: the result (of that many bytes) stays on the worker; its payload is empty
+    "task-done": ({"key": _STR}, {"duration": _NUM, "kept": _INT}, 1),
     "task-failed": (
         {"key": _STR, "kind": _STR, "text": _STR},
-        {"duration": _NUM, "countdown": _NUM},
+        # missing: dependencies it could not fetch from the workers holding them
+        {"duration": _NUM, "countdown": _NUM, "missing": _STRS},
         1,
     ),
+    # the answer to "upload": a kept result's frames (none, and "missing", if it is gone)
+    "uploaded": ({"key": _STR}, {"missing": _BOOL}, None),
     "worker-leaving": ({"keys": _STRS}, {}, 0),
     "handed-back": ({"keys": _STRS}, {}, 0),
     # scheduler -> client
@@ -175,7 +179,8 @@ SCHEMAS: dict[str, tuple[dict[str, Any], dict[str, Any], int | None]] = {
         },
         0,
     ),
-    "result": ({"key": _STR, "inline": _BOOL}, {}, None),
+    # not inline: fetch it (from the worker at ``at``, which holds ``size`` bytes, if given)
+    "result": ({"key": _STR, "inline": _BOOL}, {"at": _STR, "size": _INT}, None),
     "erred": ({"key": _STR, "kind": _STR, "text": _STR}, {}, None),
     "cancelled": ({"key": _STR}, {"reason": _STR}, 0),
     "accepted": ({"keys": _STRS}, {}, 0),
@@ -188,14 +193,26 @@ SCHEMAS: dict[str, tuple[dict[str, Any], dict[str, Any], int | None]] = {
     # scheduler -> worker
     "run": (
         {"key": _STR, "deps": _STRS},
-        {"name": _STR, "attempt": _INT, "time_limit": _NUM, "soft_time_limit": _NUM},
+        {
+            "name": _STR,
+            "attempt": _INT,
+            "time_limit": _NUM,
+            "soft_time_limit": _NUM,
+            "keep": _INT,  # keep a result larger than this many bytes here (send its size)
+            "where": _STRS,  # per dependency: "" (its payload is here) or the worker holding it
+        },
         None,
     ),
     "drop": ({"key": _STR}, {"terminate": _BOOL}, 0),
+    "free": ({"keys": _STRS}, {}, 0),  # kept results nobody needs any more
+    "upload": ({"key": _STR}, {}, 0),  # send a kept result's frames to the scheduler
     "steal": ({"keys": _STRS}, {}, 0),
     "heartbeat-ack": ({}, {}, 0),
     "reregister": ({}, {}, 0),
     "shutdown": ({}, {}, 0),
+    # peer -> a worker's data server, and its answer (one payload per key found)
+    "get-data": ({"rid": _INT, "keys": _STRS}, {}, 0),
+    "data": ({"rid": _INT, "keys": _STRS}, {"missing": _STRS}, None),
 }
 
 
