@@ -172,3 +172,15 @@ def record_failure(request: Any, exc: BaseException, traceback: str, path: str) 
     """A ``link_error`` errback (Celery's current convention): one line per call."""
     with open(path, "a") as f:
         f.write(f"{request.id} {type(exc).__name__} {'Traceback' in traceback}\n")
+
+
+def filled(value: float, nbytes: int) -> Any:
+    """A float64 array of ``nbytes`` bytes, every item ``value``."""
+    import numpy as np
+
+    return np.full(nbytes // 8, float(value))
+
+
+def array_sum(*arrays: Any) -> float:
+    """The sum of every item of every array."""
+    return float(sum(float(array.sum()) for array in arrays))

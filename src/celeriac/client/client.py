@@ -32,6 +32,7 @@ from celeriac.errors import ArgumentTooLarge, JournalUnavailable, SchedulerUnava
 from celeriac.schedules import Schedule
 from celeriac.wire import refs
 from celeriac.wire.addresses import normalize
+from celeriac.wire.peers import PeerFetcher
 from celeriac.wire.protocol import MAX_KEYS_PER_MESSAGE, Message, Payload, nbytes
 from celeriac.wire.security import keys_from_env
 from celeriac.wire.serialize import FunctionCache, dumps, dumps_plain
@@ -113,7 +114,13 @@ class Client:
         # another thread of the parent at the fork would never be released here.
         self._conn = Connection(self.address, self._on_message, self._releases, keys=self.keys)
         conn = self._conn
-        self._futures = FutureTable(wait_until=self._wait_until, send=self._send, wake=conn.wake)
+        self._futures = FutureTable(
+            wait_until=self._wait_until,
+            send=self._send,
+            wake=conn.wake,
+            peers=PeerFetcher(keys=self.keys, role="client"),
+            fetch_timeout=self.timeout,
+        )
         self._acks = AckTracker()
         self._replies = ReplyRouter(send_now=conn.send_now, wait_until=conn.wait_until)
         self._conn.start(self.timeout)
@@ -691,6 +698,7 @@ class Client:
         if self._dask_default:
             dask_default.stop_being_default(self)
         self._futures.close()
+        self._futures.close_peers()
         if _process.pid == self._pid:
             self._conn.close()
         if self._cluster is not None:

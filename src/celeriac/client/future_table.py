@@ -24,6 +24,7 @@ from celeriac.errors import (
     TimeLimitExceeded,
 )
 from celeriac.states import FutureStatus
+from celeriac.wire.peers import PeerFetcher
 from celeriac.wire.protocol import MAX_KEYS_PER_MESSAGE, Message, Payload
 from celeriac.wire.serialize import RemoteError, loads, loads_exception
 
@@ -51,12 +52,15 @@ class FutureState:
         "lock",
         "payload",
         "status",
+        "where",
     )
 
     def __init__(self, key: str) -> None:
         self.key = key
         self.status = PENDING
         self.payload: Payload | None = None
+        #: The data server of the worker keeping the result, when it is kept there.
+        self.where: str | None = None
         self.error: tuple[str, str, Payload] | None = None
         self.lock = threading.Lock()
         self.callbacks: list[Callable[[], None]] = []
@@ -148,6 +152,10 @@ class FutureTable:
             ``ready()`` or the timeout, reading the scheduler's messages meanwhile.
         send: queues a message for the scheduler.
         wake: asks the I/O thread to send soon; it then takes :meth:`releases`.
+        peers: fetches results kept on workers from them (``None``: always
+            through the scheduler).
+        fetch_timeout: seconds a worker gets to hand over a result before the
+            scheduler is asked to carry it.
     """
 
     def __init__(
@@ -156,6 +164,8 @@ class FutureTable:
         wait_until: Callable[[Callable[[], bool], float | None], bool],
         send: Callable[[Message], None],
         wake: Callable[[], None],
+        peers: PeerFetcher | None = None,
+        fetch_timeout: float = 10.0,
     ) -> None:
         self._lock = threading.Lock()
         self._states: dict[str, FutureState] = {}
@@ -170,6 +180,8 @@ class FutureTable:
         self.wait_until = wait_until
         self._send = send
         self._wake = wake
+        self._peers = peers
+        self._fetch_timeout = fetch_timeout
 
     # -- the client's side --------------------------------------------------------
 
@@ -256,15 +268,30 @@ class FutureTable:
         self._wake()
 
     def fetch(self, key: str) -> None:
-        """Ask for a result too big to be pushed; its state waits for it again.
+        """Get a result too big to be pushed: from the worker keeping it, if it is
+        kept on one, else (or if that worker cannot be reached) through the
+        scheduler; meanwhile its state waits for it again.
 
         Parameters:
             key: the task's key.
         """
         state = self._states.get(key)
+        fields: dict[str, Any] = {"key": key}
+        if state is not None and state.where is not None and self._peers is not None:
+            found, _ = self._peers.fetch({state.where: [key]}, self._fetch_timeout)
+            if key in found:
+                state.finish(FINISHED, found[key])
+                return
+            log.info("result %s: its worker cannot be reached; asking the scheduler", key)
+            fields["via_scheduler"] = True
         if state is not None:
             state.reset()
-        self._send(Message("fetch", {"key": key}))
+        self._send(Message("fetch", fields))
+
+    def close_peers(self) -> None:
+        """Close the sockets to workers (the client closes)."""
+        if self._peers is not None:
+            self._peers.close()
 
     def fire_and_forget(self, key: str) -> None:
         """Have the scheduler run ``key`` to completion even once no Future holds it.
@@ -278,8 +305,12 @@ class FutureTable:
 def _on_result(state: FutureState, msg: Message) -> None:
     if msg["inline"]:
         state.finish(FINISHED, msg.payloads[0])
-    elif state.status == PENDING:
-        state.finish(FINISHED)  # too big to push: result() will fetch it
+    elif state.payload is None and not state.has_value():
+        # Too big to push (or, "at" a worker, kept there): result() will fetch it.
+        # Also where a result lost with its worker is now, computed again.
+        state.where = msg.get("at")
+        if state.status == PENDING or not state.settled():
+            state.finish(FINISHED)
 
 
 def _on_erred(state: FutureState, msg: Message) -> None:

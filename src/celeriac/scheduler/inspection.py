@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from celeriac.scheduler.lifecycle import TaskLifecycle
-from celeriac.scheduler.records import WorkerRecord
+from celeriac.scheduler.records import TaskRecord, WorkerRecord
 
 #: The latest failures shown, and how much of each traceback's end.
 FAILURES_SHOWN = 20
@@ -33,7 +33,7 @@ def summary(
         "by_state": {state.value: n for state, n in lifecycle.by_state.items() if n},
         "queues": depths,
         "queue_oldest": oldest,
-        "workers": [_describe_worker(worker) for worker in workers],
+        "workers": [_describe_worker(worker, lifecycle.tasks) for worker in workers],
         "clients": clients,
         "timers": len(lifecycle.timers),
         "periodic": lifecycle.periodic.describe(),
@@ -45,7 +45,8 @@ def summary(
     }
 
 
-def _describe_worker(worker: WorkerRecord) -> dict[str, Any]:
+def _describe_worker(worker: WorkerRecord, tasks: dict[str, TaskRecord]) -> dict[str, Any]:
+    kept = [tasks[key].nbytes for key in worker.holds if key in tasks]
     return {
         "name": worker.name,
         "pid": worker.pid,
@@ -55,4 +56,7 @@ def _describe_worker(worker: WorkerRecord) -> dict[str, Any]:
         "running": worker.running,
         "memory": worker.memory,
         "last_seen": worker.last_seen,
+        "peer": worker.peer,  # where it serves the results it keeps (None: it keeps none)
+        "kept": len(kept),
+        "kept_bytes": sum(kept),
     }

@@ -153,6 +153,51 @@ def secure_client(socket: zmq.Socket, directory: str | Path, role: str) -> None:
     socket.curve_serverkey = server_public
 
 
+def secure_peer_server(
+    socket: zmq.Socket, context: zmq.Context, directory: str | Path
+) -> ThreadAuthenticator:
+    """Make a worker's data server a CURVE server, as :func:`secure_server` does the
+    scheduler's: the worker's own key pair, the same allowlist (``DIR/authorized``).
+
+    So only the cluster's workers and clients may read results from it.  Raises
+    :class:`KeysError` when the worker's key pair or the allowlist is missing
+    from ``directory`` (then the worker serves no results: they go through the
+    scheduler).
+    """
+    directory = Path(directory)
+    problem = allowlist_problem(directory)
+    if problem is not None:
+        raise KeysError(f"{problem}; results will travel through the scheduler")
+    public, secret = _load(directory, "worker")
+    from zmq.auth.thread import ThreadAuthenticator
+
+    authenticator = ThreadAuthenticator(context, log=logging.getLogger("celeriac.security.zap"))
+    authenticator.start()
+    authenticator.configure_curve(domain="*", location=str(directory / "authorized"))
+    socket.curve_secretkey = secret
+    socket.curve_publickey = public
+    socket.curve_server = True
+    return authenticator
+
+
+def secure_peer_client(socket: zmq.Socket, directory: str | Path, role: str) -> None:
+    """Make ``socket`` a CURVE client of a worker's data server.  Before connect.
+
+    ``role`` is this process's (``worker`` or ``client``); the server's public
+    key is the workers' (``DIR/worker.key``, or the public half of
+    ``DIR/worker.key_secret`` on a worker).  :class:`KeysError` when either is missing.
+    """
+    directory = Path(directory)
+    public, secret = _load(directory, role)
+    server = directory / "worker.key"
+    if not server.exists():
+        server = directory / "worker.key_secret"
+    server_public, _ = zmq.auth.load_certificate(_existing(server))
+    socket.curve_secretkey = secret
+    socket.curve_publickey = public
+    socket.curve_serverkey = server_public
+
+
 def keys_from_env(explicit: str | Path | None) -> Path | None:
     """The key directory: given explicitly, or ``$CELERIAC_KEYS``.
 

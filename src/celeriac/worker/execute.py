@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from celeriac.context import TaskRequest, set_request
@@ -35,6 +35,9 @@ class RunRequest:
     the arguments name) to the payload of its value.  ``attempt`` counts the
     retries before this run (0 at first); ``time_limit`` and ``soft_time_limit``
     are seconds, ``None`` for no limit (see :mod:`celeriac.worker.limits`).
+    ``remote`` names the data server holding each dependency not in ``deps``
+    (fetched into ``deps`` before the run); ``keep`` is the size above which
+    the result stays in this process (0: it always goes to the scheduler).
     """
 
     key: str
@@ -45,6 +48,10 @@ class RunRequest:
     attempt: int = 0
     time_limit: float | None = None
     soft_time_limit: float | None = None
+    #: Dependencies kept on workers: key -> the data server to fetch it from.
+    remote: dict[str, str] = field(default_factory=dict)
+    #: Keep a result larger than this many bytes here and report its size (0: never).
+    keep: int = 0
 
 
 def run_task(

@@ -21,14 +21,16 @@ from collections import deque
 
 import zmq
 
-from celeriac.errors import SoftTimeLimitExceeded
+from celeriac.errors import FutureLostError, SoftTimeLimitExceeded
 from celeriac.wire import protocol, sharedmem
-from celeriac.wire.addresses import normalize
-from celeriac.wire.protocol import Message, ProtocolError
+from celeriac.wire.addresses import normalize, tcp_address
+from celeriac.wire.peers import PeerFetcher
+from celeriac.wire.protocol import Message, ProtocolError, nbytes
 from celeriac.wire.security import secure_client
 from celeriac.wire.serialize import LoadedFunctions, dumps_exception
 from celeriac.wire.transport import RECHECK_MS, SharedSocket, reconnect_quickly
 from celeriac.wire.wakeup import Waker
+from celeriac.worker.data import DataServer, ResultStore, host_port, listen_host
 from celeriac.worker.execute import RunRequest, run_task
 from celeriac.worker.limits import ControlChannel, SoftLimits
 from celeriac.worker.settings import ChildSettings, WorkerSettings
@@ -99,6 +101,11 @@ class WorkerProcess:
         self._last_heard = time.monotonic()
         self._scheduler_silent = False
         self._registering = True  # hello sent, no welcome yet
+        self._settings, self._index = settings, child.index or 0
+        self._store = ResultStore()  # results kept here for peers (between hosts)
+        self._data_server: DataServer | None = None
+        self._peer: str | None = None  # where peers fetch them, once serving
+        self._fetcher: PeerFetcher | None = None
 
     # -- control -------------------------------------------------------------
 
@@ -120,6 +127,8 @@ class WorkerProcess:
             secure_client(socket, self.keys, "worker")
         socket.connect(self.address)
         self._socket = SharedSocket(socket, self._on_batch)
+        self._serve_results(context)
+        self._fetcher = PeerFetcher(context, keys=self.keys, role="worker")
         helper = threading.Thread(target=self._helper_main, name="celeriac-helper", daemon=True)
         helper.start()
         for i in range(1, self.nthreads):
@@ -128,10 +137,40 @@ class WorkerProcess:
             self._main_loop()
         finally:
             helper.join()
+            if self._data_server is not None:
+                self._data_server.close()
+            self._fetcher.close()
             socket.close()
             context.term()
             self._waker.close()
             self._main_waker.close()
+
+    def _serve_results(self, context: zmq.Context) -> None:
+        """Listen for peers fetching the results this process keeps; without a
+        listener (refused, or it cannot bind), results go through the scheduler."""
+        settings = self._settings
+        listen = _nth_port(settings.listen_address or listen_host(self.address), self._index)
+        contact = settings.contact_address and _nth_port(settings.contact_address, self._index)
+        server = DataServer(
+            context,
+            self._store,
+            listen=listen,
+            contact=contact,
+            keys=self.keys,
+            insecure=settings.insecure,
+            wildcard_host=listen_host(self.address),
+        )
+        try:
+            self._peer = server.start()
+        except (ValueError, zmq.ZMQError) as exc:
+            log.warning(
+                "worker %s serves no results to peers (%s): they go through the scheduler",
+                self.name,
+                exc,
+            )
+            return
+        self._data_server = server
+        log.info("worker %s serves kept results at %s", self.name, self._peer)
 
     def _stop_executors(self) -> None:
         with self._todo_ready:
@@ -229,6 +268,10 @@ class WorkerProcess:
             self._drop(msg["key"], msg.get("terminate", False))
         elif msg.op == "steal":
             self._hand_over(set(msg["keys"]))
+        elif msg.op == "free":
+            self._store.drop(msg["keys"])
+        elif msg.op == "upload":
+            self._upload(msg["key"])
         elif msg.op == "welcome":
             self._registering = False
             self._heartbeat_interval = _clamp(msg.get("heartbeat_interval"), 0.01, 60.0, 0.5)
@@ -260,6 +303,11 @@ class WorkerProcess:
             self._waker.wake()
             return
         deps = dict(zip(msg["deps"], msg.payloads[2:], strict=True))
+        remote = {}
+        if (where := msg.get("where")) is not None:
+            remote = {key: at for key, at in zip(msg["deps"], where, strict=False) if at}
+            for key in remote:
+                del deps[key]
         task = RunRequest(
             key=msg["key"],
             name=msg.get("name", msg["key"]),
@@ -269,6 +317,8 @@ class WorkerProcess:
             attempt=msg.get("attempt", 0),
             time_limit=msg.get("time_limit"),
             soft_time_limit=msg.get("soft_time_limit"),
+            remote=remote,
+            keep=msg.get("keep", 0) if self._peer is not None else 0,
         )
         with self._todo_ready:
             if self._closing:
@@ -308,6 +358,15 @@ class WorkerProcess:
         self._outbox.append(Message("handed-back", {"keys": given}))
         self._waker.wake()
 
+    def _upload(self, key: str) -> None:
+        """Send a kept result to the scheduler, for a client that cannot reach us."""
+        payload = self._store.get(key)
+        if payload is None:
+            self._outbox.append(Message("uploaded", {"key": key, "missing": True}))
+        else:
+            self._outbox.append(Message("uploaded", {"key": key}, [payload]))
+        self._waker.wake()
+
     def _hand_back(self) -> None:
         with self._todo_ready:
             keys = [task.key for task in self._todo]
@@ -342,6 +401,7 @@ class WorkerProcess:
                 "pid": os.getpid(),
                 "memory": rss_bytes(),
                 **sharedmem.hello_fields(),
+                **({"peer": self._peer} if self._peer is not None else {}),
             },
         )
 
@@ -400,7 +460,7 @@ class WorkerProcess:
         # No send: the notice rides along with the outcome, or the next heartbeat.
         self._outbox.append(Message("started", {"key": task.key}))
         try:
-            outcome = self._run_with_limits(task)
+            outcome = self._fetch_inputs(task) or self._run_with_limits(task)
         except SoftTimeLimitExceeded:  # a limit that fired as its task ended
             log.warning("worker %s: a soft time limit fired as task %s ended", self.name, task.key)
             outcome = _soft_limit_failure(task.key)
@@ -410,12 +470,46 @@ class WorkerProcess:
             self._dropped.discard(task.key)
             more_queued = bool(self._todo)
         if not dropped:
-            self._outbox.append(outcome)
+            self._outbox.append(self._kept(task, outcome) if task.keep else outcome)
         self._check_recycle()
         if more_queued and len(self._outbox) < HOLD_MAX and not self._closing:
             self._hold_outcomes()
         else:
             self._flush()
+
+    def _fetch_inputs(self, task: RunRequest) -> Message | None:
+        """Fill in the dependencies other workers keep (several fetches at once);
+        ``None``, or the failure that names those it could not get."""
+        if not task.remote:
+            return None
+        wanted: dict[str, list[str]] = {}
+        for key, at in task.remote.items():
+            payload = self._store.get(key)
+            if payload is not None:  # kept here
+                task.deps[key] = payload
+            else:
+                wanted.setdefault(at, []).append(key)
+        if not wanted:
+            return None
+        assert self._fetcher is not None
+        found, missing = self._fetcher.fetch(wanted, timeout=2 * self._scheduler_timeout)
+        task.deps.update(found)
+        if not missing:
+            return None
+        text = f"could not fetch {missing} from the workers keeping them ({sorted(wanted)})"
+        fields = {"key": task.key, "kind": "missing", "text": text, "missing": missing}
+        return Message("task-failed", fields, [dumps_exception(FutureLostError(text))])
+
+    def _kept(self, task: RunRequest, outcome: Message) -> Message:
+        """A large result stays here: the scheduler hears its size, peers fetch it."""
+        if outcome.op != "task-done":
+            return outcome
+        payload = outcome.payloads[0]
+        size = sum(nbytes(frame) for frame in payload)
+        if size <= task.keep:
+            return outcome
+        self._store.put(task.key, payload)
+        return Message("task-done", {**outcome.fields, "kept": size}, [[]])
 
     def _hold_outcomes(self) -> None:
         """Send with the next outcomes, or (the next task may be long) by a deadline."""
@@ -462,6 +556,12 @@ def _soft_limit_failure(key: str) -> Message:
     exc = SoftTimeLimitExceeded("soft time limit exceeded")
     fields = {"key": key, "kind": "remote", "text": "soft time limit exceeded"}
     return Message("task-failed", fields, [dumps_exception(exc)])
+
+
+def _nth_port(address: str, index: int) -> str:
+    """``tcp://HOST:PORT`` for the ``index``-th process: a port given counts up from there."""
+    host, port = host_port(address)
+    return tcp_address(host, port + index if port else 0)
 
 
 def _clamp(value: float | None, low: float, high: float, default: float) -> float:

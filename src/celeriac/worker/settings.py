@@ -45,6 +45,8 @@ class WorkerSettings(CommonSettings):
     between tasks, after that many tasks or above that resident memory (0 or
     None: never).
     ``stop_timeout``: seconds running tasks get to finish on SIGTERM.
+    ``listen_address``, ``contact_address``, ``insecure``: where each process
+    serves the results it keeps (between hosts) and what peers are told.
     ``log_level``: see :class:`~celeriac.options.CommonSettings`.
     """
 
@@ -85,6 +87,24 @@ class WorkerSettings(CommonSettings):
     )
     stop_timeout: float = option(
         30.0, help="seconds running tasks get to finish on SIGTERM before they are killed"
+    )
+    listen_address: str | None = option(
+        None,
+        metavar="HOST[:PORT]",
+        help="where each worker process serves the results it keeps to other workers and "
+        "clients (default: the interface that reaches the scheduler, any free port; "
+        "a port given is the first process's, the next ones count up)",
+    )
+    contact_address: str | None = option(
+        None,
+        metavar="HOST[:PORT]",
+        help="the address peers are told to fetch results at, when they reach this host "
+        "by another name than --listen-address (containers, NAT)",
+    )
+    insecure: bool = option(
+        False,
+        help="serve results on a non-loopback --listen-address without CURVE keys "
+        "(a network you trust)",
     )
 
 

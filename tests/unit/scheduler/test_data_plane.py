@@ -94,6 +94,8 @@ def test_a_large_result_stays_on_the_worker_and_the_client_is_told_where(sim: Si
         25_000_000,
     )
     assert sim.state.workers[W1].holds == {"a": None}
+    (worker,) = sim.state.info()["workers"]
+    assert (worker["peer"], worker["kept"], worker["kept_bytes"]) == (PEER[W1], 1, 25_000_000)
 
 
 def test_a_client_asking_again_is_told_where_again(sim: Sim) -> None:

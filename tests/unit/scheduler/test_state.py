@@ -771,6 +771,9 @@ def test_info_counts(sim: Sim) -> None:
             "running": 0,
             "memory": 123,
             "last_seen": 0.0,
+            "peer": None,
+            "kept": 0,
+            "kept_bytes": 0,
         }
     ]
     assert info["clients"] == 1

@@ -1,0 +1,217 @@
+"""The results a worker process keeps, and the server that hands them to peers.
+
+Between hosts, a future's large result stays in the worker process that made
+it (the scheduler says so in ``run``: ``keep``); the scheduler knows where it
+is and how big, and tells whoever needs it.  :class:`ResultStore` holds those
+payloads until the scheduler says ``free``; :class:`DataServer` answers other
+workers' and clients' ``get-data`` from it on a thread of its own, on a ROUTER
+bound at the worker's listen address (CURVE with the worker's keys and the
+cluster's allowlist when ``--keys`` is given).  Frames go out without a copy:
+a pickled numpy array is sent from the array's own memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket as sockets
+import threading
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from celeriac.wire import protocol
+from celeriac.wire.addresses import bind_refusal, is_loopback, tcp_address
+from celeriac.wire.protocol import Message, Payload, ProtocolError, nbytes
+from celeriac.wire.security import KeysError, secure_peer_server
+from celeriac.wire.transport import readable, recv_frames, send_frames
+from celeriac.wire.wakeup import Waker
+
+log = logging.getLogger("celeriac.worker")
+
+
+class ResultStore:
+    """Results kept for other processes, by key; safe from any thread."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, Payload] = {}
+        self._lock = threading.Lock()
+        self.nbytes = 0
+
+    def put(self, key: str, payload: Payload) -> int:
+        """Keep ``payload`` under ``key``; its size in bytes."""
+        size = sum(nbytes(frame) for frame in payload)
+        with self._lock:
+            old = self._items.get(key)
+            if old is not None:
+                self.nbytes -= sum(nbytes(frame) for frame in old)
+            self._items[key] = payload
+            self.nbytes += size
+        return size
+
+    def get(self, key: str) -> Payload | None:
+        """The payload kept under ``key``, if any."""
+        return self._items.get(key)
+
+    def drop(self, keys: list[str]) -> None:
+        """Forget these keys (the scheduler's ``free``); unknown ones are ignored."""
+        with self._lock:
+            for key in keys:
+                payload = self._items.pop(key, None)
+                if payload is not None:
+                    self.nbytes -= sum(nbytes(frame) for frame in payload)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def listen_host(scheduler: str) -> str:
+    """The interface to serve results on when none is given: the one this host
+    reaches the scheduler through (loopback for a local or ``ipc://`` scheduler).
+
+    Found with a UDP socket's ``connect``, which sends nothing: it only asks
+    the kernel which local address its route to the scheduler uses.
+    """
+    host = scheduler.removeprefix("tcp://").rsplit(":", 1)[0].strip("[]")
+    if scheduler.startswith("ipc://") or is_loopback(host):
+        return "127.0.0.1"
+    family = sockets.AF_INET6 if ":" in host else sockets.AF_INET
+    try:
+        with sockets.socket(family, sockets.SOCK_DGRAM) as probe:
+            probe.connect((host, 9))
+            local: str = probe.getsockname()[0]
+            return local
+    except OSError:
+        return "127.0.0.1"
+
+
+class DataServer:
+    """Serves :class:`ResultStore` to peers: ``get-data`` in, ``data`` out.
+
+    ``listen``: ``tcp://HOST:PORT`` or ``HOST`` (port 0 or none: any free
+    port).  ``contact``: the address peers are told (default: the bound one);
+    give it when they reach this host by another name (containers, NAT);
+    bound to a wildcard (``0.0.0.0``) without it, peers are told ``wildcard_host``.
+    ``keys`` and ``insecure``: as for the scheduler, a non-loopback ``listen``
+    needs one or the other.  :meth:`start` binds and returns the contact
+    address; it raises ``ValueError`` (refused, or keys missing) or
+    ``zmq.ZMQError`` (cannot bind), and the worker then serves no results.
+    """
+
+    def __init__(
+        self,
+        context: zmq.Context,
+        store: ResultStore,
+        *,
+        listen: str,
+        contact: str | None = None,
+        keys: str | Path | None = None,
+        insecure: bool = False,
+        wildcard_host: str = "127.0.0.1",
+    ) -> None:
+        self._context = context
+        self._wildcard_host = wildcard_host
+        self._store = store
+        self._listen = listen
+        self._contact = contact
+        self._keys = keys
+        self._insecure = insecure
+        self._router: Any = None
+        self._authenticator: Any = None
+        self._thread: threading.Thread | None = None
+        self._waker = Waker()
+        self._stopping = False
+
+    def start(self) -> str:
+        """Bind and serve on a thread; the address peers are to use."""
+        host, port = host_port(self._listen)
+        refusal = bind_refusal(host, insecure=self._insecure, keys=self._keys)
+        if refusal is not None:
+            raise ValueError(refusal.replace("bind", "serve results on", 1))
+        router = self._context.socket(zmq.ROUTER)
+        try:
+            router.setsockopt(zmq.LINGER, 0)
+            router.setsockopt(zmq.SNDHWM, 0)  # queue a slow reader's answer, never drop it
+            router.setsockopt(zmq.MAXMSGSIZE, 1 << 20)  # requests are small
+            if self._keys is not None:
+                self._authenticator = secure_peer_server(router, self._context, self._keys)
+            router.bind(tcp_address(host, port or "*"))
+        except (zmq.ZMQError, KeysError):
+            router.close(linger=0)
+            self._stop_authenticator()
+            raise
+        self._router = router
+        bound = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        contact = self._contact or bound
+        if self._contact is None and host in ("0.0.0.0", "::"):  # a wildcard is no address
+            contact = tcp_address(self._wildcard_host, bound.rsplit(":", 1)[1])
+        self._thread = threading.Thread(target=self._serve, name="celeriac-data", daemon=True)
+        self._thread.start()
+        return contact
+
+    def close(self) -> None:
+        """Stop serving and close the socket (waits for the thread)."""
+        self._stopping = True
+        self._waker.wake()
+        if self._thread is not None:
+            self._thread.join()
+        self._stop_authenticator()
+        self._waker.close()
+
+    def _stop_authenticator(self) -> None:
+        if self._authenticator is not None:
+            self._authenticator.stop()
+            self._authenticator = None
+
+    def _serve(self) -> None:
+        router = self._router
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(self._waker.fd, zmq.POLLIN)
+        try:
+            while not self._stopping:
+                poller.poll()
+                self._waker.clear()
+                while readable(router):
+                    self._answer(recv_frames(router))
+        except Exception:
+            log.exception("the data server stopped")
+        finally:
+            router.close(linger=0)
+
+    def _answer(self, frames: list[zmq.Frame]) -> None:
+        peer = frames[0].bytes
+        try:
+            requests = protocol.decode(frames[1:])
+        except ProtocolError as exc:
+            log.warning("bad request from peer %s: %s", peer.hex(), exc)
+            return
+        replies = [self._data(msg) for msg in requests if msg.op == "get-data"]
+        if replies:
+            send_frames(self._router, [peer, *protocol.encode(replies)])
+
+    def _data(self, request: Message) -> Message:
+        keys, payloads, missing = [], [], []
+        for key in request["keys"]:
+            payload = self._store.get(key)
+            if payload is None:
+                missing.append(key)
+            else:
+                keys.append(key)
+                payloads.append(payload)
+        fields: dict[str, Any] = {"rid": request["rid"], "keys": keys}
+        if missing:
+            fields["missing"] = missing
+        return Message("data", fields, payloads)
+
+
+def host_port(listen: str) -> tuple[str, int]:
+    """``tcp://HOST:PORT``, ``HOST:PORT`` or ``HOST`` -> (host, port); 0 is any port."""
+    text = listen.removeprefix("tcp://")
+    if text.startswith("["):  # [IPv6]:port
+        host, _, rest = text[1:].partition("]")
+        return host, int(rest.lstrip(":") or 0)
+    if text.count(":") == 1:
+        host, port = text.split(":")
+        return host, int(port)
+    return text, 0
