@@ -147,8 +147,15 @@ class WorkerProcess:
 
     def _serve_results(self, context: zmq.Context) -> None:
         """Listen for peers fetching the results this process keeps; without a
-        listener (refused, or it cannot bind), results go through the scheduler."""
+        listener (refused, or it cannot bind), results go through the scheduler.
+
+        Not for a scheduler on a Unix socket: that is this host, whose
+        ``/dev/shm`` carries large results better (and the embedded cluster
+        opens no TCP port at all, issue 13 C1).
+        """
         settings = self._settings
+        if self.address.startswith("ipc://") and settings.listen_address is None:
+            return
         listen = _nth_port(settings.listen_address or listen_host(self.address), self._index)
         contact = settings.contact_address and _nth_port(settings.contact_address, self._index)
         server = DataServer(
