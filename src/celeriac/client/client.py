@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from celeriac.client import dask_default
+from celeriac.client import dask_default, scatter
 from celeriac.client.acks import AckTracker
 from celeriac.client.connection import Connection
 from celeriac.client.dask_keys import repack
@@ -32,7 +32,7 @@ from celeriac.errors import ArgumentTooLarge, JournalUnavailable, SchedulerUnava
 from celeriac.schedules import Schedule
 from celeriac.wire import refs
 from celeriac.wire.addresses import normalize
-from celeriac.wire.peers import PeerFetcher
+from celeriac.wire.peers import PeerClient
 from celeriac.wire.protocol import MAX_KEYS_PER_MESSAGE, Message, Payload, nbytes
 from celeriac.wire.security import keys_from_env
 from celeriac.wire.serialize import FunctionCache, dumps, dumps_plain
@@ -118,7 +118,7 @@ class Client:
             wait_until=self._wait_until,
             send=self._send,
             wake=conn.wake,
-            peers=PeerFetcher(keys=self.keys, role="client"),
+            peers=PeerClient(keys=self.keys, role="client"),
             fetch_timeout=self.timeout,
         )
         self._acks = AckTracker()
@@ -636,6 +636,44 @@ class Client:
         if errors == "skip" and future.exception(timeout) is not None:
             return _SKIPPED
         return future.result(timeout)
+
+    def scatter(self, data: Any, broadcast: bool = False, hash: bool = True) -> Any:
+        """Put data on the workers; futures for it, in its shape (like Dask's).
+
+        A list in, a list out (a tuple, a tuple; a set, a list); a dict in, a
+        dict of futures keyed as it was (the keys are the futures' keys); one
+        value, one future.  Between hosts each value goes straight to a worker
+        (the one keeping the fewest bytes first, round robin), never through the
+        scheduler; on one host, through shared memory.  Scattered data exists on
+        one worker only: if it dies, what needs it fails (``FutureLostError``).
+
+        Parameters:
+            data: a value, or a list, tuple, set or dict of values.
+            broadcast: copy to every worker: not supported (refused, ``NotImplementedError``).
+            hash: key each value by its content (equal values, one future); else a fresh key.
+        """
+        if broadcast:
+            raise NotImplementedError(
+                "scatter(broadcast=True) is not supported: data lives "
+                "on one worker, and moves to where it is needed"
+            )
+        self._check_fork()
+        return scatter.scatter(self, data, hash)
+
+    def who_has(self, futures: Any = None, timeout: float | None = None) -> dict[str, list[str]]:
+        """Where each future's result is: the data server addresses of the workers
+        keeping it (``[]``: the scheduler has it, or it is not finished).
+
+        Parameters:
+            futures: a future, or an iterable of them.
+            timeout: seconds to wait for the answer (``None``: the client's).
+        """
+        items = [futures] if isinstance(futures, Future) else list(futures or ())
+        where: dict[str, list[str]] = {}
+        for start in range(0, len(items), MAX_KEYS_PER_MESSAGE):
+            keys = [f.key for f in items[start : start + MAX_KEYS_PER_MESSAGE]]
+            where.update(self._request("who-has", {"keys": keys}, timeout)["where"])
+        return where
 
     def cancel(self, futures: Future[Any] | Iterable[Future[Any]]) -> None:
         """Cancel tasks and everything that depends on them.

@@ -24,7 +24,7 @@ from celeriac.errors import (
     TimeLimitExceeded,
 )
 from celeriac.states import FutureStatus
-from celeriac.wire.peers import PeerFetcher
+from celeriac.wire.peers import PeerClient
 from celeriac.wire.protocol import MAX_KEYS_PER_MESSAGE, Message, Payload
 from celeriac.wire.serialize import RemoteError, loads, loads_exception
 
@@ -164,7 +164,7 @@ class FutureTable:
         wait_until: Callable[[Callable[[], bool], float | None], bool],
         send: Callable[[Message], None],
         wake: Callable[[], None],
-        peers: PeerFetcher | None = None,
+        peers: PeerClient | None = None,
         fetch_timeout: float = 10.0,
     ) -> None:
         self._lock = threading.Lock()
@@ -287,6 +287,15 @@ class FutureTable:
         if state is not None:
             state.reset()
         self._send(Message("fetch", fields))
+
+    def put(self, address: str, items: dict[str, Payload]) -> None:
+        """Store these payloads by key on the worker serving at ``address`` (scatter).
+
+        Raises ``ConnectionError`` when the worker cannot be reached or does not confirm.
+        """
+        if self._peers is None:
+            raise ConnectionError("this client does not talk to workers directly")
+        self._peers.put(address, items, self._fetch_timeout)
 
     def close_peers(self) -> None:
         """Close the sockets to workers (the client closes)."""

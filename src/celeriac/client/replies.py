@@ -16,7 +16,7 @@ from celeriac.errors import SchedulerUnavailable
 from celeriac.wire.protocol import Message
 
 #: The ops that answer a request, each carrying its ``rid``.
-REPLY_OPS = frozenset({"info-reply", "status-reply", "periodic-reply"})
+REPLY_OPS = frozenset({"info-reply", "status-reply", "periodic-reply", "who-has-reply"})
 
 
 class ReplyRouter:

@@ -357,6 +357,16 @@ class TaskLifecycle:
             worker.holds.pop(task.key, None)
             self._outbox.free(worker.id, task.key)
 
+    def scattered(self, key: str, worker: WorkerRecord, size: int, client: ClientRecord) -> None:
+        """Data a client put on ``worker`` directly: a finished task it keeps, with no
+        function to compute it again from (lost with the worker, it fails)."""
+        task = TaskRecord(key, "scatter", (), (), (), 0, next(self._seq), "default", 0)
+        task.state = TaskState.MEMORY
+        task.holder, task.nbytes = worker.id, size
+        self.add(task)
+        worker.holds[key] = None
+        self.want(client, task)
+
     def results_lost(self, worker: WorkerRecord) -> None:
         """The worker is gone, and the results it kept with it: compute again those
         still wanted (dependents that were ready with them wait again), fail those
@@ -370,12 +380,8 @@ class TaskLifecycle:
         for task in lost:
             task.holder = None
         for task in lost:
-            gone = next((key for key in task.deps if key not in self.tasks), None)
-            if gone is not None and task.state is TaskState.MEMORY:
-                text = (
-                    f"the result of {task.key!r} was lost with worker {worker.name} and "
-                    f"cannot be computed again: its input {gone!r} is gone too"
-                )
+            if task.state is TaskState.MEMORY and (why := _cannot_compute_again(task, self.tasks)):
+                text = f"the result of {task.key!r} was lost with worker {worker.name}: {why}"
                 log.warning("%s", text)
                 self.fail(task, "lost", text)
         again = [task for task in lost if task.state is TaskState.MEMORY]
@@ -477,6 +483,16 @@ class TaskLifecycle:
             self.expire(task)
         elif kind == "forget" and task.state.finished:
             self.forget_if_unneeded(task)
+
+
+def _cannot_compute_again(task: TaskRecord, tasks: dict[str, TaskRecord]) -> str | None:
+    """Why a lost result cannot be computed again, if it cannot."""
+    if not task.function:
+        return "it was scattered data, which exists nowhere else"
+    gone = next((key for key in task.deps if key not in tasks), None)
+    if gone is not None:
+        return f"it cannot be computed again: its input {gone!r} is gone too"
+    return None
 
 
 def _size(payload: Payload) -> int:

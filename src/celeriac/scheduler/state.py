@@ -407,6 +407,30 @@ class SchedulerState:
             return
         self._outbox.send(client.id, "periodic-reply", rid=msg["rid"], jobs=jobs)
 
+    def _on_who_has(self, client: ClientRecord, msg: Message) -> None:
+        """Where each key's result is: the data server of the worker keeping it, or
+        nowhere (``[]``: the scheduler has it, or it is not finished, or unknown)."""
+        where: dict[str, list[str]] = {}
+        for key in msg["keys"]:
+            task = self.tasks.get(key)
+            holder = self.workers.get(task.holder) if task and task.holder else None
+            where[key] = [holder.peer] if holder is not None and holder.peer else []
+        self._outbox.send(client.id, "who-has-reply", rid=msg["rid"], where=where)
+
+    def _on_scattered(self, client: ClientRecord, msg: Message) -> None:
+        """The client put data on a worker: a finished task whose result it keeps."""
+        key = msg["key"]
+        task = self.tasks.get(key)
+        if task is not None:  # the same key again is the same data
+            self._lifecycle.want(client, task)
+            return
+        worker = next((w for w in self.workers.values() if w.peer == msg["at"]), None)
+        if worker is None:
+            text = f"the worker at {msg['at']} it was scattered to is gone"
+            self._outbox.send(client.id, "erred", key=key, kind="lost", text=text)
+            return
+        self._lifecycle.scattered(key, worker, msg["size"], client)
+
     def _on_info(self, client: ClientRecord, msg: Message) -> None:
         self._outbox.send(client.id, "info-reply", rid=msg["rid"], info=self.info())
 
@@ -698,6 +722,8 @@ _CLIENT_HANDLERS = {
     "forget": SchedulerState._on_forget,
     "status": SchedulerState._on_status,
     "info": SchedulerState._on_info,
+    "who-has": SchedulerState._on_who_has,
+    "scattered": SchedulerState._on_scattered,
     "periodic-set": SchedulerState._on_periodic_set,
     "periodic": SchedulerState._on_periodic,
     "goodbye": SchedulerState._on_goodbye,

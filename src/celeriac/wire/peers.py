@@ -1,4 +1,4 @@
-"""Fetching results from the worker processes that keep them.
+"""Fetching results from the worker processes that keep them (and scattering to them).
 
 Between hosts a future's large result stays in the worker that made it (see
 ``docs/architecture.md``, "Results live on the workers"); whoever needs it,
@@ -6,7 +6,7 @@ a worker running a dependent or a client, asks that worker's data server
 directly: ``get-data`` with the keys, answered by ``data`` with one payload
 per key it still has and the rest listed as ``missing``.
 
-:class:`PeerFetcher` holds one DEALER per peer address for each thread that
+:class:`PeerClient` holds one DEALER per peer address for each thread that
 fetches (sockets are not thread-safe, and a worker's slots fetch at once),
 sends every request before it waits for any answer (several transfers in
 flight), and receives frames without a copy.  A peer that does not answer
@@ -40,8 +40,8 @@ DEFAULT_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 2.0
 
 
-class PeerFetcher:
-    """Fetch payloads by key from workers' data servers.
+class PeerClient:
+    """Fetch payloads by key from workers' data servers, or put some there.
 
     ``context``: the ZeroMQ context to make sockets in (``None``: one of its own,
     made at the first fetch: most clients never fetch from a worker).  ``keys``: a CURVE key
@@ -97,6 +97,36 @@ class PeerFetcher:
         found: dict[str, Payload] = {}
         self._collect(pending, found, missing, time.monotonic() + timeout)
         return found, missing
+
+    def put(
+        self, address: str, items: dict[str, Payload], timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        """Store payloads by key on the worker serving at ``address`` (scattering).
+
+        Raises ``ConnectionError`` when it cannot be reached or does not confirm
+        within ``timeout`` seconds.
+        """
+        try:
+            socket = self._socket(address)
+        except (zmq.ZMQError, OSError, ValueError) as exc:
+            raise ConnectionError(f"cannot reach the worker at {address}: {exc}") from None
+        if not _connected([socket], min(CONNECT_TIMEOUT, timeout)):
+            self._forget(address, socket)
+            raise ConnectionError(f"cannot reach the worker at {address}")
+        rid = next(self._rids)
+        fields = {"rid": rid, "keys": list(items)}
+        send_frames(socket, protocol.encode([Message("put-data", fields, list(items.values()))]))
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0 and socket.poll(int(left * 1000)):
+            frames = recv_frames(socket)
+            try:
+                replies = protocol.decode(frames, max_header_bytes=protocol.TRUSTED_HEADER_BYTES)
+            except ProtocolError:
+                continue
+            if any(r.op == "put-done" and r["rid"] == rid for r in replies):
+                return
+        self._forget(address, socket)
+        raise ConnectionError(f"the worker at {address} did not confirm within {timeout} s")
 
     def _collect(
         self,

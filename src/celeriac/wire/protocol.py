@@ -130,6 +130,9 @@ SCHEMAS: dict[str, tuple[dict[str, Any], dict[str, Any], int | None]] = {
     "fetch": ({"key": _STR}, {"via_scheduler": _BOOL}, 0),
     "cancel": ({"key": _STR}, {}, 0),
     "info": ({"rid": _INT}, {}, 0),
+    "who-has": ({"rid": _INT, "keys": _STRS}, {}, 0),
+    # data the client put on the worker serving at ``at`` (``put-data``): a finished task
+    "scattered": ({"key": _STR, "at": _STR, "size": _INT}, {}, 0),
     "periodic-set": (
         {
             "name": _STR,
@@ -188,6 +191,7 @@ SCHEMAS: dict[str, tuple[dict[str, Any], dict[str, Any], int | None]] = {
     "refused": ({"keys": _STRS, "reason": _STR, "text": _STR}, {}, 0),
     "status-reply": ({"rid": _INT, "states": _DICT}, {}, 0),
     "info-reply": ({"rid": _INT, "info": _DICT}, {}, 0),
+    "who-has-reply": ({"rid": _INT, "where": _DICT}, {}, 0),
     "periodic-reply": ({"rid": _INT}, {"jobs": _LIST, "error": _STR}, 0),
     "error": ({"text": _STR}, {"key": _STR, "about": _STR}, 0),
     # scheduler -> worker
@@ -213,6 +217,9 @@ SCHEMAS: dict[str, tuple[dict[str, Any], dict[str, Any], int | None]] = {
     # peer -> a worker's data server, and its answer (one payload per key found)
     "get-data": ({"rid": _INT, "keys": _STRS}, {}, 0),
     "data": ({"rid": _INT, "keys": _STRS}, {"missing": _STRS}, None),
+    # a client scattering data -> a worker's data server (one payload per key), and its answer
+    "put-data": ({"rid": _INT, "keys": _STRS}, {}, None),
+    "put-done": ({"rid": _INT}, {}, 0),
 }
 
 

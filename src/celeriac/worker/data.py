@@ -4,7 +4,8 @@ Between hosts, a future's large result stays in the worker process that made
 it (the scheduler says so in ``run``: ``keep``); the scheduler knows where it
 is and how big, and tells whoever needs it.  :class:`ResultStore` holds those
 payloads until the scheduler says ``free``; :class:`DataServer` answers other
-workers' and clients' ``get-data`` from it on a thread of its own, on a ROUTER
+workers' and clients' ``get-data`` from it (and stores what a client scatters
+there, ``put-data``) on a thread of its own, on a ROUTER
 bound at the worker's listen address (CURVE with the worker's keys and the
 cluster's allowlist when ``--keys`` is given).  Frames go out without a copy:
 a pickled numpy array is sent from the array's own memory.
@@ -132,7 +133,7 @@ class DataServer:
         try:
             router.setsockopt(zmq.LINGER, 0)
             router.setsockopt(zmq.SNDHWM, 0)  # queue a slow reader's answer, never drop it
-            router.setsockopt(zmq.MAXMSGSIZE, 1 << 20)  # requests are small
+            router.setsockopt(zmq.MAXMSGSIZE, protocol.DEFAULT_MAX_MESSAGE_BYTES)  # put-data
             if self._keys is not None:
                 self._authenticator = secure_peer_server(router, self._context, self._keys)
             router.bind(tcp_address(host, port or "*"))
@@ -186,9 +187,16 @@ class DataServer:
         except ProtocolError as exc:
             log.warning("bad request from peer %s: %s", peer.hex(), exc)
             return
-        replies = [self._data(msg) for msg in requests if msg.op == "get-data"]
+        replies = [self._reply(msg) for msg in requests if msg.op in ("get-data", "put-data")]
         if replies:
             send_frames(self._router, [peer, *protocol.encode(replies)])
+
+    def _reply(self, request: Message) -> Message:
+        if request.op == "put-data":  # scattered by a client, which tells the scheduler
+            for key, payload in zip(request["keys"], request.payloads, strict=False):
+                self._store.put(key, list(payload))  # the frames as received: no copy
+            return Message("put-done", {"rid": request["rid"]})
+        return self._data(request)
 
     def _data(self, request: Message) -> Message:
         keys, payloads, missing = [], [], []

@@ -218,3 +218,13 @@ def test_long_key_lists_stay_under_the_schedulers_header_limit(client: Client) -
     del futures
     gc.collect()
     wait_until(lambda: client.scheduler_info()["tasks"] == 0, timeout=30)  # all released
+
+
+def test_scatter_on_one_host_goes_through_shared_memory_and_feeds_tasks(client: Client) -> None:
+    from tasks_for_tests import total_of
+
+    futures = client.scatter([1, 2, 3])
+    assert client.submit(total_of, futures).result(timeout=30) == 6
+    assert client.who_has(futures) == {f.key: [] for f in futures}  # the scheduler has them
+    single = client.scatter({"answer": 42})
+    assert list(single) == ["answer"] and single["answer"].result(timeout=30) == 42

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from celeriac import Client, wait
+from celeriac import Client, FutureLostError, wait
 from celeriac.testing import wait_until
 from celeriac.testing.hosts import (
     CELERIAC,
@@ -117,6 +117,37 @@ def test_results_lost_with_a_killed_worker_are_computed_again(hosts: Hosts) -> N
             np.testing.assert_array_equal(part.result(timeout=60), np.full(PART // 8, float(i)))
 
 
+def test_scattered_data_goes_to_the_workers_and_feeds_tasks(hosts: Hosts) -> None:
+    address = start(hosts, 2)
+    with Client(address, timeout=30) as client:
+        client.wait_for_workers(2, timeout=30)
+        arrays = [np.full(PART // 8, float(i)) for i in range(4)]
+        futures = client.scatter(arrays)
+        assert isinstance(futures, list) and len(futures) == 4
+        assert client.scatter(arrays[1]).key == futures[1].key  # by content: one key
+        where = client.who_has(futures)
+        assert sorted(len(where[f.key]) for f in futures) == [1, 1, 1, 1]
+        assert len({address for f in futures for address in where[f.key]}) == 2  # spread
+        assert sorted(n for n, _ in kept(client)) == [2, 2]
+        assert client.submit(array_sum, *futures).result(timeout=60) == 6.0 * (PART // 8)
+        np.testing.assert_array_equal(futures[3].result(timeout=60), arrays[3])
+        named = client.scatter({"x": 1, "y": 2})
+        assert sorted(named) == ["x", "y"] and client.gather(named) == {"x": 1, "y": 2}
+        with pytest.raises(NotImplementedError):
+            client.scatter([1], broadcast=True)
+
+
+def test_scattered_data_lost_with_its_worker_fails_clearly(hosts: Hosts) -> None:
+    address = start(hosts, 1, *FAST_SCHEDULER)
+    with Client(address, timeout=30) as client:
+        client.wait_for_workers(1, timeout=30)
+        future = client.scatter(np.zeros(PART // 8))
+        (worker,) = client.scheduler_info()["workers"]
+        os.kill(worker["pid"], signal.SIGKILL)
+        with pytest.raises(FutureLostError, match="scattered data"):
+            client.submit(array_sum, future).result(timeout=60)
+
+
 _NETNS = netns_problem()
 
 
@@ -155,7 +186,7 @@ _TWO_HOSTS = f"""
 import sys
 import cloudpickle
 import tasks_for_tests
-from celeriac import Client, wait
+from celeriac import Client, FutureLostError, wait
 cloudpickle.register_pickle_by_value(tasks_for_tests)
 with Client(sys.argv[1], keys=sys.argv[2], timeout=30) as client:
     client.wait_for_workers(2, timeout=60)

@@ -82,5 +82,5 @@ def test_a_send_that_fails_leaves_no_id_behind(link: Link) -> None:
     assert len(router) == 0
 
 
-def test_the_reply_ops_are_the_three_answers() -> None:
-    assert frozenset({"info-reply", "status-reply", "periodic-reply"}) == REPLY_OPS
+def test_the_reply_ops_are_the_four_answers() -> None:
+    assert frozenset({"info-reply", "status-reply", "periodic-reply", "who-has-reply"}) == REPLY_OPS

@@ -184,7 +184,7 @@ def test_a_lost_result_whose_input_is_gone_fails_naming_it(sim: Sim) -> None:
     assert "a" not in sim.state.tasks
     out = sim(C, msg("worker-died", worker=W1.hex(), reason="killed"))
     assert ops(out) == [(C, "erred", "b")]
-    assert "lost with worker worker-1" in out[0].msg["text"]
+    assert "lost with worker worker-1: it cannot be computed again" in out[0].msg["text"]
     assert "its input 'a' is gone" in out[0].msg["text"]
 
 
@@ -219,3 +219,28 @@ def test_a_stale_kept_result_is_freed_at_once(sim: Sim) -> None:
     sim(C, submit("a"))
     sim(C, msg("cancel", key="a"))
     assert sim(W1, kept("a")) == [Send(W1, msg("free", keys=["a"]))]
+
+
+def test_scattered_data_is_a_finished_task_its_worker_keeps(sim: Sim) -> None:
+    add_worker(sim, W1)
+    out = sim(C, msg("scattered", key="d", at=PEER[W1], size=9))
+    assert out == [Send(C, held_result("d", W1, size=9))]
+    assert sim.states() == {"d": "memory"}
+    where = sim(C, msg("who-has", rid=1, keys=["d", "nope"]))
+    assert where == [Send(C, msg("who-has-reply", rid=1, where={"d": [PEER[W1]], "nope": []}))]
+    # a dependent fetches it like any kept result
+    assert sim(C, submit("b", "d")) == [Send(W1, run("b", "d", where=[PEER[W1]]))]
+
+
+def test_scattered_data_lost_with_its_worker_fails_what_needs_it(sim: Sim) -> None:
+    add_worker(sim, W1)
+    sim(C, msg("scattered", key="d", at=PEER[W1], size=9))
+    out = sim(C, msg("worker-died", worker=W1.hex(), reason="killed"))
+    assert ops(out) == [(C, "erred", "d")]
+    assert "it was scattered data, which exists nowhere else" in out[0].msg["text"]
+
+
+def test_data_scattered_to_a_worker_that_is_gone_is_lost(sim: Sim) -> None:
+    out = sim(C, msg("scattered", key="d", at=PEER[W1], size=9))
+    assert ops(out) == [(C, "erred", "d")] and out[0].msg["kind"] == "lost"
+    assert sim.state.tasks == {}
