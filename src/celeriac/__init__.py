@@ -37,6 +37,7 @@ from celeriac.tasks.app import App, Task
 from celeriac.tasks.canvas import Signature, chain, chord, group, signature
 from celeriac.tasks.maps import chunks, xmap, xstarmap
 from celeriac.tasks.result import AsyncResult, GroupResult
+from celeriac.tasks.shared import shared_task
 from celeriac.wire.serialize import RemoteError, SerializationError
 
 #: Celery's name for the app: ``from celeriac import Celery`` runs a Celery program.
@@ -82,6 +83,7 @@ __all__ = [
     "fire_and_forget",
     "group",
     "progress",
+    "shared_task",
     "signature",
     "wait",
     "xmap",

@@ -17,75 +17,46 @@ import dataclasses
 import functools
 import importlib
 import os
-import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
-
-import cloudpickle
+from typing import TYPE_CHECKING, Any, Generic, Never, ParamSpec, TypeVar, overload
 
 from celeriac.client.engine import Engine, RunOptions, Submission
-from celeriac.context import TaskRequest, current_request
-from celeriac.errors import Retry
-from celeriac.tasks.config import Conf, module_names, scheduler_address, seconds
+from celeriac.context import current_request
+from celeriac.tasks.callables import BoundTask, TaskCall, task_call_by_name
+from celeriac.tasks.commit import on_commit
+from celeriac.tasks.config import (
+    ONE_DAY,
+    TASK_DEFAULTS,
+    Conf,
+    TaskDefaults,
+    module_names,
+    redelivery,
+    scheduler_address,
+    seconds,
+)
+from celeriac.tasks.current import SHARED, set_current_app
+from celeriac.tasks.discovery import Packages, TaskModules
+from celeriac.tasks.task_options import (
+    TaskOptions,
+    refuse_call_options,
+    task_options,
+)
 from celeriac.wire.addresses import DEFAULT_ADDRESS, normalize
-from celeriac.wire.protocol import parse_rate
 
 if TYPE_CHECKING:
     from celeriac.client import Client
     from celeriac.schedules import Schedule
     from celeriac.tasks.canvas import Signature
+    from celeriac.tasks.canvas_base import Canvas
     from celeriac.tasks.maps import Chunks, XMap
     from celeriac.tasks.result import AsyncResult
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-ONE_DAY = 86400.0
-
-
-@dataclass(frozen=True)
-class TaskOptions:
-    """Per-task settings, as given to ``@app.task``; ``apply_async`` may override some.
-
-    Parameters:
-        queue, priority: where the task waits and in what order (lower first).
-        retries: how many times it is tried again (on ``autoretry_for`` or ``self.retry``).
-        retry_backoff, retry_backoff_max, retry_jitter: exponential back-off
-            between retries (``True``: from 1 s; a number: from that many
-            seconds, as in Celery), its cap, and whether it is randomised.
-        autoretry_for: exception types that retry the task instead of failing it.
-        time_limit, soft_time_limit: hard and soft limits on one run, in seconds.
-        ignore_result: keep no outcome.
-        result_ttl: seconds the outcome is kept (``None``: the app's default).
-        rate_limit: cluster-wide, e.g. ``"10/s"``, ``"100/m"``.
-        bind: pass the task's request as the first argument (``self``).
-    """
-
-    queue: str = "default"
-    priority: int = 0
-    retries: int = 3
-    retry_backoff: bool | float = False  # True: 1 s, 2 s, 4 s...; 5: 5 s, 10 s, 20 s...
-    retry_backoff_max: float = 600.0
-    retry_jitter: bool = True
-    autoretry_for: tuple[type[BaseException], ...] = ()
-    time_limit: float | None = None
-    soft_time_limit: float | None = None
-    ignore_result: bool = False
-    result_ttl: float | None = None  # None: the app's default
-    rate_limit: str | None = None
-    bind: bool = False
-
-    def __post_init__(self) -> None:
-        backoff = self.retry_backoff
-        if not isinstance(backoff, int | float) or backoff < 0 or backoff != backoff:
-            raise ValueError(
-                f"retry_backoff must be True, False or the first delay in seconds, not {backoff!r}"
-            )
 
 
 class App:
@@ -113,6 +84,8 @@ class App:
         result_ttl: seconds an outcome is kept for lookup by id (default one
             day; Celery's ``result_expires``); a task may set its own.
         keys: a CURVE key directory for a scheduler that uses ``--keys``.
+        set_as_current: make it the current app, which shared tasks use
+            (:mod:`celeriac.tasks.current`), as Celery does.
         settings: Celery settings by name, as ``app.conf.update`` takes them
             (:data:`celeriac.tasks.config.SETTINGS` lists those read here).
     """
@@ -128,6 +101,7 @@ class App:
         timeout: float = 5.0,
         result_ttl: float = ONE_DAY,
         keys: str | None = None,
+        set_as_current: bool = True,
         **settings: Any,
     ) -> None:
         if main is not None and ":" in main:  # App("tcp://host:port"), App("host:port")
@@ -138,15 +112,27 @@ class App:
         self._explicit_address = address is not None
         self.address = normalize(address or os.environ.get("CELERIAC_ADDRESS") or DEFAULT_ADDRESS)
         self.timeout = timeout
-        self.result_ttl = result_ttl
         self.keys = keys
+        #: What its tasks get for the options they do not give (its settings, applied).
+        self.defaults = TaskDefaults(result_ttl=result_ttl)
         self._tasks: dict[str, Task[Any, Any]] = {}
-        self._include: list[str] = []
+        self._modules = TaskModules()
         self._client: Client | None = None
         self._lock = threading.Lock()
         self.conf = Conf(self._apply_setting)
         given = {"broker_url": broker, "result_backend": backend, "include": include or None}
         self.conf.update({k: v for k, v in given.items() if v is not None}, **settings)
+        if set_as_current:
+            self.set_current()
+
+    @property
+    def result_ttl(self) -> float:
+        """Seconds an outcome is kept, for tasks that set none (Celery's ``result_expires``)."""
+        return self.defaults.result_ttl
+
+    @result_ttl.setter
+    def result_ttl(self, value: float) -> None:
+        self.defaults = dataclasses.replace(self.defaults, result_ttl=value)
 
     def _apply_setting(self, name: str, value: Any) -> None:
         """Make one of Celery's settings take effect (``app.conf`` calls this)."""
@@ -165,16 +151,62 @@ class App:
         elif name == "result_expires":
             self.result_ttl = seconds(name, value)
         elif name in ("include", "imports"):
-            self._include.extend(module_names(name, value))
+            self._modules.include(module_names(name, value))
+        elif name in TASK_DEFAULTS:
+            field, read = TASK_DEFAULTS[name]
+            self.defaults = dataclasses.replace(self.defaults, **{field: read(name, value)})
+        elif name in ("task_acks_late", "task_reject_on_worker_lost"):
+            redelivery(name, value)  # what Celeriac does anyway; False is warned about
         else:  # a name added to SETTINGS must be applied here too
             raise AssertionError(f"setting {name!r} is in SETTINGS but not applied")
 
     @property
     def tasks(self) -> dict[str, Task[Any, Any]]:
-        """The registered tasks by name, after importing the ``include``d modules."""
-        while self._include:
-            importlib.import_module(self._include.pop(0))
+        """The registered tasks by name, shared ones included, after :meth:`finalize`."""
+        self.finalize()
+        for name, shared in list(SHARED.items()):
+            if name not in self._tasks:
+                self._tasks[name] = Task(self, shared.fn, name, shared.options)
         return self._tasks
+
+    def finalize(self) -> None:
+        """Import the modules ``include``/``imports`` and :meth:`autodiscover_tasks` named.
+
+        Called by every lookup by name (``app.tasks``); call it at a
+        process's start to import them then.  Each is imported once; one
+        that fails to import raises and is tried again on the next call.
+        """
+        self._modules.import_pending()
+
+    def autodiscover_tasks(
+        self,
+        packages: Packages = None,
+        related_name: str | None = "tasks",
+        force: bool = False,
+    ) -> None:
+        """Import ``<package>.tasks`` of each package, lazily, as Celery does.
+
+        Nothing is imported now unless ``force``: :meth:`finalize` (the first
+        lookup by name) imports them.  A package without such a module is
+        skipped.  Workers need none of it: each task names its module.
+
+        Parameters:
+            packages: package names, or a function returning them (read when
+                they are imported); ``None``: Django's installed apps, when
+                Django is configured (else none).
+            related_name: the module to import in each (``None``: the package).
+            force: import them now.
+        """
+        self._modules.discover(packages, related_name)
+        if force:
+            self.finalize()
+
+    def set_current(self) -> None:
+        """Make this the current app: the one shared tasks send through (see :mod:`.current`)."""
+        set_current_app(self)
+
+    #: Celery's ``set_default``: Celeriac has one current app per process, no separate default.
+    set_default = set_current
 
     def config_from_object(self, obj: Any, namespace: str | None = None) -> None:
         """Celery's settings from an object: a module, ``"module"``, ``"module:attribute"``.
@@ -233,11 +265,13 @@ class App:
         Parameters:
             fn: the function (when used as ``@app.task`` without parentheses).
             name: the task's name (default: ``module.qualname``).
-            options: the fields of :class:`TaskOptions`.
+            options: the fields of :class:`TaskOptions`, and Celery's names
+                for some (``max_retries``, ``acks_late``); any other raises
+                ``TypeError`` (:func:`~celeriac.tasks.task_options.task_options`).
         """
 
         def register(fn: Callable[P, R]) -> Task[P, R]:
-            task: Task[P, R] = Task(self, fn, name or _qualified_name(fn), TaskOptions(**options))
+            task: Task[P, R] = Task(self, fn, name or _qualified_name(fn), task_options(options))
             self._tasks[task.name] = task
             return task
 
@@ -320,13 +354,14 @@ class App:
             timeout=state["timeout"],
             result_ttl=state["result_ttl"],
             keys=state["keys"],
+            set_as_current=False,  # an app inside a task's arguments is not the worker's
         )
 
 
 class Task(Generic[P, R]):
     """A registered task.  Calling it runs the function here; ``delay`` runs it on a worker.
 
-    Made by :meth:`App.task`.
+    Made by :meth:`App.task` (or :func:`~celeriac.tasks.shared.shared_task`).
 
     Parameters:
         app: the app it sends through.
@@ -336,20 +371,34 @@ class Task(Generic[P, R]):
     """
 
     def __init__(self, app: App, fn: Callable[..., R], name: str, options: TaskOptions) -> None:
-        if options.rate_limit is not None:
-            parse_rate(options.rate_limit)  # a clear error now, not on the scheduler later
         self.app = app
+        self._define(fn, name, options)
+
+    def _define(self, fn: Callable[..., R], name: str, options: TaskOptions) -> None:
+        """Everything but the app (a shared task finds its app at each use)."""
         self.fn = fn
         self.name = name
         self.options = options
-        self._call = _TaskCall(fn, options.bind, options.autoretry_for)
+        self._call = TaskCall(fn, options.bind, options.autoretry_for, options.retry_policy())
         self._run_options: RunOptions | None = None  # built on first send
+        self._built_from: TaskDefaults | None = None  # the app defaults it was built from
         functools.update_wrapper(self, fn)
+
+    @property
+    def max_retries(self) -> int:
+        """Celery's name for ``options.retries``."""
+        return self.options.retries
+
+    @property
+    def default_retry_delay(self) -> float:
+        """Seconds a ``self.retry()`` without a countdown waits (Celery's 3 minutes by default)."""
+        return self.options.default_retry_delay
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the function here and now, as Celery does (a bound task gets its request)."""
         if self.options.bind:
-            return self.fn(BoundTask(self.name, current_request()), *args, **kwargs)
+            request = current_request()
+            return self.fn(BoundTask(self.name, request, self._call.retry), *args, **kwargs)
         return self.fn(*args, **kwargs)
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> AsyncResult[R]:
@@ -372,12 +421,16 @@ class Task(Generic[P, R]):
         queue: str | None = None,
         priority: int | None = None,
         retries: int | None = None,
+        link: Canvas | Sequence[Canvas] | None = None,
+        link_error: Canvas | Sequence[Canvas] | None = None,
+        **unknown: Never,
     ) -> AsyncResult[R]:
         """Send the task with per-call options (Celery's names and meanings).
 
         ``eta`` and a ``datetime`` ``expires`` are moments (a naive datetime is
         UTC); ``countdown`` and a number for ``expires`` are seconds from now.
-        A ``task_id`` makes sending idempotent: the same id runs once.
+        A ``task_id`` makes sending idempotent: the same id runs once.  Any
+        other keyword raises ``TypeError`` here, saying why (mypy flags it too).
 
         Parameters:
             args, kwargs: the function's arguments.
@@ -387,9 +440,18 @@ class Task(Generic[P, R]):
             expires: the moment (or seconds from now) after which it is
                 cancelled instead of run.
             queue, priority, retries: override the task's options for this call.
+            link, link_error: callbacks, as a signature's (see ``docs/canvas.md``).
         """
         from celeriac.tasks.result import AsyncResult
 
+        if unknown:
+            raise refuse_call_options(f"{self.name}.apply_async", unknown)
+        if link is not None or link_error is not None:
+            sig = self.signature(
+                args, kwargs, task_id=task_id, countdown=countdown, eta=eta, expires=expires,
+                queue=queue, priority=priority, retries=retries, link=link, link_error=link_error,
+            )  # fmt: skip
+            return sig.apply_async()
         submission = self.submission(
             tuple(args),
             kwargs or {},
@@ -400,12 +462,53 @@ class Task(Generic[P, R]):
             priority=priority,
             retries=retries,
         )
-        hold = not self.options.ignore_result
+        hold = not submission.options.ignore_result
         held = self.app.engine.enqueue([submission], timeout=self.app.timeout, hold=hold)
         result: AsyncResult[R] = AsyncResult(submission.key, app=self.app)
         if held:
             result._held = held[0]
         return result
+
+    def delay_on_commit(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """``delay`` once the current Django transaction commits; now, without Django.
+
+        Returns ``None``, as Celery's does: the task is sent later (never, if
+        the transaction rolls back), so there is no result yet.  See
+        :mod:`celeriac.tasks.commit`.
+
+        Parameters:
+            args, kwargs: the function's arguments.
+        """
+        on_commit(functools.partial(self.apply_async, args, kwargs))
+
+    def apply_async_on_commit(
+        self,
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        """``apply_async`` once the current Django transaction commits; now, without Django.
+
+        The options are checked now, so a wrong one raises here, not at the commit.
+
+        Parameters:
+            args, kwargs: the function's arguments.
+            options: ``apply_async``'s keywords.
+        """
+        wrong = {name: options[name] for name in options if name not in _CALL_OPTIONS}
+        if wrong:
+            raise refuse_call_options(f"{self.name}.apply_async_on_commit", wrong)
+        on_commit(functools.partial(self.apply_async, args, kwargs, **options))
+
+    def AsyncResult(self, task_id: str) -> AsyncResult[R]:
+        """The result of ``task_id`` (Celery's ``task.AsyncResult(id)``), through this task's app.
+
+        Parameters:
+            task_id: the task's id (``result.id``).
+        """
+        from celeriac.tasks.result import AsyncResult
+
+        return AsyncResult(task_id, app=self.app)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
         """A signature: this task with (partial) arguments, for chains, groups and chords."""
@@ -464,6 +567,9 @@ class Task(Generic[P, R]):
     ) -> Submission:
         """What one call sends: this task's options, the call's arguments and overrides.
 
+        A queue (and priority) comes from, first to last: the call, the
+        task, the app's ``task_routes``, the app's defaults.
+
         Parameters:
             args, kwargs: the arguments (they may hold ``TaskRef``s: a canvas's links).
             task_id: the id (default: a fresh one from the engine).
@@ -471,6 +577,9 @@ class Task(Generic[P, R]):
             queue, priority, retries: per-call overrides (``None``: the task's).
         """
         options = self.run_options()
+        routes = self.app.defaults.routes
+        if routes and not routes.by_name_only:  # a router function: asked at each call
+            queue, priority = self._routed(args, kwargs, queue, priority, retries)
         if queue or priority is not None or retries is not None:
             options = dataclasses.replace(
                 options,
@@ -489,99 +598,82 @@ class Task(Generic[P, R]):
             expires=expires,
         )
 
+    def _routed(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        queue: str | None,
+        priority: int | None,
+        retries: int | None,
+    ) -> tuple[str | None, int | None]:
+        """The call's queue and priority, from the routers where neither call nor task gave them."""
+        opts = self.options
+        if (queue or opts.queue) and (priority is not None or opts.priority is not None):
+            return queue, priority
+        given = {"queue": queue, "priority": priority, "retries": retries}
+        route = self.app.defaults.routes.route(self.name, args, kwargs, given, task=self)
+        if route is None:
+            return queue, priority
+        if not (queue or opts.queue):
+            queue = route.queue
+        if priority is None and opts.priority is None:
+            priority = route.priority
+        return queue, priority
+
     def run_options(self) -> RunOptions:
         """How the scheduler handles each run of this task: its options, as the engine takes them.
 
+        Each option the task does not give is the app's (:class:`TaskDefaults`:
+        its settings, and ``task_routes`` when they depend on the name only).
         Built once (a ``.delay()`` sends the same options every time), and
-        again if the app's ``result_ttl`` changes.
+        again when the app's settings change.
         """
-        opts = self.options
-        ttl = self.app.result_ttl if opts.result_ttl is None else opts.result_ttl
+        defaults = self.app.defaults
         options = self._run_options
-        if options is None or options.result_ttl != ttl:
-            options = self._run_options = RunOptions(
-                queue=opts.queue,
-                priority=opts.priority,
-                retries=opts.retries,
-                retry_on_error=False,  # Celery semantics: only autoretry_for or self.retry
-                retry_jitter=opts.retry_jitter,
-                backoff_max=opts.retry_backoff_max,
-                result_ttl=ttl,
-                retry_backoff=float(opts.retry_backoff),
-                time_limit=opts.time_limit,
-                soft_time_limit=opts.soft_time_limit,
-                rate_limit=opts.rate_limit,
-                ignore_result=opts.ignore_result,
-            )
+        if options is not None and self._built_from is defaults:
+            return options
+        opts = self.options
+        route = defaults.routes.for_name(self.name) if defaults.routes.by_name_only else None
+        routed_queue = route.queue if route else None
+        routed_priority = route.priority if route else None
+        options = RunOptions(
+            queue=opts.queue or routed_queue or defaults.queue,
+            priority=_first(opts.priority, routed_priority, defaults.priority),
+            retries=opts.ceiling(),
+            retry_on_error=False,  # Celery semantics: only autoretry_for or self.retry
+            retry_jitter=opts.retry_jitter,
+            backoff_max=opts.retry_backoff_max,
+            result_ttl=_first(opts.result_ttl, defaults.result_ttl),
+            retry_backoff=float(opts.retry_backoff),
+            time_limit=_first(opts.time_limit, defaults.time_limit),
+            soft_time_limit=_first(opts.soft_time_limit, defaults.soft_time_limit),
+            rate_limit=_first(opts.rate_limit, defaults.rate_limit),
+            ignore_result=_first(opts.ignore_result, defaults.ignore_result),
+        )
+        self._run_options, self._built_from = options, defaults
         return options
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
 
 
-class _TaskCall:
-    """What travels to the worker: the function, plus ``bind`` and ``autoretry_for``."""
-
-    def __init__(
-        self, fn: Callable[..., Any], bind: bool, autoretry_for: tuple[type[BaseException], ...]
-    ) -> None:
-        self.fn = fn
-        self.bind = bind
-        self.autoretry_for = autoretry_for
-        self.__name__ = getattr(fn, "__name__", "task")
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        """By name when the worker can import the task's module; else by value."""
-        module_name = getattr(self.fn, "__module__", None) or "__main__"
-        if (
-            module_name != "__main__"
-            and module_name not in cloudpickle.list_registry_pickle_by_value()
-        ):
-            module = sys.modules.get(module_name)
-            target = _lookup(module, self.fn.__qualname__) if module else None
-            if isinstance(target, Task) and target.fn is self.fn:
-                return _task_call_by_name, (module_name, self.fn.__qualname__)
-        return _TaskCall, (self.fn, self.bind, self.autoretry_for)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            if self.bind:
-                request = current_request()
-                return self.fn(BoundTask(self.__name__, request), *args, **kwargs)
-            return self.fn(*args, **kwargs)
-        except Retry:
-            raise
-        except self.autoretry_for as exc:
-            raise Retry(exc) from exc
+#: The keywords ``apply_async`` takes (besides ``args`` and ``kwargs``).
+_CALL_OPTIONS = frozenset(
+    {"task_id", "countdown", "eta", "expires", "queue", "priority", "retries", "link", "link_error"}
+)
 
 
-def _lookup(module: Any, qualname: str) -> Any:
-    target = module
-    for part in qualname.split("."):
-        target = getattr(target, part, None)
-    return target
+def _first(*values: Any) -> Any:
+    """The first value that is not ``None`` (the last one, if all are)."""
+    for value in values:
+        if value is not None:
+            return value
+    return values[-1]
 
 
-def _task_call_by_name(module_name: str, qualname: str) -> _TaskCall:
-    """On the worker: the task as its module defines it (``-A module`` imports it)."""
-    task = _lookup(importlib.import_module(module_name), qualname)
-    if not isinstance(task, Task):
-        raise LookupError(f"{module_name}.{qualname} is not a celeriac task on this worker")
-    return task._call
-
-
-class BoundTask:
-    """``self`` of a ``bind=True`` task: its request, and ``retry``."""
-
-    def __init__(self, name: str, request: TaskRequest | None) -> None:
-        self.name = name
-        self.request = request or TaskRequest("local", name, 0)
-
-    def retry(
-        self, exc: BaseException | None = None, countdown: float | None = None, **_: Any
-    ) -> Retry:
-        """Raise :class:`Retry`: the scheduler runs the task again if retries are left."""
-        raise Retry(exc, countdown)
+#: The paths a call pickled by an earlier release names (``celeriac.app._TaskCall`` ...).
+_TaskCall = TaskCall
+_task_call_by_name = task_call_by_name
 
 
 def _qualified_name(fn: Callable[..., Any]) -> str:

@@ -1,26 +1,164 @@
-"""What a canvas sends to a worker besides a task's own call: errbacks and maps.
+"""What travels to a worker in place of a task's function: its call, errbacks and maps.
 
-These objects travel inside a :class:`~celeriac.client.engine.Submission` in
-place of the task's function, and wrap it.  They live in an importable module
+:class:`TaskCall` is a task's own call (``bind``, ``autoretry_for``, and
+``self.retry()`` as Celery means it); the canvas's wrap it: ``OnFailure``
+runs ``link_error`` errbacks, ``MapCall`` a map or a chunk.  These objects
+travel inside a :class:`~celeriac.client.engine.Submission` in place of the
+task's function.  They live in an importable module
 so they pickle by reference: only the wrapped call and its arguments travel.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
+import sys
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
+
+import cloudpickle
 
 from celeriac.context import TaskRequest, current_request
 from celeriac.errors import MaxRetriesExceededError, Retry
+from celeriac.tasks.task_options import DEFAULT_RETRY, RetryPolicy
 
 if TYPE_CHECKING:
     from celeriac.tasks.app import Task
 
 log = logging.getLogger("celeriac.canvas")
+
+
+class TaskCall:
+    """A task's own call, what travels to the worker: its function, ``bind``, ``autoretry_for``.
+
+    Its :class:`~celeriac.tasks.task_options.RetryPolicy` turns a retry into
+    :class:`~celeriac.errors.Retry` where the task runs: the wait when none
+    is given (``default_retry_delay``), a lower limit for one retry.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        bind: bool,
+        autoretry_for: tuple[type[BaseException], ...],
+        retry: RetryPolicy = DEFAULT_RETRY,  # absent from a call pickled by 0.1.0
+    ) -> None:
+        self.fn = fn
+        self.bind = bind
+        self.autoretry_for = autoretry_for
+        self.retry = retry
+        self.__name__ = getattr(fn, "__name__", "task")
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """By name when the worker can import the task's module; else by value."""
+        module_name = getattr(self.fn, "__module__", None) or "__main__"
+        if (
+            module_name != "__main__"
+            and module_name not in cloudpickle.list_registry_pickle_by_value()
+        ):
+            module = sys.modules.get(module_name)
+            target = _lookup(module, self.fn.__qualname__) if module else None
+            call = getattr(target, "_call", None)
+            if isinstance(call, TaskCall) and call.fn is self.fn:
+                return task_call_by_name, (module_name, self.fn.__qualname__)
+        return TaskCall, (self.fn, self.bind, self.autoretry_for, self.retry)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the function (a bound one with its ``self``); an ``autoretry_for`` error retries."""
+        try:
+            if self.bind:
+                request = current_request()
+                return self.fn(BoundTask(self.__name__, request, self.retry), *args, **kwargs)
+            return self.fn(*args, **kwargs)
+        except Retry:
+            raise
+        except self.autoretry_for as exc:
+            request = current_request() or TaskRequest("local", self.__name__, 0)
+            raise self.retry.automatic(request, exc) from exc
+
+
+def _lookup(module: Any, qualname: str) -> Any:
+    target = module
+    for part in qualname.split("."):
+        target = getattr(target, part, None)
+    return target
+
+
+def task_call_by_name(module_name: str, qualname: str) -> TaskCall:
+    """On the worker: the task's call as its module defines it (``-A module`` imports it)."""
+    call = getattr(_lookup(importlib.import_module(module_name), qualname), "_call", None)
+    if not isinstance(call, TaskCall):
+        raise LookupError(f"{module_name}.{qualname} is not a celeriac task on this worker")
+    return call
+
+
+class BoundTask:
+    """``self`` of a ``bind=True`` task: its request, ``retry``, and Celery's retry attributes."""
+
+    def __init__(
+        self, name: str, request: TaskRequest | None, policy: RetryPolicy = DEFAULT_RETRY
+    ) -> None:
+        self.name = name
+        self.request = request or TaskRequest("local", name, 0)
+        self._policy = policy
+
+    @property
+    def max_retries(self) -> int:
+        """The most retries the scheduler allows this task."""
+        return self._policy.ceiling
+
+    @property
+    def default_retry_delay(self) -> float:
+        """Seconds a retry without a countdown waits."""
+        return self._policy.default_delay
+
+    def retry(
+        self,
+        exc: BaseException | None = None,
+        countdown: float | None = None,
+        *,
+        eta: datetime | float | None = None,
+        max_retries: int | None = None,
+        args: Any = None,
+        kwargs: Any = None,
+        throw: bool = True,
+        **options: Any,
+    ) -> Retry:
+        """Raise :class:`Retry`: the scheduler runs the task again if retries are left.
+
+        Without ``countdown`` or ``eta`` the retry waits ``default_retry_delay``
+        (3 minutes unless the task says otherwise), as in Celery.
+        ``max_retries`` lowers the limit for this retry: at it, the task
+        fails now with ``exc`` (or ``MaxRetriesExceededError``).
+
+        Parameters:
+            exc: what the task fails with if no retries are left.
+            countdown: seconds to wait before the retry.
+            eta: the moment before which the retry does not start.
+            max_retries: a lower limit for this retry (not above the task's).
+            args, kwargs, throw, options: Celery's; Celeriac refuses them
+                (``TypeError``): a retry runs the same call with the same options.
+
+        Raises:
+            Retry: always; ``raise self.retry(...)`` reads as Celery's.
+        """
+        refused = [
+            name for name, value in (("args", args), ("kwargs", kwargs)) if value is not None
+        ]
+        refused += [] if throw else ["throw=False"]
+        if refused or options:
+            names = ", ".join([*refused, *sorted(options)])
+            raise TypeError(
+                f"self.retry({names}): Celeriac retries the same call with the same options "
+                "(it takes exc, countdown, eta and max_retries), and the retry is the exception"
+            )
+        if exc is not None and not isinstance(exc, BaseException):
+            raise TypeError(f"self.retry(exc=...) takes an exception, not {exc!r}")
+        raise self._policy.explicit(self.request, exc, countdown, eta, max_retries)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from celeriac.tasks.callables import Errback, OnFailure
 from celeriac.tasks.canvas_base import Canvas, Result, require_canvas
+from celeriac.tasks.current import current_app
 from celeriac.tasks.plan import Inherited, Plan, moment
 from celeriac.tasks.result import AsyncResult, GroupResult
 from celeriac.wire.refs import TaskRef
@@ -508,7 +509,8 @@ def signature(
     Parameters:
         task: the task, its name (looked up in ``app.tasks``), or a signature.
         args, kwargs: its arguments.
-        app: the app whose tasks a name is looked up in.
+        app: the app whose tasks a name is looked up in (default: the current
+            app, :func:`~celeriac.tasks.current.current_app`).
         immutable: a chain does not prepend the previous result.
         options: ``apply_async`` options.
     """
@@ -516,9 +518,7 @@ def signature(
         return task.clone(args, kwargs, **options)
     if isinstance(task, str):
         if app is None:
-            raise TypeError(
-                f"signature({task!r}) needs app=: Celeriac has no default app to look names up in"
-            )
+            app = current_app()  # raises when there is none: Celeriac makes no default app
         if task not in app.tasks:
             raise LookupError(f"no task named {task!r} is registered with {app!r}")
         task = app.tasks[task]

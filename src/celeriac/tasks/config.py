@@ -11,9 +11,15 @@ Celeriac does nothing with it.  Pure: no sockets, no app.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+
+from celeriac.tasks.routes import NO_ROUTES, Routes
+from celeriac.wire.protocol import parse_rate
+
+ONE_DAY = 86400.0
 
 #: Broker schemes of Celery's transports: Celeriac has no broker, so such a URL
 #: names nothing here (tasks go to the Celeriac scheduler instead).
@@ -31,7 +37,41 @@ SETTINGS: dict[str, str] = {
     "result_expires": "seconds (or a timedelta) outcomes are kept: the app's result_ttl",
     "include": "modules imported when the app first looks a task up by name",
     "imports": "the same as include",
+    "task_default_queue": "the queue of a task that names none and matches no route",
+    "task_routes": "queue and priority by task name (names, globs, regexes, router functions)",
+    "task_default_priority": "the priority of a task that gives none",
+    "task_time_limit": "the hard time limit of a task that gives none, in seconds",
+    "task_soft_time_limit": "the soft time limit of a task that gives none, in seconds",
+    "task_default_rate_limit": "the rate limit of a task that gives none (cluster-wide, per name)",
+    "task_ignore_result": "ignore_result of a task that gives none",
+    "task_acks_late": "accepted: a task whose worker process dies runs again either way",
+    "task_reject_on_worker_lost": "accepted: the same",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDefaults:
+    """What an app's tasks get for each option they do not give: its settings, applied.
+
+    A new value (never changed in place) each time a setting changes, so a
+    task tells by identity whether the options it built are still current.
+
+    Parameters:
+        queue: ``task_default_queue`` (Celeriac's workers serve ``default``).
+        routes: ``task_routes``, parsed.
+        priority, time_limit, soft_time_limit, rate_limit, ignore_result:
+            ``task_default_priority``, ``task_time_limit``, ... .
+        result_ttl: seconds outcomes are kept (``result_expires``, ``App(result_ttl=)``).
+    """
+
+    queue: str = "default"
+    routes: Routes = NO_ROUTES
+    priority: int = 0
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    rate_limit: str | None = None
+    ignore_result: bool = False
+    result_ttl: float = ONE_DAY
 
 
 def scheduler_address(url: str, what: str) -> str | None:
@@ -71,6 +111,72 @@ def seconds(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise ValueError(f"{name} must be positive seconds or a timedelta, not {value!r}")
     return float(value)
+
+
+def optional_seconds(name: str, value: Any) -> float | None:
+    """A duration setting that may be ``None`` (no limit)."""
+    return None if value is None else seconds(name, value)
+
+
+def queue_name(name: str, value: Any) -> str:
+    """A queue name: a non-empty string."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a queue name, not {value!r}")
+    return value
+
+
+def integer(name: str, value: Any) -> int:
+    """An int setting (a priority), or a clear error."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an int, not {value!r}")
+    return value
+
+
+def flag(name: str, value: Any) -> bool:
+    """A boolean setting, or a clear error."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, not {value!r}")
+    return value
+
+
+def rate_limit(name: str, value: Any) -> str | None:
+    """A rate limit (``"10/s"``, ``"100/m"``) or ``None``, checked now."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a rate like '10/s' or '100/m', not {value!r}")
+    parse_rate(value)
+    return value
+
+
+def redelivery(name: str, value: Any) -> bool:
+    """``acks_late``/``reject_on_worker_lost``: a flag; ``False`` is warned about.
+
+    Celeriac's scheduler runs again a task whose worker process died (up to
+    ``--allowed-failures`` times), which is Celery's ``acks_late=True`` with
+    ``reject_on_worker_lost=True``; it cannot lose such a task instead.
+    """
+    if not flag(name, value):
+        warnings.warn(
+            f"{name}=False: Celeriac still runs again a task whose worker process died "
+            "(up to the scheduler's --allowed-failures), as Celery's acks_late with "
+            "reject_on_worker_lost does",
+            stacklevel=5,
+        )
+    return value
+
+
+#: The settings that are a default of every task: the field of
+#: :class:`TaskDefaults` each sets, and how its value is read.
+TASK_DEFAULTS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
+    "task_default_queue": ("queue", queue_name),
+    "task_routes": ("routes", Routes.parse),
+    "task_default_priority": ("priority", integer),
+    "task_time_limit": ("time_limit", optional_seconds),
+    "task_soft_time_limit": ("soft_time_limit", optional_seconds),
+    "task_default_rate_limit": ("rate_limit", rate_limit),
+    "task_ignore_result": ("ignore_result", flag),
+}
 
 
 def module_names(name: str, value: Any) -> tuple[str, ...]:
@@ -137,9 +243,18 @@ class Conf(Mapping[str, Any]):
 
 __all__ = [
     "CELERY_TRANSPORTS",
+    "ONE_DAY",
     "SETTINGS",
+    "TASK_DEFAULTS",
     "Conf",
+    "TaskDefaults",
+    "flag",
+    "integer",
     "module_names",
+    "optional_seconds",
+    "queue_name",
+    "rate_limit",
+    "redelivery",
     "scheduler_address",
     "seconds",
 ]

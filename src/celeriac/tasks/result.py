@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from celeriac.client.futures import Future
 from celeriac.errors import FutureLostError
 from celeriac.states import READY_STATES, CeleryState
+from celeriac.tasks.current import current_app
 from celeriac.wire.serialize import format_traceback
 
 if TYPE_CHECKING:
@@ -34,15 +35,16 @@ class AsyncResult(Generic[R]):
 
     Parameters:
         id: the task's id.
-        app: the app whose scheduler holds it.
+        app: the app whose scheduler holds it (default: the current app,
+            :func:`~celeriac.tasks.current.current_app`, as in Celery).
         parent: the result this task receives as its first argument, if known.
     """
 
     def __init__(
-        self, id: str, app: App, parent: AsyncResult[Any] | GroupResult | None = None
+        self, id: str, app: App | None = None, parent: AsyncResult[Any] | GroupResult | None = None
     ) -> None:
         self.id = id
-        self.app = app
+        self.app = current_app() if app is None else app
         self.parent = parent
         self.children: list[AsyncResult[Any] | GroupResult] = []
         #: Set by ``delay``/``apply_async``: the outcome is pushed to it, unasked.

@@ -204,8 +204,7 @@ def test_signature_by_task_by_name_or_from_a_signature(app: App, tasks: Any) -> 
     by_name = signature("add", args=(1,), app=app, immutable=True)
     assert by_name.task is tasks.add and by_name.immutable and by_name.name == "add"
     assert signature(sig, (0,)).args == (0, 1)
-    with pytest.raises(TypeError, match="needs app="):
-        signature("add")
+    assert signature("add").task is tasks.add  # no app=: the current app, the one made last
     with pytest.raises(LookupError, match="no task named 'nope'"):
         signature("nope", app=app)
 
