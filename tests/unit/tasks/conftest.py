@@ -1,4 +1,4 @@
-"""What the front door's unit tests share: an app on a fake engine, and no current app left behind."""
+"""Shared by the front door's unit tests: an app on a fake engine; no current app left behind."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""``@shared_task`` and the current app; ``autodiscover_tasks``; ``delay_on_commit`` (no scheduler)."""
+"""``@shared_task`` and the current app, ``autodiscover_tasks``, ``delay_on_commit``."""
 
 from __future__ import annotations
 
 import pickle
 import sys
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +80,7 @@ def test_a_shared_task_in_a_module_travels_by_name(
     module = types.ModuleType("shared_module_for_test")
     monkeypatch.setitem(sys.modules, module.__name__, module)
     exec(  # a module as a worker would import it
-        "from celeriac import shared_task\n"
-        "@shared_task\n"
-        "def double(x):\n"
-        "    return 2 * x\n",
+        "from celeriac import shared_task\n@shared_task\ndef double(x):\n    return 2 * x\n",
         module.__dict__,
     )
     make_app()
@@ -193,7 +190,7 @@ def test_autodiscovery_without_packages_or_django_finds_nothing(
 
 
 def fake_django(
-    monkeypatch: pytest.MonkeyPatch, installed: list[str] = ()  # type: ignore[assignment]
+    monkeypatch: pytest.MonkeyPatch, installed: Sequence[str] = ()
 ) -> list[Callable[[], object]]:
     """Django as far as Celeriac reads it: settings, installed apps, transaction.on_commit."""
     hooks: list[Callable[[], object]] = []
@@ -244,6 +241,8 @@ def test_on_commit_refuses_a_wrong_option_at_the_call(
 ) -> None:
     hooks = fake_django(monkeypatch)
     task = make_app().task(add, name="add")
-    with pytest.raises(TypeError, match="add.apply_async_on_commit: unknown option\\(s\\) 'shadow'"):
+    with pytest.raises(
+        TypeError, match=r"add\.apply_async_on_commit: unknown option\(s\) 'shadow'"
+    ):
         task.apply_async_on_commit((1, 2), shadow="x")
     assert hooks == []
