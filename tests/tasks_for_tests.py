@@ -184,3 +184,12 @@ def filled(value: float, nbytes: int) -> Any:
 def array_sum(*arrays: Any) -> float:
     """The sum of every item of every array."""
     return float(sum(float(array.sum()) for array in arrays))
+
+
+def hog(megabytes: int, seconds: float) -> int:
+    """Hold ``megabytes`` of memory for ``seconds`` while running, then let it go."""
+    held = bytearray(megabytes << 20)
+    for i in range(0, len(held), 4096):  # touch every page: resident, not just reserved
+        held[i] = 1
+    time.sleep(seconds)
+    return len(held)

@@ -23,7 +23,7 @@ from celeriac import (
     SerializationError,
 )
 from celeriac.errors import ArgumentTooLarge, ResultTooLarge
-from celeriac.testing import kill, wait_until, worker_pids
+from celeriac.testing import FAST_SCHEDULER, kill, wait_until, worker_pids
 from tasks_for_tests import (
     die,
     fail,
@@ -272,6 +272,21 @@ def test_max_memory_per_child_recycles_a_leaky_process(cluster_factory) -> None:
     with Client(cluster.address) as client:
         pids = [client.submit(leak, 40, key=f"leak-{i}").result(timeout=30) for i in range(8)]
     assert len(set(pids)) >= 2  # 8 x 40 MB cannot fit under 120 MB in one process
+
+
+def test_a_process_past_its_memory_limit_is_restarted_and_its_task_fails_at_last(
+    cluster_factory,
+) -> None:
+    from tasks_for_tests import hog
+
+    # 95% of 150 MB: a task that holds 200 MB gets its process killed, three times
+    cluster = cluster_factory(
+        n_workers=1, worker_args=("--memory-limit", "150MB"), scheduler_args=FAST_SCHEDULER
+    )
+    with Client(cluster.address) as client:
+        with pytest.raises(KilledWorker):
+            client.submit(hog, 200, 30.0).result(timeout=60)
+        assert client.submit(inc, 1).result(timeout=30) == 2  # a fresh process serves on
 
 
 def test_a_request_that_timed_out_leaves_no_reply_behind(

@@ -82,6 +82,10 @@ def _worker_rows(info: dict[str, Any], now: float) -> list[dict[str, Any]]:
             "running": w.get("running", "-"),
             "assigned": w.get("assigned"),
             "memory": _mib(w.get("memory")),
+            # kept results in memory / spilled to disk (between hosts), and the rest of its RSS
+            "kept": f"{_mib(w.get('managed'))} / {_mib(w.get('spilled'))}",
+            "unmanaged": _mib(max(0, (w.get("memory") or 0) - (w.get("managed") or 0))),
+            "paused": "yes" if w.get("paused") else "",
             "heartbeat": _ago(w.get("last_seen"), now),
             "queues": ",".join(w.get("queues", [])),
         }

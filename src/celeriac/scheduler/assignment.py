@@ -136,7 +136,7 @@ class Assigner:
         self._durations[name] = duration if old is None else 0.8 * old + 0.2 * duration
 
     def _has_room(self, worker: WorkerRecord) -> bool:
-        if worker.closing:
+        if worker.closing or worker.paused:
             return False
         held = len(worker.assigned)
         if held < worker.slots + self._config.prefetch:

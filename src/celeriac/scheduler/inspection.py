@@ -59,4 +59,7 @@ def _describe_worker(worker: WorkerRecord, tasks: dict[str, TaskRecord]) -> dict
         "peer": worker.peer,  # where it serves the results it keeps (None: it keeps none)
         "kept": len(kept),
         "kept_bytes": sum(kept),
+        "managed": worker.managed,  # of those, in its memory (the rest: spilled to disk)
+        "spilled": worker.spilled,
+        "paused": worker.paused,
     }

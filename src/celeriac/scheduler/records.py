@@ -193,8 +193,11 @@ class WorkerRecord:
     #: Where other processes fetch the results it keeps (its hello's ``peer``), if
     #: it keeps any: it does not share our ``/dev/shm`` (another host).
     peer: str | None = None
-    #: The keys of the results it keeps.
+    #: The keys of the results it keeps; of their bytes, how many in memory and on disk.
     holds: dict[str, None] = field(default_factory=dict)
+    managed: int = 0
+    spilled: int = 0
+    paused: bool = False  # near its memory limit: it gets nothing new
 
 
 @dataclass(eq=False)

@@ -522,8 +522,16 @@ class SchedulerState:
         )
 
     def _on_heartbeat(self, worker: WorkerRecord, msg: Message) -> None:
-        worker.memory = msg.get("memory", worker.memory)
-        worker.running = msg.get("running", worker.running)
+        fields = msg.fields
+        worker.memory = fields.get("memory", worker.memory)
+        worker.running = fields.get("running", worker.running)
+        worker.managed = fields.get("managed", 0)
+        worker.spilled = fields.get("spilled", 0)
+        paused = fields.get("paused", False)
+        if paused != worker.paused:
+            worker.paused = paused
+            if not paused:  # resumed: give it work again
+                self._lifecycle.needs_assigning = True
         self._outbox.send(worker.id, "heartbeat-ack")
 
     def _on_started(self, worker: WorkerRecord, msg: Message) -> None:

@@ -156,7 +156,12 @@ SCHEMAS: dict[str, tuple[dict[str, Any], dict[str, Any], int | None]] = {
         {"memory": _INT, "shm": _STR, "peer": _STR},  # peer: where other processes fetch results
         0,
     ),
-    "heartbeat": ({}, {"memory": _INT, "running": _INT}, 0),
+    # managed, spilled: bytes of kept results in memory and on disk; paused: near its limit
+    "heartbeat": (
+        {},
+        {"memory": _INT, "running": _INT, "managed": _INT, "spilled": _INT, "paused": _BOOL},
+        0,
+    ),
     "started": ({"key": _STR}, {}, 0),
     # kept: the result (of that many bytes) stays on the worker; its payload is empty
     "task-done": ({"key": _STR}, {"duration": _NUM, "kept": _INT}, 1),

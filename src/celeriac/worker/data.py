@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import logging
 import socket as sockets
+import tempfile
 import threading
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
+import msgpack
+import zict
 import zmq
 
 from celeriac.wire import protocol
@@ -32,38 +36,96 @@ log = logging.getLogger("celeriac.worker")
 
 
 class ResultStore:
-    """Results kept for other processes, by key; safe from any thread."""
+    """Results kept for other processes, by key; safe from any thread.
 
-    def __init__(self) -> None:
-        self._items: dict[str, Payload] = {}
+    Up to ``target`` bytes stay in memory; past it the least recently used go
+    to files in ``directory`` and come back when asked for (``zict.Buffer``
+    over ``zict.File``: Dask's own spill store, small and well kept, rather than
+    LRU bookkeeping of our own).  Without a ``directory`` nothing is spilled.
+    """
+
+    def __init__(self, target: float = float("inf"), directory: str | None = None) -> None:
         self._lock = threading.Lock()
-        self.nbytes = 0
+        self._sizes: dict[str, int] = {}
+        self._spill_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._items: MutableMapping[str, Payload]
+        if directory is None:
+            self._items = {}
+            self._buffer: zict.Buffer[str, Payload] | None = None
+            return
+        self._spill_dir = tempfile.TemporaryDirectory(prefix="celeriac-spill-", dir=directory)
+        files = zict.File(self._spill_dir.name)
+        slow = zict.Func(_to_file, _from_file, files)  # type: ignore[arg-type]  # lists are fine
+        self._buffer = zict.Buffer({}, slow, target, weight=lambda key, _: self._sizes[key])
+        self._items = self._buffer
 
     def put(self, key: str, payload: Payload) -> int:
         """Keep ``payload`` under ``key``; its size in bytes."""
         size = sum(nbytes(frame) for frame in payload)
         with self._lock:
-            old = self._items.get(key)
-            if old is not None:
-                self.nbytes -= sum(nbytes(frame) for frame in old)
+            self._items.pop(key, None)
+            self._sizes[key] = size
             self._items[key] = payload
-            self.nbytes += size
         return size
 
     def get(self, key: str) -> Payload | None:
-        """The payload kept under ``key``, if any."""
-        return self._items.get(key)
+        """The payload kept under ``key`` (read back from disk if spilled), if any."""
+        with self._lock:
+            return self._items.get(key)
 
     def drop(self, keys: list[str]) -> None:
         """Forget these keys (the scheduler's ``free``); unknown ones are ignored."""
         with self._lock:
             for key in keys:
-                payload = self._items.pop(key, None)
-                if payload is not None:
-                    self.nbytes -= sum(nbytes(frame) for frame in payload)
+                self._items.pop(key, None)
+                self._sizes.pop(key, None)
+
+    def spill(self, nbytes: int) -> int:
+        """Move at least ``nbytes`` (least recently used first) to disk; how many moved."""
+        moved = 0
+        with self._lock:
+            buffer = self._buffer
+            while buffer is not None and moved < nbytes and len(buffer.fast):
+                _, _, weight = buffer.fast.evict()  # the least recently used, to disk
+                moved += int(weight)
+        return moved
+
+    @property
+    def in_memory(self) -> int:
+        """Bytes of kept results in memory."""
+        if self._buffer is None:
+            return sum(self._sizes.values())
+        return int(self._buffer.fast.total_weight)
+
+    @property
+    def spilled(self) -> int:
+        """Bytes of kept results on disk."""
+        return sum(self._sizes.values()) - self.in_memory
+
+    def close(self) -> None:
+        """Delete the spill files."""
+        if self._spill_dir is not None:
+            self._spill_dir.cleanup()
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._sizes)
+
+
+def _to_file(payload: Payload) -> list[Any]:
+    """A payload as one file: the frame sizes (msgpack), then the frames."""
+    frames = [protocol.buffer_of(frame) for frame in payload]
+    header = msgpack.packb([nbytes(frame) for frame in frames])
+    return [len(header).to_bytes(4, "little"), header, *frames]
+
+
+def _from_file(data: bytes | bytearray | memoryview) -> Payload:
+    view = memoryview(data)
+    size = int.from_bytes(view[:4], "little")
+    frames, offset = [], 4 + size
+    for length in msgpack.unpackb(view[4:offset]):
+        frames.append(view[offset : offset + length])
+        offset += length
+    return frames
 
 
 def listen_host(scheduler: str) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import select
+import tempfile
 import threading
 import time
 import uuid
@@ -24,7 +25,7 @@ import zmq
 from celeriac.errors import FutureLostError, SoftTimeLimitExceeded
 from celeriac.wire import protocol, sharedmem
 from celeriac.wire.addresses import normalize, tcp_address
-from celeriac.wire.peers import PeerFetcher
+from celeriac.wire.peers import PeerClient
 from celeriac.wire.protocol import Message, ProtocolError, nbytes
 from celeriac.wire.security import secure_client
 from celeriac.wire.serialize import LoadedFunctions, dumps_exception
@@ -33,6 +34,7 @@ from celeriac.wire.wakeup import Waker
 from celeriac.worker.data import DataServer, ResultStore, host_port, listen_host
 from celeriac.worker.execute import RunRequest, run_task
 from celeriac.worker.limits import ControlChannel, SoftLimits
+from celeriac.worker.memory import TARGET, decide, limit_of
 from celeriac.worker.settings import ChildSettings, WorkerSettings
 
 log = logging.getLogger("celeriac.worker")
@@ -102,10 +104,16 @@ class WorkerProcess:
         self._scheduler_silent = False
         self._registering = True  # hello sent, no welcome yet
         self._settings, self._index = settings, child.index or 0
-        self._store = ResultStore()  # results kept here for peers (between hosts)
+        self._memory_limit = limit_of(settings.memory_limit, settings.nprocs)
+        self._paused = False
+        # results kept here for peers (between hosts), spilled to disk past the target
+        self._store = ResultStore(
+            target=TARGET * self._memory_limit if self._memory_limit else float("inf"),
+            directory=settings.local_directory or tempfile.gettempdir(),
+        )
         self._data_server: DataServer | None = None
         self._peer: str | None = None  # where peers fetch them, once serving
-        self._fetcher: PeerFetcher | None = None
+        self._fetcher: PeerClient | None = None
 
     # -- control -------------------------------------------------------------
 
@@ -128,7 +136,7 @@ class WorkerProcess:
         socket.connect(self.address)
         self._socket = SharedSocket(socket, self._on_batch)
         self._serve_results(context)
-        self._fetcher = PeerFetcher(context, keys=self.keys, role="worker")
+        self._fetcher = PeerClient(context, keys=self.keys, role="worker")
         helper = threading.Thread(target=self._helper_main, name="celeriac-helper", daemon=True)
         helper.start()
         for i in range(1, self.nthreads):
@@ -140,6 +148,7 @@ class WorkerProcess:
             if self._data_server is not None:
                 self._data_server.close()
             self._fetcher.close()
+            self._store.close()
             socket.close()
             context.term()
             self._waker.close()
@@ -230,7 +239,12 @@ class WorkerProcess:
                 next_heartbeat = time.monotonic() + self._heartbeat_interval
 
     def _heartbeat(self) -> None:
-        message = Message("heartbeat", {"memory": rss_bytes(), "running": len(self._running)})
+        rss = rss_bytes()
+        self._manage_memory(rss)
+        fields = {"memory": rss, "running": len(self._running), "paused": self._paused}
+        if len(self._store):
+            fields |= {"managed": self._store.in_memory, "spilled": self._store.spilled}
+        message = Message("heartbeat", fields)
         try:  # never block on a heartbeat: a long-gone scheduler must not freeze this loop
             self._socket.send([message], zmq.NOBLOCK)
         except zmq.Again:
@@ -239,6 +253,19 @@ class WorkerProcess:
         if self._parent is not None and os.getppid() != self._parent:
             log.warning("worker %s: parent process exited; stopping", self.name)
             os._exit(1)  # a task may hold the main thread; do not wait for it
+
+    def _manage_memory(self, rss: int) -> None:
+        """Spill kept results and pause or resume, by the thresholds of ``worker.memory``."""
+        action = decide(self._memory_limit, rss, self._store.in_memory)
+        if action.spill:
+            moved = self._store.spill(action.spill)
+            log.info(
+                "worker %s: %d MiB resident; spilled %d MiB", self.name, rss >> 20, moved >> 20
+            )
+        if action.paused != self._paused:
+            self._paused = action.paused
+            state = "pausing: it takes no new tasks" if action.paused else "resuming"
+            log.warning("worker %s at %d MiB resident: %s", self.name, rss >> 20, state)
 
     # -- messages from the scheduler (on whichever thread reads) -----------------------
 

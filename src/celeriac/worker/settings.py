@@ -29,6 +29,11 @@ def memory_size(text: str) -> int:
     return int(float(match[1]) * _UNITS[match[2]])
 
 
+def memory_limit(text: str) -> int | str:
+    """``--memory-limit``: a size (:func:`memory_size`), or ``"auto"``."""
+    return "auto" if text.strip().lower() == "auto" else memory_size(text)
+
+
 @dataclass(frozen=True, kw_only=True)
 class WorkerSettings(CommonSettings):
     """The options of ``celeriac worker``, with their defaults.
@@ -45,6 +50,8 @@ class WorkerSettings(CommonSettings):
     between tasks, after that many tasks or above that resident memory (0 or
     None: never).
     ``stop_timeout``: seconds running tasks get to finish on SIGTERM.
+    ``memory_limit`` (bytes, ``"auto"``, or 0: none) and ``local_directory``: see
+    :mod:`celeriac.worker.memory`.
     ``listen_address``, ``contact_address``, ``insecure``: where each process
     serves the results it keeps (between hosts) and what peers are told.
     ``log_level``: see :class:`~celeriac.options.CommonSettings`.
@@ -87,6 +94,20 @@ class WorkerSettings(CommonSettings):
     )
     stop_timeout: float = option(
         30.0, help="seconds running tasks get to finish on SIGTERM before they are killed"
+    )
+    memory_limit: int | str = option(
+        "auto",
+        parse=memory_limit,
+        metavar="SIZE",
+        help="memory each worker process may use, e.g. 4GB (0: no limit; auto: the "
+        "machine's memory / --nprocs): past 60% the results it keeps spill to disk, "
+        "past 80% it takes no new tasks, past 95% it is restarted",
+    )
+    local_directory: str | None = option(
+        None,
+        parse=path,
+        metavar="DIR",
+        help="where kept results spill to disk (default: the system's temporary directory)",
     )
     listen_address: str | None = option(
         None,

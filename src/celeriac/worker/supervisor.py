@@ -24,6 +24,7 @@ from celeriac.wire import protocol
 from celeriac.wire.protocol import Message
 from celeriac.wire.security import secure_client
 from celeriac.wire.transport import drain, reconnect_quickly, send_frames
+from celeriac.worker.memory import TERMINATE, limit_of, over_terminate, rss_of
 from celeriac.worker.settings import ChildSettings, WorkerSettings, child_command
 
 log = logging.getLogger("celeriac.worker")
@@ -31,6 +32,8 @@ log = logging.getLogger("celeriac.worker")
 #: A child that dies sooner than this after starting is "crashing": back off.
 CRASH_WINDOW = 1.0
 MAX_BACKOFF = 10.0
+#: Seconds between reads of each child's resident memory (the terminate threshold).
+MEMORY_CHECK_INTERVAL = 0.5
 
 
 @dataclass
@@ -45,6 +48,7 @@ class _Child:
     deadlines: dict[str, float] = field(default_factory=dict)  # hard limits, monotonic
     buffer: bytes = b""
     killed_for: tuple[str, str] | None = None  # (key, reason) when we killed it
+    memory_checked: float = 0.0  # when its resident memory was last read (monotonic)
 
 
 class Supervisor:
@@ -63,6 +67,7 @@ class Supervisor:
         self._stopping = False
         self._parent = parent_pid
         self._reporter = DeathReporter(settings.address, settings.keys or None)
+        self._memory_limit = limit_of(settings.memory_limit, settings.nprocs)
 
     def request_stop(self) -> None:
         """Stop gracefully (SIGTERM): children hand back what they have not started."""
@@ -166,6 +171,20 @@ class Supervisor:
                 self._kill(child, key, str(value))
 
     def _enforce_limits(self, child: _Child, now: float) -> None:
+        if now >= child.memory_checked + MEMORY_CHECK_INTERVAL:
+            child.memory_checked = now
+            rss = rss_of(child.popen.pid)
+            if over_terminate(self._memory_limit, rss) and child.popen.poll() is None:
+                log.error(
+                    "worker pid %d uses %d MiB, past %d%% of its --memory-limit of %d MiB; "
+                    "restarting it",
+                    child.popen.pid,
+                    rss >> 20,
+                    int(TERMINATE * 100),
+                    self._memory_limit >> 20,
+                )
+                child.popen.kill()  # its death is reported as any other: work runs again
+                return
         for key, deadline in child.deadlines.items():
             if deadline <= now:
                 log.error(

@@ -148,6 +148,32 @@ def test_scattered_data_lost_with_its_worker_fails_clearly(hosts: Hosts) -> None
             client.submit(array_sum, future).result(timeout=60)
 
 
+def test_kept_results_past_the_memory_target_spill_to_disk_and_come_back(
+    hosts: Hosts, tmp_path: Path
+) -> None:
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    limit = ("--memory-limit", "400MB", "--local-directory", str(spill))
+    address = start(hosts, 1, worker_args=limit)
+    with Client(address, timeout=30) as client:
+        client.wait_for_workers(1, timeout=30)
+        parts = [client.submit(filled, i, 30 * MB) for i in range(10)]  # 300 MB > 240 MB
+        wait(parts, timeout=120)
+        (worker,) = wait_until(
+            lambda: [w for w in client.scheduler_info()["workers"] if w["spilled"] > 0], timeout=30
+        )
+        assert worker["managed"] <= 0.6 * 400 * 2**20 < worker["kept_bytes"]
+        assert any(spill.rglob("*"))  # the files are there
+        assert client.submit(array_sum, *parts).result(timeout=120) == sum(
+            i * (30 * MB // 8) for i in range(10)
+        )
+        np.testing.assert_array_equal(parts[0].result(timeout=60), np.full(30 * MB // 8, 0.0))
+        del parts
+        wait_until(lambda: kept(client) == [(0, 0)], timeout=30)
+    hosts.close()
+    assert not any(spill.iterdir())  # the worker removed its spill directory
+
+
 _NETNS = netns_problem()
 
 

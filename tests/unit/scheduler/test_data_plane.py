@@ -244,3 +244,13 @@ def test_data_scattered_to_a_worker_that_is_gone_is_lost(sim: Sim) -> None:
     out = sim(C, msg("scattered", key="d", at=PEER[W1], size=9))
     assert ops(out) == [(C, "erred", "d")] and out[0].msg["kind"] == "lost"
     assert sim.state.tasks == {}
+
+
+def test_a_paused_worker_gets_nothing_new_until_it_resumes(sim: Sim) -> None:
+    add_worker(sim, W1)
+    sim(W1, msg("heartbeat", memory=900, paused=True, managed=500, spilled=200))
+    assert sim(C, submit("a")) == []
+    (worker,) = sim.state.info()["workers"]
+    assert (worker["paused"], worker["managed"], worker["spilled"]) == (True, 500, 200)
+    out = sim(W1, msg("heartbeat", memory=100))
+    assert ops(out) == [(W1, "heartbeat-ack", None), (W1, "run", "a")]

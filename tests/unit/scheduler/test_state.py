@@ -774,6 +774,9 @@ def test_info_counts(sim: Sim) -> None:
             "peer": None,
             "kept": 0,
             "kept_bytes": 0,
+            "managed": 0,
+            "spilled": 0,
+            "paused": False,
         }
     ]
     assert info["clients"] == 1
