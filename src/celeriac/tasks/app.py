@@ -577,8 +577,7 @@ class Task(Generic[P, R]):
             queue, priority, retries: per-call overrides (``None``: the task's).
         """
         options = self.run_options()
-        routes = self.app.defaults.routes
-        if routes and not routes.by_name_only:  # a router function: asked at each call
+        if self.app.defaults.routes.per_call:  # a router function: asked at each call
             queue, priority = self._routed(args, kwargs, queue, priority, retries)
         if queue or priority is not None or retries is not None:
             options = dataclasses.replace(

@@ -111,6 +111,8 @@ class Routes:
         self._routers = list(routers)
         self._warned = set() if warned is None else warned
         self.by_name_only = all(isinstance(r, MapRouter) for r in routers)
+        #: A router function is asked at each call (``not by_name_only``).
+        self.per_call = not self.by_name_only
 
     @classmethod
     def parse(cls, name: str, value: Any) -> Routes:
