@@ -23,6 +23,7 @@ RANK = {
     "celeriac.schedules": 0,
     "celeriac.states": 0,
     "celeriac.options": 0,
+    "celeriac.parent": 0,
     "celeriac._moved": 0,
     "celeriac.logs": 1,
     "celeriac.wire": 2,

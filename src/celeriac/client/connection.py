@@ -27,13 +27,13 @@ from celeriac.errors import SchedulerUnavailable
 from celeriac.wire import protocol, sharedmem
 from celeriac.wire.addresses import not_a_socket
 from celeriac.wire.protocol import Message
-from celeriac.wire.security import secure_client
 from celeriac.wire.transport import (
     RECHECK_MS,
+    Registration,
     SharedSocket,
     busy_poll,
     readable,
-    reconnect_quickly,
+    scheduler_dealer,
 )
 from celeriac.wire.wakeup import Waker
 
@@ -82,16 +82,11 @@ class Connection:
         self._outbox: deque[Message] = deque()
         self._waker = Waker()
         self._context = zmq.Context()
-        socket = self._context.socket(zmq.DEALER)
-        socket.setsockopt(zmq.LINGER, 1000)
-        socket.setsockopt(zmq.ROUTING_ID, uuid.uuid4().bytes)
-        socket.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
-        reconnect_quickly(socket)
         self._closing = False
         self._closed = False  # the socket is gone: nobody reads any more
         self._welcome = threading.Event()
         self._refusal: str | None = None
-        self._registering = True  # hello sent, no welcome yet
+        self._registration = Registration()
         self._waiting: set[Waker] = set()  # callers reading the socket themselves
         self._waiting_lock = threading.Lock()
         self._caller_read_at = 0.0
@@ -99,13 +94,13 @@ class Connection:
         self._local = threading.local()
         self.max_message_bytes = protocol.DEFAULT_MAX_MESSAGE_BYTES
         try:
-            if keys is not None:
-                secure_client(socket, keys, "client")
-            socket.connect(address)
+            socket = scheduler_dealer(
+                self._context, address, role="client", keys=keys, routing_id=uuid.uuid4().bytes
+            )
         except (zmq.ZMQError, ValueError) as exc:
-            socket.close(0)
             self._context.term()
             raise ValueError(f"cannot connect to {address!r}: {exc}") from None
+        socket.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
         self._socket = SharedSocket(socket, self._on_batch)
         self._thread = threading.Thread(target=self._run, name="celeriac-client-io", daemon=True)
 
@@ -220,7 +215,7 @@ class Connection:
 
     def _dispatch(self, msg: Message) -> None:
         if msg.op == "welcome":
-            self._registering = False
+            self._registration.welcomed()
             self.max_message_bytes = msg.get("max_message_bytes", self.max_message_bytes)
             self._socket.share_memory(msg)
             self._welcome.set()
@@ -228,9 +223,8 @@ class Connection:
             self._refusal = msg["text"]
             self._welcome.set()
         elif msg.op == "reregister":
-            if self._registering:
+            if not self._registration.reregister():
                 return  # one answer per restart, however many queued messages drew one
-            self._registering = True
             log.warning("the scheduler does not know this client (restarted?); reconnecting")
             self._outbox.appendleft(_hello())  # before anything the restart makes us resend
             self._waker.wake()

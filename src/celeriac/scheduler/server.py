@@ -17,6 +17,7 @@ from typing import Any
 
 import zmq
 
+from celeriac.parent import parent_gone
 from celeriac.scheduler.journal import Journal, JournalWriteError
 from celeriac.scheduler.settings import SchedulerSettings
 from celeriac.scheduler.state import SchedulerState, Send
@@ -236,7 +237,7 @@ class SchedulerServer:
                     next_tick = now + tick_every
                     if self.dashboard is not None and now >= self._next_snapshot:
                         self._take_snapshot(now)
-                    if self._parent is not None and os.getppid() != self._parent:
+                    if parent_gone(self._parent):
                         log.warning("parent process exited; stopping")
                         break
         finally:

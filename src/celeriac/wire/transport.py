@@ -1,5 +1,5 @@
-"""Reading from a ZeroMQ socket (every batch waiting, decoded, bad ones logged), and
-sharing one socket between threads."""
+"""Sockets to the scheduler: how a peer connects and registers, reading (every batch
+waiting, decoded, bad ones logged), and sharing one socket between threads."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import zmq
 
 from celeriac.wire import protocol, sharedmem
 from celeriac.wire.protocol import Message, ProtocolError
+from celeriac.wire.security import secure_client
 
 log = logging.getLogger("celeriac")
 
@@ -51,6 +53,58 @@ def recv_frames(socket: zmq.Socket) -> list[zmq.Frame]:
         frame = _recv(socket, 0, False)
         frames.append(frame)
     return frames
+
+
+def scheduler_dealer(
+    context: zmq.Context,
+    address: str,
+    *,
+    role: str,
+    keys: str | Path | None = None,
+    routing_id: bytes | None = None,
+    linger_ms: int = 1000,
+) -> zmq.Socket:
+    """A DEALER connected to the scheduler at ``address``, as every client, worker
+    and supervisor makes it: ``routing_id`` (ZeroMQ picks one if None), quick
+    reconnects, CURVE with ``role``'s key pair from ``keys`` if given, ``linger_ms``
+    for what is still queued at close.  Closed again if connecting fails."""
+    socket = context.socket(zmq.DEALER)
+    try:
+        socket.setsockopt(zmq.LINGER, linger_ms)
+        if routing_id is not None:
+            socket.setsockopt(zmq.ROUTING_ID, routing_id)
+        reconnect_quickly(socket)
+        if keys is not None:
+            secure_client(socket, keys, role)
+        socket.connect(address)
+    except BaseException:
+        socket.close(0)
+        raise
+    return socket
+
+
+class Registration:
+    """The hello/welcome/reregister handshake every peer of the scheduler does.
+
+    A peer says hello and is registered once welcomed.  A scheduler that
+    restarted answers whatever it gets from a peer it does not know with
+    ``reregister``, one per queued message: only the first asks for a new
+    hello, until the welcome arrives (:meth:`reregister`).
+    """
+
+    def __init__(self) -> None:
+        self.registering = True  # hello sent, no welcome yet
+
+    def welcomed(self) -> None:
+        """The welcome came: registered."""
+        self.registering = False
+
+    def reregister(self) -> bool:
+        """A ``reregister`` came: whether to say hello again (not while we wait for a welcome)."""
+        if self.registering:
+            return False
+        self.registering = True
+        return True
 
 
 def reconnect_quickly(socket: zmq.Socket) -> None:

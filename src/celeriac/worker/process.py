@@ -23,13 +23,13 @@ from collections import deque
 import zmq
 
 from celeriac.errors import FutureLostError, SoftTimeLimitExceeded
+from celeriac.parent import parent_gone
 from celeriac.wire import protocol, sharedmem
 from celeriac.wire.addresses import normalize, tcp_address
 from celeriac.wire.peers import PeerClient
 from celeriac.wire.protocol import Message, ProtocolError, nbytes
-from celeriac.wire.security import secure_client
 from celeriac.wire.serialize import LoadedFunctions, dumps_exception
-from celeriac.wire.transport import RECHECK_MS, SharedSocket, reconnect_quickly
+from celeriac.wire.transport import RECHECK_MS, Registration, SharedSocket, scheduler_dealer
 from celeriac.wire.wakeup import Waker
 from celeriac.worker.data import DataServer, ResultStore, host_port, listen_host
 from celeriac.worker.execute import RunRequest, run_task
@@ -102,7 +102,7 @@ class WorkerProcess:
         self._max_result_bytes = protocol.DEFAULT_MAX_MESSAGE_BYTES  # the welcome says
         self._last_heard = time.monotonic()
         self._scheduler_silent = False
-        self._registering = True  # hello sent, no welcome yet
+        self._registration = Registration()
         self._settings, self._index = settings, child.index or 0
         self._memory_limit = limit_of(settings.memory_limit, settings.nprocs)
         self._paused = False
@@ -127,13 +127,14 @@ class WorkerProcess:
         """Serve until closed.  Call from the main thread."""
         self._soft_limits.install()
         context = zmq.Context()
-        socket = context.socket(zmq.DEALER)
-        socket.setsockopt(zmq.LINGER, 2000)
-        socket.setsockopt(zmq.ROUTING_ID, self.identity)
-        reconnect_quickly(socket)
-        if self.keys is not None:
-            secure_client(socket, self.keys, "worker")
-        socket.connect(self.address)
+        socket = scheduler_dealer(
+            context,
+            self.address,
+            role="worker",
+            keys=self.keys,
+            routing_id=self.identity,
+            linger_ms=2000,
+        )
         self._socket = SharedSocket(socket, self._on_batch)
         self._serve_results(context)
         self._fetcher = PeerClient(context, keys=self.keys, role="worker")
@@ -250,7 +251,7 @@ class WorkerProcess:
         except zmq.Again:
             pass
         self._check_scheduler()
-        if self._parent is not None and os.getppid() != self._parent:
+        if parent_gone(self._parent):
             log.warning("worker %s: parent process exited; stopping", self.name)
             os._exit(1)  # a task may hold the main thread; do not wait for it
 
@@ -307,17 +308,14 @@ class WorkerProcess:
         elif msg.op == "upload":
             self._upload(msg["key"])
         elif msg.op == "welcome":
-            self._registering = False
+            self._registration.welcomed()
             self._heartbeat_interval = _clamp(msg.get("heartbeat_interval"), 0.01, 60.0, 0.5)
             self._scheduler_timeout = _clamp(msg.get("worker_timeout"), 0.1, 3600.0, 5.0)
             self._max_result_bytes = msg.get("max_message_bytes", self._max_result_bytes)
             self._socket.share_memory(msg)
             log.info("worker %s registered with the scheduler", self.name)
-        elif msg.op == "reregister" and not self._registering:
-            # Heartbeats queued while the scheduler was down each draw a
-            # "reregister": answer the first, until the welcome arrives.
+        elif msg.op == "reregister" and self._registration.reregister():
             log.warning("scheduler does not know worker %s (restarted?); registering", self.name)
-            self._registering = True
             self._socket.send([self._hello()])
         elif msg.op == "shutdown":
             self.request_close()

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import zmq
 
+from celeriac.parent import parent_gone
 from celeriac.wire import protocol
 from celeriac.wire.protocol import Message
-from celeriac.wire.security import secure_client
-from celeriac.wire.transport import drain, reconnect_quickly, send_frames
+from celeriac.wire.transport import Registration, drain, scheduler_dealer, send_frames
 from celeriac.worker.memory import TERMINATE, limit_of, over_terminate, rss_of
 from celeriac.worker.settings import ChildSettings, WorkerSettings, child_command
 
@@ -88,7 +88,7 @@ class Supervisor:
                 self._reap()
                 self._reporter.poll()
                 self._reporter.vouch([c.identity for c in self._children.values()])
-                if self._parent is not None and os.getppid() != self._parent:
+                if parent_gone(self._parent):
                     log.warning("parent process exited; stopping workers")
                     break
                 time.sleep(0.05)
@@ -234,12 +234,8 @@ class DeathReporter:
     def __init__(self, address: str, keys: str | Path | None = None) -> None:
         self._next_vouch = 0.0
         self._context = zmq.Context()
-        self._socket = self._context.socket(zmq.DEALER)
-        self._socket.setsockopt(zmq.LINGER, 1000)
-        reconnect_quickly(self._socket)
-        if keys is not None:
-            secure_client(self._socket, keys, "worker")
-        self._socket.connect(address)
+        self._socket = scheduler_dealer(self._context, address, role="worker", keys=keys)
+        self._registration = Registration()
         self._hello()
 
     def report(self, identity: bytes, reason: str, key: str | None = None) -> None:
@@ -262,8 +258,11 @@ class DeathReporter:
     def poll(self) -> None:
         """Answer a restarted scheduler's ``reregister``; ignore the rest."""
         for messages in drain(self._socket):
-            if any(msg.op == "reregister" for msg in messages):
-                self._hello()
+            for msg in messages:
+                if msg.op == "welcome":
+                    self._registration.welcomed()
+                elif msg.op == "reregister" and self._registration.reregister():
+                    self._hello()
 
     def close(self) -> None:
         """Say goodbye and close the socket."""
