@@ -14,6 +14,8 @@ a pickled numpy array is sent from the array's own memory.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import socket as sockets
 import tempfile
 import threading
@@ -39,7 +41,8 @@ class ResultStore:
     """Results kept for other processes, by key; safe from any thread.
 
     Up to ``target`` bytes stay in memory; past it the least recently used go
-    to files in ``directory`` and come back when asked for (``zict.Buffer``
+    to files in ``directory`` (made if need be, removed at :meth:`close`) and
+    come back when asked for (``zict.Buffer``
     over ``zict.File``: Dask's own spill store, small and well kept, rather than
     LRU bookkeeping of our own).  Without a ``directory`` nothing is spilled.
     """
@@ -47,14 +50,14 @@ class ResultStore:
     def __init__(self, target: float = float("inf"), directory: str | None = None) -> None:
         self._lock = threading.Lock()
         self._sizes: dict[str, int] = {}
-        self._spill_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._directory = directory
         self._items: MutableMapping[str, Payload]
         if directory is None:
             self._items = {}
             self._buffer: zict.Buffer[str, Payload] | None = None
             return
-        self._spill_dir = tempfile.TemporaryDirectory(prefix="celeriac-spill-", dir=directory)
-        files = zict.File(self._spill_dir.name)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        files = zict.File(directory)
         slow = zict.Func(_to_file, _from_file, files)  # type: ignore[arg-type]  # lists are fine
         self._buffer = zict.Buffer({}, slow, target, weight=lambda key, _: self._sizes[key])
         self._items = self._buffer
@@ -103,12 +106,25 @@ class ResultStore:
         return sum(self._sizes.values()) - self.in_memory
 
     def close(self) -> None:
-        """Delete the spill files."""
-        if self._spill_dir is not None:
-            self._spill_dir.cleanup()
+        """Delete the spill directory and its files."""
+        if self._directory is not None:
+            remove_spill_directory(self._directory)
 
     def __len__(self) -> int:
         return len(self._sizes)
+
+
+def spill_directory(parent: str | None, identity: bytes) -> str:
+    """Where the worker process with routing id ``identity`` spills: a directory of
+    its own under ``parent`` (``--local-directory``; default the system's temporary
+    directory).  Named by the identity so its supervisor can remove it when the
+    process dies, even killed (its own cleanup then never runs)."""
+    return os.path.join(parent or tempfile.gettempdir(), f"celeriac-spill-{identity.hex()}")
+
+
+def remove_spill_directory(path: str) -> None:
+    """Delete a spill directory, if it is there."""
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _to_file(payload: Payload) -> list[Any]:

@@ -14,11 +14,12 @@ from __future__ import annotations
 import logging
 import os
 import select
-import tempfile
 import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
+from typing import Any
 
 import zmq
 
@@ -27,15 +28,32 @@ from celeriac.parent import parent_gone
 from celeriac.wire import protocol, sharedmem
 from celeriac.wire.addresses import normalize, tcp_address
 from celeriac.wire.peers import PeerClient
-from celeriac.wire.protocol import Message, ProtocolError, nbytes
+from celeriac.wire.protocol import Message
 from celeriac.wire.serialize import LoadedFunctions, dumps_exception
 from celeriac.wire.transport import RECHECK_MS, Registration, SharedSocket, scheduler_dealer
 from celeriac.wire.wakeup import Waker
-from celeriac.worker.data import DataServer, ResultStore, host_port, listen_host
+from celeriac.worker.data import (
+    DataServer,
+    ResultStore,
+    host_port,
+    listen_host,
+    spill_directory,
+)
 from celeriac.worker.execute import RunRequest, run_task
 from celeriac.worker.limits import ControlChannel, SoftLimits
-from celeriac.worker.memory import TARGET, decide, limit_of
+from celeriac.worker.memory import TARGET, limit_of
 from celeriac.worker.settings import ChildSettings, WorkerSettings
+from celeriac.worker.state import (
+    Free,
+    Instruction,
+    Keep,
+    Recycle,
+    Send,
+    Spill,
+    Terminate,
+    WorkerLimits,
+    WorkerState,
+)
 
 log = logging.getLogger("celeriac.worker")
 
@@ -77,25 +95,25 @@ class WorkerProcess:
         self.name = child.name(settings) or f"{os.uname().nodename}-{os.getpid()}"
         self.identity = child.identity or uuid.uuid4().bytes
         self.keys = settings.keys or None
-        # 0 is off, as unset is: the supervisor never passed a 0 on
-        self.max_tasks_per_child = settings.max_tasks_per_child or None
-        self.max_memory_per_child = settings.max_memory_per_child or None
-        self._completed = 0
+        # the decisions; 0 is off, as unset is (the supervisor never passed a 0 on)
+        limits = WorkerLimits(
+            max_tasks=settings.max_tasks_per_child or None,
+            max_memory=settings.max_memory_per_child or None,
+            memory_limit=limit_of(settings.memory_limit, settings.nprocs),
+        )
+        self._state = WorkerState(limits)
         self._parent = child.parent_pid  # exit when it does (checked with each heartbeat)
         self._control = ControlChannel(child.control_fd)
         self._soft_limits = SoftLimits()
         self._functions = LoadedFunctions()
-        self._todo: deque[RunRequest] = deque()
-        self._todo_ready = threading.Condition()
-        self._dropped: set[str] = set()
-        self._running: dict[str, int] = {}  # key -> executing thread's id
+        self._todo_ready = threading.Condition()  # guards _state; executors wait on it
         self._outbox: deque[Message] = deque()
         self._waker = Waker()  # wakes the helper thread
         self._main_waker = Waker()  # wakes the main thread while it waits for work
         self._main_waiting = False
         self._send_by: float | None = None  # held outcomes go out by then
         self._main_thread = threading.main_thread().ident
-        self._closing = False
+        self._close_requested = False  # set by request_close (a signal handler, maybe)
         self._stopped = False
         self._heartbeat_interval = 0.5
         self._scheduler_timeout = 5.0
@@ -104,12 +122,10 @@ class WorkerProcess:
         self._scheduler_silent = False
         self._registration = Registration()
         self._settings, self._index = settings, child.index or 0
-        self._memory_limit = limit_of(settings.memory_limit, settings.nprocs)
-        self._paused = False
         # results kept here for peers (between hosts), spilled to disk past the target
         self._store = ResultStore(
-            target=TARGET * self._memory_limit if self._memory_limit else float("inf"),
-            directory=settings.local_directory or tempfile.gettempdir(),
+            target=TARGET * limits.memory_limit if limits.memory_limit else float("inf"),
+            directory=spill_directory(settings.local_directory, self.identity),
         )
         self._data_server: DataServer | None = None
         self._peer: str | None = None  # where peers fetch them, once serving
@@ -118,8 +134,12 @@ class WorkerProcess:
     # -- control -------------------------------------------------------------
 
     def request_close(self) -> None:
-        """Graceful stop (SIGTERM): hand back unstarted work, finish the rest."""
-        self._closing = True
+        """Graceful stop (SIGTERM): hand back unstarted work, finish the rest.
+
+        Safe in a signal handler: it only sets a flag and wakes the threads,
+        which close the state under its lock.
+        """
+        self._close_requested = True
         self._waker.wake()
         self._main_waker.wake()
 
@@ -187,6 +207,7 @@ class WorkerProcess:
             )
             return
         self._data_server = server
+        self._state.limits.keeps = True
         log.info("worker %s serves kept results at %s", self.name, self._peer)
 
     def _stop_executors(self) -> None:
@@ -214,7 +235,6 @@ class WorkerProcess:
         with_socket.register(self._waker.fd, select.POLLIN)
         with_socket.register(self._socket.fd, select.POLLIN)
         next_heartbeat = time.monotonic() + self._heartbeat_interval
-        handed_back = False
         while True:
             wake_at = min(
                 next_heartbeat,
@@ -227,11 +247,11 @@ class WorkerProcess:
             poller.poll(max(0, int((wake_at - time.monotonic()) * 1000)))
             self._waker.clear()
             self._soft_limits.enforce()
-            if self._closing and not handed_back:
-                self._hand_back()
-                handed_back = True
+            if self._close_requested:
+                with self._todo_ready:
+                    self._apply(self._state.close())
             self._flush()
-            if handed_back and self._idle():
+            if self._state.closing and self._idle():
                 self._socket.send([Message("goodbye")])
                 log.info("worker %s closed", self.name)
                 return
@@ -241,8 +261,10 @@ class WorkerProcess:
 
     def _heartbeat(self) -> None:
         rss = rss_bytes()
-        self._manage_memory(rss)
-        fields = {"memory": rss, "running": len(self._running), "paused": self._paused}
+        with self._todo_ready:
+            self._apply(self._state.heartbeat(rss, self._store.in_memory))
+            fields = {"memory": rss, "running": len(self._state.running)}
+            fields["paused"] = self._state.paused
         if len(self._store):
             fields |= {"managed": self._store.in_memory, "spilled": self._store.spilled}
         message = Message("heartbeat", fields)
@@ -255,18 +277,31 @@ class WorkerProcess:
             log.warning("worker %s: parent process exited; stopping", self.name)
             os._exit(1)  # a task may hold the main thread; do not wait for it
 
-    def _manage_memory(self, rss: int) -> None:
-        """Spill kept results and pause or resume, by the thresholds of ``worker.memory``."""
-        action = decide(self._memory_limit, rss, self._store.in_memory)
-        if action.spill:
-            moved = self._store.spill(action.spill)
-            log.info(
-                "worker %s: %d MiB resident; spilled %d MiB", self.name, rss >> 20, moved >> 20
-            )
-        if action.paused != self._paused:
-            self._paused = action.paused
-            state = "pausing: it takes no new tasks" if action.paused else "resuming"
-            log.warning("worker %s at %d MiB resident: %s", self.name, rss >> 20, state)
+    def _apply(self, instructions: list[Instruction]) -> None:
+        """Carry out what the state decided; a message waits in the outbox for a flush."""
+        for instruction in instructions:
+            if isinstance(instruction, Send):
+                self._outbox.append(instruction.msg)
+            elif isinstance(instruction, Keep):
+                self._store.put(instruction.key, instruction.payload)
+            elif isinstance(instruction, Free):
+                self._store.drop(list(instruction.keys))
+            elif isinstance(instruction, Spill):
+                moved = self._store.spill(instruction.nbytes)
+                log.info("worker %s: spilled %d MiB to disk", self.name, moved >> 20)
+            elif isinstance(instruction, Recycle):
+                log.info("worker %s: %s", self.name, instruction.why)
+                self.request_close()
+            elif isinstance(instruction, Terminate):
+                self._terminate(instruction.key)
+
+    def _terminate(self, key: str) -> None:
+        log.warning("worker %s: task %s revoked with terminate; stopping", self.name, key)
+        self._flush()
+        if self._control.supervised:
+            self._control.kill_me(key, "terminated")
+        else:
+            os._exit(1)
 
     # -- messages from the scheduler (on whichever thread reads) -----------------------
 
@@ -300,11 +335,11 @@ class WorkerProcess:
         if msg.op == "run":
             self._queue_task(msg)
         elif msg.op == "drop":
-            self._drop(msg["key"], msg.get("terminate", False))
+            self._decide(self._state.drop, msg["key"], msg.get("terminate", False))
         elif msg.op == "steal":
-            self._hand_over(set(msg["keys"]))
+            self._decide(self._state.steal, set(msg["keys"]))
         elif msg.op == "free":
-            self._store.drop(msg["keys"])
+            self._decide(self._state.free, msg["keys"])
         elif msg.op == "upload":
             self._upload(msg["key"])
         elif msg.op == "welcome":
@@ -325,70 +360,26 @@ class WorkerProcess:
                 log.error("worker %s: refused by the scheduler; exiting", self.name)
                 os._exit(78)  # EX_CONFIG
 
-    def _queue_task(self, msg: Message) -> None:
-        if len(msg.payloads) != 2 + len(msg["deps"]):
-            text = f"'run' carries {len(msg.payloads)} payloads for {len(msg['deps'])} deps"
-            log.error("worker %s: %s", self.name, text)
-            error = dumps_exception(ProtocolError(text))
-            fields = {"key": msg["key"], "kind": "serialize", "text": text}
-            self._outbox.append(Message("task-failed", fields, [error]))
+    def _decide(self, event: Callable[..., list[Instruction]], *args: Any) -> None:
+        """Feed an event to the state and carry out what it says (the helper sends)."""
+        with self._todo_ready:
+            instructions = event(*args)
+            self._apply(instructions)
+        if any(isinstance(i, Send) for i in instructions):
             self._waker.wake()
-            return
-        deps = dict(zip(msg["deps"], msg.payloads[2:], strict=True))
-        remote = {}
-        if (where := msg.get("where")) is not None:
-            remote = {key: at for key, at in zip(msg["deps"], where, strict=False) if at}
-            for key in remote:
-                del deps[key]
-        task = RunRequest(
-            key=msg["key"],
-            name=msg.get("name", msg["key"]),
-            function=msg.payloads[0],
-            args=msg.payloads[1],
-            deps=deps,
-            attempt=msg.get("attempt", 0),
-            time_limit=msg.get("time_limit"),
-            soft_time_limit=msg.get("soft_time_limit"),
-            remote=remote,
-            keep=msg.get("keep", 0) if self._peer is not None else 0,
-        )
+
+    def _queue_task(self, msg: Message) -> None:
         with self._todo_ready:
-            if self._closing:
-                # Sent before the scheduler read our 'worker-leaving' (a recycle or
-                # SIGTERM crossed it): hand it back too, or it would never run and
-                # this process never be idle enough to leave.
-                self._outbox.append(Message("worker-leaving", {"keys": [task.key]}))
-                self._waker.wake()
-                return
-            self._todo.append(task)
-            self._todo_ready.notify()
-        if self._main_waiting and threading.get_ident() != self._main_thread:
+            if self._close_requested:
+                self._apply(self._state.close())
+            refused = self._state.run(msg)
+            self._apply(refused)
+            if not refused:
+                self._todo_ready.notify()
+        if refused:
+            self._waker.wake()
+        elif self._main_waiting and threading.get_ident() != self._main_thread:
             self._main_waker.wake()
-
-    def _drop(self, key: str, terminate: bool) -> None:
-        with self._todo_ready:
-            running = key in self._running
-            self._dropped.add(key)
-        if running and terminate:
-            log.warning("worker %s: task %s revoked with terminate; stopping", self.name, key)
-            self._hand_back()
-            self._flush()
-            if self._control.supervised:
-                self._control.kill_me(key, "terminated")
-            else:
-                os._exit(1)
-
-    def _hand_over(self, keys: set[str]) -> None:
-        """The scheduler wants these queued tasks for an idle slot elsewhere: give
-        back those not started (the rest run here), and say which."""
-        with self._todo_ready:
-            given = [task.key for task in self._todo if task.key in keys]
-            if given:
-                self._todo = deque(task for task in self._todo if task.key not in keys)
-        if given:
-            log.info("worker %s: %d queued task(s) go to an idle worker", self.name, len(given))
-        self._outbox.append(Message("handed-back", {"keys": given}))
-        self._waker.wake()
 
     def _upload(self, key: str) -> None:
         """Send a kept result to the scheduler, for a client that cannot reach us."""
@@ -399,16 +390,9 @@ class WorkerProcess:
             self._outbox.append(Message("uploaded", {"key": key}, [payload]))
         self._waker.wake()
 
-    def _hand_back(self) -> None:
-        with self._todo_ready:
-            keys = [task.key for task in self._todo]
-            self._todo.clear()
-        log.info("worker %s closing: handing back %d queued tasks", self.name, len(keys))
-        self._outbox.append(Message("worker-leaving", {"keys": keys}))
-
     def _idle(self) -> bool:
         with self._todo_ready:
-            return not self._running and not self._todo and not self._outbox
+            return self._state.idle() and not self._outbox
 
     def _flush(self) -> None:
         """Send everything in the outbox as one batch (and read what came in)."""
@@ -442,19 +426,14 @@ class WorkerProcess:
     def _next_task(self, block: bool) -> RunRequest | None:
         with self._todo_ready:
             while True:
-                # Closing: start nothing new; the helper thread hands the queue back.
-                while (not self._todo or self._closing) and not self._stopped:
-                    if not block:
-                        return None
-                    self._todo_ready.wait()
+                if self._close_requested:  # start nothing new; the queue goes back
+                    self._apply(self._state.close())
                 if self._stopped:
                     return None
-                task = self._todo.popleft()
-                if task.key in self._dropped:
-                    self._dropped.discard(task.key)
-                    continue
-                self._running[task.key] = threading.get_ident()
-                return task
+                task = self._state.take(threading.get_ident())
+                if task is not None or not block:
+                    return task
+                self._todo_ready.wait()
 
     def _main_loop(self) -> None:
         """Slot 0: run queued tasks; with none left, wait on the socket itself."""
@@ -478,7 +457,10 @@ class WorkerProcess:
                 self._main_waker.clear()
                 self._flush()
                 with self._todo_ready:
-                    if self._stopped or (self._todo and not self._closing):
+                    state = self._state
+                    if self._stopped or (
+                        state.todo and not state.closing and not self._close_requested
+                    ):
                         return
                 poller.poll(RECHECK_MS)
         finally:
@@ -496,15 +478,11 @@ class WorkerProcess:
         except SoftTimeLimitExceeded:  # a limit that fired as its task ended
             log.warning("worker %s: a soft time limit fired as task %s ended", self.name, task.key)
             outcome = _soft_limit_failure(task.key)
+        rss = rss_bytes() if self._state.limits.max_memory is not None else 0
         with self._todo_ready:
-            self._running.pop(task.key, None)
-            dropped = task.key in self._dropped
-            self._dropped.discard(task.key)
-            more_queued = bool(self._todo)
-        if not dropped:
-            self._outbox.append(self._kept(task, outcome) if task.keep else outcome)
-        self._check_recycle()
-        if more_queued and len(self._outbox) < HOLD_MAX and not self._closing:
+            self._apply(self._state.finished(task, outcome, rss))
+            more_queued = bool(self._state.todo)
+        if more_queued and len(self._outbox) < HOLD_MAX and not self._close_requested:
             self._hold_outcomes()
         else:
             self._flush()
@@ -532,38 +510,11 @@ class WorkerProcess:
         fields = {"key": task.key, "kind": "missing", "text": text, "missing": missing}
         return Message("task-failed", fields, [dumps_exception(FutureLostError(text))])
 
-    def _kept(self, task: RunRequest, outcome: Message) -> Message:
-        """A large result stays here: the scheduler hears its size, peers fetch it."""
-        if outcome.op != "task-done":
-            return outcome
-        payload = outcome.payloads[0]
-        size = sum(nbytes(frame) for frame in payload)
-        if size <= task.keep:
-            return outcome
-        self._store.put(task.key, payload)
-        return Message("task-done", {**outcome.fields, "kept": size}, [[]])
-
     def _hold_outcomes(self) -> None:
         """Send with the next outcomes, or (the next task may be long) by a deadline."""
         if self._send_by is None:
             self._send_by = time.monotonic() + HOLD_SECONDS
             self._waker.wake()  # the helper thread sends them if we are still busy
-
-    def _check_recycle(self) -> None:
-        """Retire this process between tasks once it did enough, or grew too big.
-
-        It closes like on SIGTERM (queued tasks handed back, nothing lost) and
-        the supervisor starts a fresh one: the cure for slow leaks.
-        """
-        self._completed += 1
-        if self._closing:
-            return
-        if self.max_tasks_per_child is not None and self._completed >= self.max_tasks_per_child:
-            log.info("worker %s: recycling after %d tasks", self.name, self._completed)
-            self.request_close()
-        elif (limit := self.max_memory_per_child) is not None and (rss := rss_bytes()) > limit:
-            log.info("worker %s: recycling at %d MiB resident", self.name, rss >> 20)
-            self.request_close()
 
     def _run_with_limits(self, task: RunRequest) -> Message:
         if task.time_limit is not None:

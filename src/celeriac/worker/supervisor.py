@@ -24,6 +24,7 @@ from celeriac.parent import parent_gone
 from celeriac.wire import protocol
 from celeriac.wire.protocol import Message
 from celeriac.wire.transport import Registration, drain, scheduler_dealer, send_frames
+from celeriac.worker.data import remove_spill_directory, spill_directory
 from celeriac.worker.memory import TERMINATE, limit_of, over_terminate, rss_of
 from celeriac.worker.settings import ChildSettings, WorkerSettings, child_command
 
@@ -132,6 +133,8 @@ class Supervisor:
 
     def _on_exit(self, child: _Child, code: int, now: float) -> None:
         os.close(child.control)
+        # What it spilled is lost with it; killed, it could not delete the files itself.
+        remove_spill_directory(spill_directory(self.settings.local_directory, child.identity))
         reason = _describe_exit(code)
         if child.killed_for is not None:
             key, why = child.killed_for
@@ -214,6 +217,8 @@ class Supervisor:
                 log.warning("worker pid %d did not stop in time; killing it", popen.pid)
                 popen.kill()
                 popen.wait()
+        for child in self._children.values():  # a killed one could not delete its own
+            remove_spill_directory(spill_directory(self.settings.local_directory, child.identity))
 
 
 def _describe_exit(code: int) -> str:

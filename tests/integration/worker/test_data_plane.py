@@ -171,7 +171,7 @@ def test_kept_results_past_the_memory_target_spill_to_disk_and_come_back(
         del parts
         wait_until(lambda: kept(client) == [(0, 0)], timeout=30)
     hosts.close()
-    assert not any(spill.iterdir())  # the worker removed its spill directory
+    assert not any(spill.iterdir()), hosts.log("worker-0")  # its spill directory is gone
 
 
 _NETNS = netns_problem()

@@ -38,7 +38,7 @@ def test_the_automatic_limit_shares_the_machine_among_the_processes() -> None:
 
 
 def test_results_past_the_target_spill_least_recently_used_first(tmp_path: Path) -> None:
-    store = ResultStore(target=2 * MB, directory=str(tmp_path))
+    store = ResultStore(target=2 * MB, directory=str(tmp_path / "spill"))
     for key in "abc":
         store.put(key, [key.encode() * MB])
     assert store.get("a") is not None  # "a" is now the most recent: "b" went to disk
@@ -48,11 +48,11 @@ def test_results_past_the_target_spill_least_recently_used_first(tmp_path: Path)
     store.drop(["a", "b", "c"])
     assert (len(store), store.in_memory, store.spilled) == (0, 0, 0)
     store.close()
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # the spill directory is gone
 
 
 def test_a_payload_of_several_frames_comes_back_whole(tmp_path: Path) -> None:
-    store = ResultStore(target=0, directory=str(tmp_path))
+    store = ResultStore(target=0, directory=str(tmp_path / "spill"))
     store.put("k", [b"head", memoryview(b"x" * 1000), b""])
     assert [bytes(f) for f in store.get("k") or []] == [b"head", b"x" * 1000, b""]
     assert store.spilled == 1004
