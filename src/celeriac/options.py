@@ -25,8 +25,9 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-#: The logging thresholds every command accepts.
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+#: The logging thresholds every command accepts (Celery's ``-l`` takes the same; ``FATAL`` is
+#: ``CRITICAL``, as in :mod:`logging`).
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL")
 
 
 class BadValue(ValueError):
@@ -69,6 +70,8 @@ class Option:
     ``hidden``: left out of ``--help`` (what only Celeriac itself passes).
     ``secret``: its value is never shown: ``--check`` and error messages say
     ``<secret>`` (a token would otherwise land in logs and terminals).
+    ``before_command``: the flags may also come before the command's name, as
+    Celery's global ``-A`` does (``celeriac -A proj worker``); both places count.
     """
 
     help: str
@@ -82,6 +85,7 @@ class Option:
     configurable: bool = True
     hidden: bool = False
     secret: bool = False
+    before_command: bool = False
 
 
 def option(
@@ -98,6 +102,7 @@ def option(
     configurable: bool = True,
     hidden: bool = False,
     secret: bool = False,
+    before_command: bool = False,
 ) -> Any:
     """A settings field that is an option (see :class:`Option` for the parameters).
 
@@ -115,6 +120,7 @@ def option(
         configurable,
         hidden,
         secret,
+        before_command,
     )
     return field(default=default, metadata={"option": how})
 
@@ -222,9 +228,14 @@ class CommonSettings:
     """What every command takes, first on its ``--help``.
 
     ``log_level``: the logging threshold, one of :data:`LOG_LEVELS` (any case
-    when given; upper case here).
+    when given; upper case here).  ``-l`` and ``--loglevel`` are Celery's spellings.
     """
 
     log_level: str = option(
-        "INFO", help="logging threshold (default: %(default)s)", parse=str.upper, choices=LOG_LEVELS
+        "INFO",
+        flags=("-l", "--log-level", "--loglevel"),
+        metavar="LEVEL",
+        help="logging threshold: " + ", ".join(LOG_LEVELS[:-1]) + " (default: %(default)s)",
+        parse=str.upper,
+        choices=LOG_LEVELS,
     )

@@ -202,20 +202,26 @@ def _schedule_errors(settings: SchedulerSettings) -> list[str]:
 
 
 def _import_errors(modules: tuple[str, ...]) -> list[str]:
-    """Modules the worker processes would fail to import (they run with ``python -m``)."""
+    """``-A`` names whose module the worker would not find (``proj:app``: ``proj``).
+
+    Found, not loaded (``proj.tasks`` imports the package ``proj`` to look
+    inside): an error inside the module, or an app it lacks, shows when the
+    worker starts (exit 78).
+    """
     import importlib.util
 
     errors = []
-    sys.path.insert(0, os.getcwd())  # as `python -m celeriac.worker` will have it
+    sys.path.insert(0, os.getcwd())  # as `celeriac worker` and `python -m celeriac.worker` do
     try:
-        for module in modules:
+        for name in modules:
+            module = name.partition(":")[0]
             try:
                 found = importlib.util.find_spec(module) is not None
             except (ImportError, ValueError) as exc:
-                errors.append(f"--import {module}: {exc}")
+                errors.append(f"--import {name}: {exc}")
                 continue
             if not found:
-                errors.append(f"--import {module}: no such module")
+                errors.append(f"--import {name}: no such module")
     finally:
         sys.path.remove(os.getcwd())
     return errors

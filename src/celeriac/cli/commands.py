@@ -19,7 +19,7 @@ from celeriac.cli.inspect import UNREACHABLE, table
 from celeriac.cli.settings import Invocation, KeysSettings, PeriodicSettings
 from celeriac.scheduler.settings import SchedulerSettings
 from celeriac.wire.addresses import InsecureBindError
-from celeriac.worker.settings import WorkerSettings
+from celeriac.worker.settings import EX_CONFIG, WorkerSettings
 
 if TYPE_CHECKING:
     from celeriac.scheduler.server import SchedulerServer
@@ -76,7 +76,10 @@ def _install_schedule(server: SchedulerServer, path: str | Path) -> bool:
 
 def run_worker(settings: WorkerSettings, invocation: Invocation) -> int:
     """Supervise ``settings.nprocs`` worker processes until SIGTERM/SIGINT; 2 for a bad
-    address.  ``invocation.parent_pid``: stop with it."""
+    address, :data:`~celeriac.worker.settings.EX_CONFIG` (78) when an ``-A`` module or app
+    fails to load, here before any worker process starts or in one as it starts.
+    ``invocation.parent_pid``: stop with it."""
+    from celeriac.cli.apps import AppNotLoaded, load
     from celeriac.wire.addresses import normalize
     from celeriac.worker.supervisor import Supervisor
 
@@ -85,8 +88,18 @@ def run_worker(settings: WorkerSettings, invocation: Invocation) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return 2
+    try:  # here, once: a module that cannot load must not be retried in every child forever
+        loaded = load(settings.imports)
+    except AppNotLoaded as exc:
+        log.error("%s%s", exc, f"\n{exc.details}" if exc.details else "")
+        log.error("not starting the worker processes (exit %d)", EX_CONFIG)
+        return EX_CONFIG
+    for found in loaded:
+        if found.app is not None:
+            log.info("-A %s: the app %r, at %s", found.name, found.app.main, found.spec)
     settings = dataclasses.replace(  # what --check calls errors, a worker makes do with
         settings,
+        imports=tuple(found.spec for found in loaded),
         address=address,
         nprocs=max(1, settings.nprocs),
         nthreads=max(1, settings.nthreads),

@@ -8,6 +8,11 @@ suppressed, so the namespace holds only what the command line said:
 fills the rest from the environment, the file and the dataclass defaults.
 ``--help`` still shows the defaults: the text is written here from the
 declaration, as ``ArgumentDefaultsHelpFormatter`` wrote it from argparse's.
+
+An option declared ``before_command`` (``-A``) is also an option of the
+top-level parser, as Celery's global options are: ``celeriac -A proj worker``
+and ``celeriac worker -A proj`` say the same; given in both places, a
+repeatable option takes both (the first ones first), another the later one.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from typing import Any
 
 from celeriac.cli.settings import Invocation
 from celeriac.options import BadValue, CommonSettings, Declared, declared
+
+#: Where the top-level parser puts an option given before the command (its field's name after).
+_BEFORE = "before_command:"
 
 
 @dataclass(frozen=True)
@@ -70,11 +78,49 @@ class CommandLine:
                 epilog=command.epilog,
             )
             add_options(parser, options_of(command), show_defaults=command.show_defaults)
+        self._add_before_command(commands)
 
     def parse_args(self, argv: Sequence[str]) -> tuple[Command, dict[str, Any]]:
         """The command ``argv`` names and what it set, by field; argparse exits on an error."""
         given = vars(self.parser.parse_args(argv))
-        return self.by_name[given.pop("command")], given
+        command = self.by_name[given.pop("command")]
+        own = {d.name: d for d in options_of(command) if d.option.before_command}
+        for dest in [dest for dest in given if dest.startswith(_BEFORE)]:
+            value, name = given.pop(dest), dest[len(_BEFORE) :]
+            if name not in own:
+                flags = "/".join(self._before_flags[name])
+                self.parser.error(
+                    f"argument {flags}: `celeriac {command.name}` takes no {flags}; "
+                    f"it is an option of {self._takers(name)}"
+                )
+            if own[name].kind == "repeat":
+                given[name] = [*value, *given.get(name, [])]
+            else:
+                given.setdefault(name, value)  # after the command's name: the later one
+        return command, given
+
+    def _add_before_command(self, commands: Sequence[Command]) -> None:
+        """The top-level arguments for the options declared ``before_command``, once each."""
+        self._before_flags: dict[str, tuple[str, ...]] = {}
+        for command in commands:
+            for d in options_of(command):
+                if not d.option.before_command or d.name in self._before_flags:
+                    continue
+                self._before_flags[d.name] = d.flags
+                arguments = _arguments(d, show_defaults=False)
+                arguments["dest"] = _BEFORE + d.name
+                if arguments["help"] != argparse.SUPPRESS:  # the long text is the command's
+                    arguments["help"] = f"{self._takers(d.name)}'s option, before it or after it"
+                self.parser.add_argument(*d.flags, **arguments)
+
+    def _takers(self, name: str) -> str:
+        """The commands whose option ``name`` may come first: ```celeriac worker```."""
+        takers = [
+            f"`celeriac {c.name}`"
+            for c in self.commands
+            if any(d.name == name and d.option.before_command for d in options_of(c))
+        ]
+        return ", ".join(takers)
 
 
 def options_of(command: Command) -> list[Declared]:

@@ -5,17 +5,30 @@ builds ``celeriac worker``'s parser, config keys and ``--check`` report from it,
 the supervisor runs on it, and hands each worker process the same object (as
 JSON on its command line, :func:`child_command`) with the few fields that differ
 per process (:class:`ChildSettings`).
+
+Celery's worker spellings are flags of the same fields: ``-c``/``--concurrency``
+is ``--nprocs`` (Celery's prefork pool processes), ``-Q`` is ``--queues``,
+``-A``/``--app`` is ``--import`` (also before the command's name, as Celery's
+global ``-A``), ``-l``/``--loglevel`` is ``--log-level``.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass
 
 from celeriac.options import BadValue, CommonSettings, from_json, option, path, to_json
 from celeriac.wire.addresses import DEFAULT_ADDRESS
+
+#: The exit status of a worker process whose ``--import`` (``-A``) modules fail to import, and
+#: of ``celeriac worker`` then (``EX_CONFIG`` of sysexits.h): a configuration that cannot
+#: work, which no restart mends.  A worker process exits with it only at its start, before it
+#: connects; a task cannot make it (a task's ``SystemExit`` is the task's failure).
+EX_CONFIG = 78
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]?)I?B?\s*$")
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -39,12 +52,17 @@ class WorkerSettings(CommonSettings):
     """The options of ``celeriac worker``, with their defaults.
 
     ``address``: the scheduler's (``tcp://host:port`` or ``ipc://PATH``).
-    ``nprocs``: worker processes the supervisor keeps running.
+    ``nprocs``: worker processes the supervisor keeps running (Celery's
+    ``-c``/``--concurrency``).
     ``nthreads``: task slots (threads) per process.
-    ``queues``: the queues consumed.
+    ``queues``: the queues consumed (``-Q``).
     ``name``: prefix of the processes' names (``NAME-0``, ``NAME-1``; default:
     host name and pid).
-    ``imports``: modules each worker process imports at start.
+    ``imports``: modules each worker process imports at start (``-A``); a name
+    holding an app (``proj``, ``proj.celery``, ``proj:app``) is resolved as
+    Celery does by ``celeriac worker``, which gives its processes
+    ``module:attribute``: they import the module and call the app's
+    ``finalize()`` (its ``include`` and autodiscovered modules).
     ``keys``: CURVE key directory holding ``worker.key_secret`` and ``scheduler.key``.
     ``max_tasks_per_child``, ``max_memory_per_child`` (bytes): replace a process,
     between tasks, after that many tasks or above that resident memory (0 or
@@ -62,16 +80,27 @@ class WorkerSettings(CommonSettings):
         positional=True,
         help="scheduler address (default: $CELERIAC_ADDRESS or [worker] address)",
     )
-    nprocs: int = option(1, help="worker processes to run")
-    nthreads: int = option(1, help="task slots (threads) per process")
-    queues: tuple[str, ...] = option(("default",), help="comma-separated queues to consume")
+    nprocs: int = option(
+        1,
+        flags=("-c", "--nprocs", "--concurrency"),
+        metavar="N",
+        help="worker processes to run (Celery's -c/--concurrency: its prefork pool's processes)",
+    )
+    nthreads: int = option(1, metavar="N", help="task slots (threads) per process")
+    queues: tuple[str, ...] = option(
+        ("default",), flags=("-Q", "--queues"), help="comma-separated queues to consume"
+    )
     name: str | None = option(None, help="name prefix for the worker processes")
     imports: tuple[str, ...] = option(
         (),
-        flags=("-A", "--import"),
+        flags=("-A", "--import", "--app"),
         repeat=True,
         metavar="MODULE",
-        help="module to import in each worker process (repeatable)",
+        before_command=True,
+        help="module to import in each worker process, or a Celery-style app found as Celery "
+        "finds it: proj (its app, or proj.celery's or proj.celeriac's), proj.module, "
+        "proj:app; the app's include and autodiscovered modules are imported too. One that "
+        "fails to import stops the worker (exit 78). Repeatable",
     )
     keys: str | None = option(
         None,
@@ -187,3 +216,23 @@ def read_child_command(argv: list[str]) -> tuple[WorkerSettings, ChildSettings]:
     except (TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise ValueError(f"not settings written by child_command: {exc}") from None
     return settings, child
+
+
+def setup_django() -> None:
+    """``django.setup()`` once, when ``DJANGO_SETTINGS_MODULE`` is set and Django importable.
+
+    What ``--import`` modules may need first: a task module importing models, an
+    app autodiscovering Django's installed apps (Celery's Django fix-up calls it
+    as a worker starts, too).  The supervisor and every worker process call it
+    before the imports, and again after (a Django project's ``celery.py`` sets
+    the variable itself).
+    """
+    if not os.environ.get("DJANGO_SETTINGS_MODULE"):
+        return
+    try:
+        django = importlib.import_module("django")
+        apps = importlib.import_module("django.apps").apps
+    except ImportError:
+        return
+    if not apps.ready:
+        django.setup()

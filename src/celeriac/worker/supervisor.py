@@ -4,6 +4,10 @@ The supervisor chooses each child's routing id and, connected to the
 scheduler as a client, reports a child's death at once (``worker-died``), so
 its tasks are re-run without waiting for missed heartbeats.  Heartbeats stay
 the backstop for a whole host that vanishes.
+
+A child that exits :data:`~celeriac.worker.settings.EX_CONFIG` (78) could not
+import its ``-A`` modules as it started: restarting it would fail the same way
+forever, so the supervisor stops the others and exits 78 itself.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from celeriac.wire.protocol import Message
 from celeriac.wire.transport import Registration, drain, scheduler_dealer, send_frames
 from celeriac.worker.data import remove_spill_directory, spill_directory
 from celeriac.worker.memory import TERMINATE, limit_of, over_terminate, rss_of
-from celeriac.worker.settings import ChildSettings, WorkerSettings, child_command
+from celeriac.worker.settings import EX_CONFIG, ChildSettings, WorkerSettings, child_command
 
 log = logging.getLogger("celeriac.worker")
 
@@ -66,6 +70,7 @@ class Supervisor:
         self.settings = settings
         self._children: dict[int, _Child] = {}
         self._stopping = False
+        self._status = 0  # what run() returns
         self._parent = parent_pid
         self._reporter = DeathReporter(settings.address, settings.keys or None)
         self._memory_limit = limit_of(settings.memory_limit, settings.nprocs)
@@ -75,7 +80,8 @@ class Supervisor:
         self._stopping = True
 
     def run(self) -> int:
-        """Start the processes, restart dead ones, until :meth:`request_stop`; exit status 0."""
+        """Start the processes, restart dead ones, until :meth:`request_stop`; exit status 0
+        (:data:`EX_CONFIG` when a process could not load its ``-A`` modules)."""
         for index in range(self.settings.nprocs):
             self._children[index] = self._spawn(index, failures=0)
         log.info(
@@ -96,7 +102,7 @@ class Supervisor:
             self._stop_children()
         finally:
             self._reporter.close()
-        return 0
+        return self._status
 
     def child_pids(self) -> list[int]:
         """The pids of the worker processes now running."""
@@ -141,6 +147,18 @@ class Supervisor:
             self._reporter.report(child.identity, why, key)
         else:
             self._reporter.report(child.identity, reason)
+        if code == EX_CONFIG and child.killed_for is None:
+            log.error(
+                "worker process %d (pid %d) could not load its -A modules (exit %d, its error "
+                "is above); stopping the worker instead of restarting it",
+                child.index,
+                child.popen.pid,
+                code,
+            )
+            del self._children[child.index]
+            self._status = EX_CONFIG
+            self._stopping = True
+            return
         crashed = code != 0 and now - child.started < CRASH_WINDOW and child.killed_for is None
         child.failures = child.failures + 1 if crashed else 0
         delay = min(MAX_BACKOFF, 0.1 * 2**child.failures) if crashed else 0.0

@@ -85,7 +85,7 @@ def test_each_field_becomes_an_argument_with_its_help_and_default() -> None:
 def test_help_lists_common_options_first_and_check_last() -> None:
     listed = toy_help().split("options:")[1].splitlines()
     flags = [line.split()[0].rstrip(",") for line in listed if line.startswith("  -")]
-    assert flags[:3] == ["-h", "--log-level", "--config"]
+    assert flags[:3] == ["-h", "-l", "--config"]  # -l, --log-level, --loglevel
     assert flags[-1] == "--check"
 
 
@@ -115,7 +115,7 @@ def test_given_values_are_parsed_by_type() -> None:
         (["--count", "x"], "argument --count: invalid int value: 'x'"),
         (["--size", "big"], "argument --size: 'big' is no size"),  # BadValue's own words
         (["--where", "p", "--nowhere"], "argument --nowhere: not allowed with argument --where"),
-        (["--log-level", "loud"], "argument --log-level: invalid choice: 'LOUD'"),
+        (["--log-level", "loud"], "argument -l/--log-level/--loglevel: invalid choice: 'LOUD'"),
     ],
 )
 def test_bad_flags_are_argparse_errors(argv: list[str], message: str, capsys) -> None:
