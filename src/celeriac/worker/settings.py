@@ -42,6 +42,16 @@ def memory_size(text: str) -> int:
     return int(float(match[1]) * _UNITS[match[2]])
 
 
+def child_memory(text: str) -> int:
+    """``--max-memory-per-child``: a size (:func:`memory_size`); a bare number is KiB, as in Celery.
+
+    Celery's ``--max-memory-per-child 12000`` means 12,000 KiB; read as bytes it
+    would replace the process after every task.  ``12000B`` is bytes.
+    """
+    size = memory_size(text)
+    return size << 10 if text.strip().isdigit() else size
+
+
 def memory_limit(text: str) -> int | str:
     """``--memory-limit``: a size (:func:`memory_size`), or ``"auto"``."""
     return "auto" if text.strip().lower() == "auto" else memory_size(text)
@@ -116,10 +126,10 @@ class WorkerSettings(CommonSettings):
     )
     max_memory_per_child: int | None = option(
         None,
-        parse=memory_size,
+        parse=child_memory,
         metavar="SIZE",
         help="replace a worker process, between tasks, once its resident memory "
-        "exceeds SIZE (e.g. 500MB, 2GB)",
+        "exceeds SIZE (e.g. 500MB, 2GB; a bare number is KiB, as in Celery)",
     )
     stop_timeout: float = option(
         30.0, help="seconds running tasks get to finish on SIGTERM before they are killed"

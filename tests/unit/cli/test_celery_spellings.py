@@ -120,3 +120,20 @@ def test_a_single_valued_option_before_the_command_is_overridden_after_it(
     argv: list[str], target: str | None
 ) -> None:
     assert parse(early_cli(), argv, environ={}).settings.target == target  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [("12000", 12000 << 10), ("12000B", 12000), ("500MB", 500 << 20), ("2G", 2 << 30)],
+)
+def test_max_memory_per_child_reads_a_bare_number_as_kib_as_celery_does(
+    value: str, size: int, tmp_path: Path
+) -> None:
+    argv = ["worker", "--max-memory-per-child", value]
+    assert parse(command_line(), argv, environ={}).settings.max_memory_per_child == size  # type: ignore[attr-defined]
+    environ = {"CELERIAC_MAX_MEMORY_PER_CHILD": value}
+    assert parse(command_line(), ["worker"], environ=environ).settings.max_memory_per_child == size  # type: ignore[attr-defined]
+    config = tmp_path / "c.toml"
+    config.write_text("[worker]\nmax-memory-per-child = 12000\n")  # a TOML number: KiB too
+    settings = parse(command_line(), ["worker", "--config", str(config)], environ={}).settings
+    assert settings.max_memory_per_child == 12000 << 10  # type: ignore[attr-defined]
