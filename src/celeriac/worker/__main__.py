@@ -15,11 +15,13 @@ reason to stop rather than to restart it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import logging
 import signal
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from celeriac.logs import setup_logging
@@ -61,12 +63,24 @@ def import_all(specs: tuple[str, ...]) -> None:
     apps = []
     for spec in specs:
         module, _, attribute = spec.partition(":")
-        imported: Any = importlib.import_module(module)
-        if attribute:
-            apps.append(functools.reduce(getattr, attribute.split("."), imported))
+        with _naming(spec):
+            imported: Any = importlib.import_module(module)
+            if attribute:
+                apps.append((spec, functools.reduce(getattr, attribute.split("."), imported)))
     setup_django()
-    for app in apps:
-        app.finalize()
+    for spec, app in apps:
+        with _naming(spec):
+            app.finalize()
+
+
+@contextlib.contextmanager
+def _naming(spec: str) -> Iterator[None]:
+    """An exception raised inside says which ``-A`` it was loading (a note under it)."""
+    try:
+        yield
+    except Exception as exc:
+        exc.add_note(f"(while loading -A {spec})")
+        raise
 
 
 if __name__ == "__main__":
