@@ -232,9 +232,16 @@ class FutureTable:
         messages = []
         while self._releases:
             keys: list[str] = []
-            while self._releases and len(keys) < MAX_KEYS_PER_MESSAGE:
-                keys.append(self._releases.popleft())
-            messages.append(Message("release", {"keys": keys}))
+            with self._lock:
+                while self._releases and len(keys) < MAX_KEYS_PER_MESSAGE:
+                    key = self._releases.popleft()
+                    # Held again since its last Future went (AsyncResult(id) after a
+                    # dropped .delay()): its "want" may be on the way, and a release
+                    # after it would leave the new Future waiting forever.
+                    if key not in self._refcounts:
+                        keys.append(key)
+            if keys:
+                messages.append(Message("release", {"keys": keys}))
         return messages
 
     def close(self) -> None:

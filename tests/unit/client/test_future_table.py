@@ -76,6 +76,20 @@ def test_the_last_drop_forgets_the_key_and_queues_one_release(
     assert table.releases() == []  # taken once
 
 
+def test_a_key_held_again_before_its_release_went_out_is_not_released(
+    table: FutureTable,
+) -> None:
+    # AsyncResult(id).get() right after the .delay() that made it was dropped: the
+    # new Future's "want" must not be followed by the old one's release.
+    table.add("k")
+    table.drop("k")
+    table.add("k")
+    table.add("other")
+    table.drop("other")
+    (release,) = table.releases()
+    assert release["keys"] == ["other"] and "k" in table
+
+
 def test_a_closed_table_releases_nothing(table: FutureTable, link: Link) -> None:
     table.add("k")
     table.close()
