@@ -21,10 +21,9 @@ import tempfile
 import threading
 from collections.abc import MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
-import zict
 import zmq
 
 from celeriac.wire import protocol
@@ -33,6 +32,9 @@ from celeriac.wire.protocol import Message, Payload, ProtocolError, nbytes
 from celeriac.wire.security import KeysError, secure_peer_server
 from celeriac.wire.transport import readable, recv_frames, send_frames
 from celeriac.wire.wakeup import Waker
+
+if TYPE_CHECKING:
+    import zict
 
 log = logging.getLogger("celeriac.worker")
 
@@ -51,21 +53,28 @@ class ResultStore:
         self._lock = threading.Lock()
         self._sizes: dict[str, int] = {}
         self._directory = directory
-        self._items: MutableMapping[str, Payload]
-        if directory is None:
-            self._items = {}
-            self._buffer: zict.Buffer[str, Payload] | None = None
-            return
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        files = zict.File(directory)
+        self._target = target
+        self._items: MutableMapping[str, Payload] = {}
+        self._buffer: zict.Buffer[str, Payload] | None = None
+
+    def _spillable(self) -> None:
+        """Make the spill store, at the first result kept: zict imports asyncio
+        (24 ms), which every worker process would otherwise pay at start."""
+        import zict
+
+        assert self._directory is not None
+        os.makedirs(self._directory, mode=0o700, exist_ok=True)
+        files = zict.File(self._directory)
         slow = zict.Func(_to_file, _from_file, files)  # type: ignore[arg-type]  # lists are fine
-        self._buffer = zict.Buffer({}, slow, target, weight=lambda key, _: self._sizes[key])
+        self._buffer = zict.Buffer({}, slow, self._target, weight=lambda k, _: self._sizes[k])
         self._items = self._buffer
 
     def put(self, key: str, payload: Payload) -> int:
         """Keep ``payload`` under ``key``; its size in bytes."""
         size = sum(nbytes(frame) for frame in payload)
         with self._lock:
+            if self._buffer is None and self._directory is not None:
+                self._spillable()
             self._items.pop(key, None)
             self._sizes[key] = size
             self._items[key] = payload
