@@ -176,6 +176,8 @@ class Client:
         Returns a :class:`Future`; dropping the last one for a key releases it.
         """
         self._check_fork()
+        if kwargs:
+            _refuse_dask_options("submit", kwargs)
         future, msg = self._prepare(fn, args, kwargs, key, priority, retries, queue)
         self._conn.send(msg)
         return future
@@ -200,6 +202,8 @@ class Client:
             kwargs: keyword arguments, the same for every task.
         """
         self._check_fork()
+        if kwargs:
+            _refuse_dask_options("map", kwargs)
         arg_tuples = list(zip(*iterables, strict=False))
         keys = key if key is not None else [None] * len(arg_tuples)
         if len(keys) != len(arg_tuples):
@@ -808,8 +812,25 @@ def _refuse(method: str, kwargs: dict[str, Any]) -> None:
         names = ", ".join(sorted(kwargs))
         raise TypeError(
             f"Client.{method}() got unsupported keyword argument(s): {names} "
-            "(Celeriac takes priority, retries and queue; see docs/dask.md)"
+            "(Celeriac takes key, priority, retries and queue; see docs/guide.md)"
         )
+
+
+#: ``distributed.Client.submit``'s own options that Celeriac does not have: taken
+#: for the call's options, as Dask takes them, and refused rather than handed to
+#: the user's function as keyword arguments (``pure=False`` is what Celeriac does).
+_DASK_SUBMIT_OPTIONS = frozenset(
+    {"workers", "resources", "allow_other_workers", "fifo_timeout", "actor", "actors", "pure"}
+)
+
+
+def _refuse_dask_options(method: str, kwargs: dict[str, Any]) -> None:
+    """A ``TypeError`` at the call for Dask's submit options Celeriac does not honour."""
+    if _DASK_SUBMIT_OPTIONS.isdisjoint(kwargs):
+        return
+    if kwargs.get("pure", False) is False:
+        kwargs.pop("pure", None)  # a fresh key per call: what Celeriac always does
+    _refuse(method, {k: v for k, v in kwargs.items() if k in _DASK_SUBMIT_OPTIONS})
 
 
 def _options(submission: Submission, *, detached: bool) -> dict[str, Any]:

@@ -228,3 +228,16 @@ def test_scatter_on_one_host_goes_through_shared_memory_and_feeds_tasks(client: 
     assert client.who_has(futures) == {f.key: [] for f in futures}  # the scheduler has them
     single = client.scatter({"answer": 42})
     assert list(single) == ["answer"] and single["answer"].result(timeout=30) == 42
+
+
+def test_dask_submit_options_celeriac_lacks_are_refused_never_passed_on(client: Client) -> None:
+    from tasks_for_tests import inc
+
+    for options in ({"workers": ["w1"]}, {"resources": {"GPU": 1}}, {"pure": True}):
+        with pytest.raises(TypeError, match="unsupported keyword"):
+            client.submit(inc, 1, **options)
+        with pytest.raises(TypeError, match="unsupported keyword"):
+            client.map(inc, [1], **options)
+    # pure=False is what Celeriac does anyway: a fresh key per call
+    first, second = client.submit(inc, 1, pure=False), client.submit(inc, 1, pure=False)
+    assert first.key != second.key and client.gather([first, second]) == [2, 2]
