@@ -74,15 +74,17 @@ class Assigner:
                 heapq.heappush(candidates, (len(worker.assigned) / worker.slots, order, worker))
 
     def _local_worker(self, task: TaskRecord, least_loaded: WorkerRecord) -> WorkerRecord:
-        """Who should run ``task``: the worker keeping most of its input bytes, unless
-        that worker is much busier than ``least_loaded``.
+        """Who should run ``task``: the worker keeping most of its input bytes, or
+        ``least_loaded``, whichever would start it sooner.
 
-        Moving an input costs its size over the network; waiting behind one
-        more task on that worker costs a task's run time.  Without the run
-        times of what is queued there, the rule is by count: the holder takes it
-        while it has room and no more than one task per slot more than the least
-        loaded worker (a slot's worth of waiting, at most, to save the transfer).
-        Results the scheduler has (small ones, or shared memory) move nothing.
+        A worker's start time (Dask's worker objective) is what it must fetch,
+        at ``bandwidth``, plus the estimated run time of what it holds already,
+        per slot.  So a task whose inputs are large waits behind short tasks on
+        the worker that has them (the all-to-all's pieces), and goes elsewhere
+        when that worker is busy for longer than the transfer takes.  The holder
+        may queue it past the usual prefetch, up to ``max_prefetch``: the cost
+        of that waiting is in its start time.  Results the scheduler has (small
+        ones, or shared memory) move nothing and count for nobody.
         """
         tasks = self._lifecycle.tasks
         by_holder: dict[bytes, int] = {}
@@ -92,16 +94,21 @@ class Assigner:
                 by_holder[dep.holder] = by_holder.get(dep.holder, 0) + dep.nbytes
         if not by_holder:
             return least_loaded
-        holder_id = max(by_holder, key=by_holder.__getitem__)
-        holder = self._workers.get(holder_id)
-        if holder is None or holder is least_loaded or not self._has_room(holder):
+        holder = self._workers.get(max(by_holder, key=by_holder.__getitem__))
+        if holder is None or holder is least_loaded or task.queue not in holder.queues:
             return least_loaded
-        if task.queue not in holder.queues:
+        if holder.closing or holder.paused:
             return least_loaded
-        busier = (
-            len(holder.assigned) / holder.slots - len(least_loaded.assigned) / least_loaded.slots
-        )
-        return holder if busier <= 1 else least_loaded
+        if len(holder.assigned) >= holder.slots + self._config.max_prefetch:
+            return least_loaded
+        total = sum(by_holder.values())
+        bandwidth = self._config.bandwidth
+
+        def start(worker: WorkerRecord) -> float:
+            fetch = (total - by_holder.get(worker.id, 0)) / bandwidth
+            return fetch + worker.queued_work / worker.slots
+
+        return holder if start(holder) <= start(least_loaded) else least_loaded
 
     def steal(self, now: float) -> None:
         """Ask workers stuck on overdue tasks for their prefetched ones, for idle slots."""

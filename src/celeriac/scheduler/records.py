@@ -37,6 +37,9 @@ class SchedulerConfig:
     max_prefetch: int = 256
     #: Duration assumed for a task whose function has not been timed yet.
     unknown_duration: float = 0.5
+    #: Bytes per second assumed between workers, to weigh moving a task's inputs
+    #: against waiting where they are (Dask's ``distributed.scheduler.bandwidth``).
+    bandwidth: float = 100e6
     #: A started task running this long, and twice its expected duration, holds
     #: its slot "overdue": a worker whose every slot is overdue gives its
     #: prefetched tasks back while another worker has an idle slot.

@@ -123,18 +123,27 @@ def test_a_dependent_fetches_its_input_where_it_is_kept(sim: Sim) -> None:
     assert sim(C, submit("b", "a")) == [Send(W2, run("b", "a", where=[PEER[W1]]))]
 
 
-def test_a_dependent_goes_to_the_worker_holding_its_input_unless_it_is_much_busier() -> None:
-    sim = Sim(prefetch=2)
+def test_a_dependent_waits_behind_short_tasks_where_its_input_is() -> None:
+    # 25 MB at the assumed 100 MB/s is 0.25 s of transfer; a queued task is
+    # expected to take 0.01 s: the holder takes them all.
+    sim = Sim(prefetch=0, unknown_duration=0.01)
     add_worker(sim, W1)
     add_worker(sim, W2)
     sim(C, submit("a"))
     sim(W1, kept("a"))
-    # W1 holds the input and is as idle as W2: it runs the dependent
-    assert ops(sim(C, submit("b", "a"))) == [(W1, "run", "b")]
-    # one more task queued there is still worth saving the transfer
-    assert ops(sim(C, submit("c", "a"))) == [(W1, "run", "c")]
-    # two more per slot than W2 is too many: W2 fetches it
-    assert ops(sim(C, submit("d", "a"))) == [(W2, "run", "d")]
+    out = sim(C, *[submit(f"p{i}", "a") for i in range(5)])
+    assert {to for to, _, _ in ops(out)} == {W1}
+
+
+def test_a_dependent_goes_elsewhere_when_waiting_costs_more_than_the_transfer() -> None:
+    # a queued task is expected to take 0.5 s, more than the 0.25 s transfer
+    sim = Sim(prefetch=2, unknown_duration=0.5)
+    add_worker(sim, W1)
+    add_worker(sim, W2)
+    sim(C, submit("a"))
+    sim(W1, kept("a"))
+    assert ops(sim(C, submit("b", "a"))) == [(W1, "run", "b")]  # nothing queued there yet
+    assert ops(sim(C, submit("c", "a"))) == [(W2, "run", "c")]  # 0.5 s wait > 0.25 s fetch
 
 
 def test_small_results_and_durable_work_still_come_to_the_scheduler(sim: Sim) -> None:
