@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import socket as sockets
 import tempfile
@@ -123,12 +124,45 @@ class ResultStore:
         return len(self._sizes)
 
 
-def spill_directory(parent: str | None, identity: bytes) -> str:
-    """Where the worker process with routing id ``identity`` spills: a directory of
+def spill_directory(parent: str | None, pid: int, identity: bytes) -> str:
+    """Where worker process ``pid`` (routing id ``identity``) spills: a directory of
     its own under ``parent`` (``--local-directory``; default the system's temporary
-    directory).  Named by the identity so its supervisor can remove it when the
-    process dies, even killed (its own cleanup then never runs)."""
-    return os.path.join(parent or tempfile.gettempdir(), f"celeriac-spill-{identity.hex()}")
+    directory).  Named so its supervisor can remove it when the process dies, even
+    killed (its own cleanup then never runs), and so any later supervisor can tell
+    one whose process is gone (:func:`remove_leftover_spills`)."""
+    name = f"celeriac-spill-{pid}-{identity.hex()}"
+    return os.path.join(parent or tempfile.gettempdir(), name)
+
+
+def remove_leftover_spills(parent: str | None) -> int:
+    """Delete the spill directories under ``parent`` whose process no longer exists
+    (killed with its supervisor); how many.  A live process's is never touched."""
+    removed = 0
+    root = parent or tempfile.gettempdir()
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return 0
+    for name in names:
+        match = _SPILL_NAME.fullmatch(name)
+        if match is None or _alive(int(match[1])):
+            continue
+        remove_spill_directory(os.path.join(root, name))
+        removed += 1
+    return removed
+
+
+_SPILL_NAME = re.compile(r"celeriac-spill-(\d+)-[0-9a-f]{32}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: alive, and not ours to delete
+        return True
+    return True
 
 
 def remove_spill_directory(path: str) -> None:

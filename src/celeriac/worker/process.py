@@ -125,7 +125,7 @@ class WorkerProcess:
         # results kept here for peers (between hosts), spilled to disk past the target
         self._store = ResultStore(
             target=TARGET * limits.memory_limit if limits.memory_limit else float("inf"),
-            directory=spill_directory(settings.local_directory, self.identity),
+            directory=spill_directory(settings.local_directory, os.getpid(), self.identity),
         )
         self._data_server: DataServer | None = None
         self._peer: str | None = None  # where peers fetch them, once serving

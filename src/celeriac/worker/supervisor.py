@@ -28,7 +28,7 @@ from celeriac.parent import parent_gone
 from celeriac.wire import protocol
 from celeriac.wire.protocol import Message
 from celeriac.wire.transport import Registration, drain, scheduler_dealer, send_frames
-from celeriac.worker.data import remove_spill_directory, spill_directory
+from celeriac.worker.data import remove_leftover_spills, remove_spill_directory, spill_directory
 from celeriac.worker.memory import TERMINATE, limit_of, over_terminate, rss_of
 from celeriac.worker.settings import EX_CONFIG, ChildSettings, WorkerSettings, child_command
 
@@ -82,6 +82,8 @@ class Supervisor:
     def run(self) -> int:
         """Start the processes, restart dead ones, until :meth:`request_stop`; exit status 0
         (:data:`EX_CONFIG` when a process could not load its ``-A`` modules)."""
+        if left := remove_leftover_spills(self.settings.local_directory):
+            log.info("deleted %d spill directories of worker processes that are gone", left)
         for index in range(self.settings.nprocs):
             self._children[index] = self._spawn(index, failures=0)
         log.info(
@@ -140,7 +142,7 @@ class Supervisor:
     def _on_exit(self, child: _Child, code: int, now: float) -> None:
         os.close(child.control)
         # What it spilled is lost with it; killed, it could not delete the files itself.
-        remove_spill_directory(spill_directory(self.settings.local_directory, child.identity))
+        remove_spill_directory(self._spill_directory(child))
         reason = _describe_exit(code)
         if child.killed_for is not None:
             key, why = child.killed_for
@@ -222,6 +224,9 @@ class Supervisor:
             child.deadlines.clear()
             child.popen.kill()
 
+    def _spill_directory(self, child: _Child) -> str:
+        return spill_directory(self.settings.local_directory, child.popen.pid, child.identity)
+
     def _stop_children(self) -> None:
         live = [c.popen for c in self._children.values() if c.popen.poll() is None]
         log.info("stopping %d worker processes", len(live))
@@ -236,7 +241,7 @@ class Supervisor:
                 popen.kill()
                 popen.wait()
         for child in self._children.values():  # a killed one could not delete its own
-            remove_spill_directory(spill_directory(self.settings.local_directory, child.identity))
+            remove_spill_directory(self._spill_directory(child))
 
 
 def _describe_exit(code: int) -> str:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from celeriac.worker.data import ResultStore
+from celeriac.worker.data import ResultStore, remove_leftover_spills, spill_directory
 from celeriac.worker.memory import MemoryAction, auto_limit, decide, over_terminate
 
 MB = 1 << 20
@@ -57,3 +60,21 @@ def test_a_payload_of_several_frames_comes_back_whole(tmp_path: Path) -> None:
     assert [bytes(f) for f in store.get("k") or []] == [b"head", b"x" * 1000, b""]
     assert store.spilled == 1004
     store.close()
+
+
+def test_only_spill_directories_of_processes_that_are_gone_are_deleted(tmp_path: Path) -> None:
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead = spill_directory(str(tmp_path), int(gone.stdout), b"\x01" * 16)
+    live = spill_directory(str(tmp_path), os.getpid(), b"\x02" * 16)
+    other = tmp_path / "celeriac-spill-not-ours"
+    for path in (dead, live, str(other)):
+        os.makedirs(path)
+    assert remove_leftover_spills(str(tmp_path)) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [os.path.basename(live), other.name]
+    )
