@@ -124,7 +124,9 @@ class PeerClient:
         fields = {"rid": rid, "keys": list(items)}
         send_frames(socket, protocol.encode([Message("put-data", fields, list(items.values()))]))
         deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0 and socket.poll(int(left * 1000)):
+        poller = zmq.Poller()
+        poller.register(socket, zmq.POLLIN)
+        while _poll_until(poller, deadline):
             frames = recv_frames(socket)
             try:
                 replies = protocol.decode(frames, max_header_bytes=protocol.TRUSTED_HEADER_BYTES)
@@ -146,8 +148,7 @@ class PeerClient:
         for socket in pending:
             poller.register(socket, zmq.POLLIN)
         while pending:
-            left = deadline - time.monotonic()
-            ready = dict(poller.poll(max(0, int(left * 1000)))) if left > 0 else {}
+            ready = _poll_until(poller, deadline)
             if not ready:
                 for socket, (address, asked) in pending.items():
                     log.warning("no answer from %s for %d result(s)", address, len(asked))
@@ -244,8 +245,7 @@ def _connected(sockets: Iterable[zmq.Socket], timeout: float) -> set[zmq.Socket]
     for socket in waiting:
         poller.register(socket, zmq.POLLOUT)
     while waiting:
-        left = deadline - time.monotonic()
-        ready = dict(poller.poll(max(0, int(left * 1000)))) if left > 0 else {}
+        ready = _poll_until(poller, deadline)
         if not ready:
             break
         for socket in ready:
@@ -253,3 +253,9 @@ def _connected(sockets: Iterable[zmq.Socket], timeout: float) -> set[zmq.Socket]
             waiting.discard(socket)
             up.add(socket)
     return up
+
+
+def _poll_until(poller: zmq.Poller, deadline: float) -> dict[zmq.Socket, int]:
+    """What ``poller`` finds ready by ``deadline`` (``time.monotonic()``); empty past it."""
+    left = deadline - time.monotonic()
+    return dict(poller.poll(int(left * 1000))) if left > 0 else {}

@@ -194,8 +194,10 @@ def listen_host(scheduler: str) -> str:
     Found with a UDP socket's ``connect``, which sends nothing: it only asks
     the kernel which local address its route to the scheduler uses.
     """
-    host = scheduler.removeprefix("tcp://").rsplit(":", 1)[0].strip("[]")
-    if scheduler.startswith("ipc://") or is_loopback(host):
+    if scheduler.startswith("ipc://"):
+        return "127.0.0.1"
+    host, _ = host_port(scheduler)
+    if is_loopback(host):
         return "127.0.0.1"
     family = sockets.AF_INET6 if ":" in host else sockets.AF_INET
     try:
